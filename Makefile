@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv themselves.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test lint typecheck bench schemas clean
+
+venv: $(STAMP)
+
+# The lock is installed with --no-deps: it is the full, tested set (see pyproject.toml for why).
+# torch comes from the local CPU wheel (torch==2.13.0+cpu); asking for plain torch pulls CUDA.
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --no-deps -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps -e .
+	-$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/impression-gateway demo
+
+test: venv
+	$(BIN)/python -m pytest -q -ra
+
+lint: venv
+	$(BIN)/ruff check schemas gateway consumers model ops tests
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python ops/bench/ingest.py
+
+schemas: venv
+	$(BIN)/python -m schemas.jsonschema
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache

@@ -1,0 +1,215 @@
+"""Contracts carried on the Kafka topics: one canonical report event and what each stage makes of it.
+
+Input: nothing (pure data). Output: frozen pydantic v2 models with a ``schema_version``.
+Failure modes: ``pydantic.ValidationError`` on construction or ``model_validate_json`` of bad data.
+
+Every model is frozen so a stage cannot mutate what an earlier stage produced; derive a new one
+with ``model_copy(update=...)``. Text fields (findings, impression, draft text) are PHI-bearing and
+must never be logged; ids (event_id, accession, message_control_id) may be.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+# Namespace for deterministic event ids: the same message from the same sender always maps to the
+# same event id, so a duplicate that slips past the gateway is still processed idempotently.
+EVENT_NAMESPACE = uuid.UUID("6f1c2b1e-3f0a-4b7e-9c55-1d2a0e6b7a10")
+
+
+def event_id_for(sender: str, message_control_id: str) -> str:
+    """The deterministic event id of one message (sender = MSH-3^MSH-4, or the FHIR client id)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{sender}|{message_control_id}"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Source(str, enum.Enum):
+    HL7V2 = "hl7v2"
+    FHIR = "fhir"
+
+
+class Modality(str, enum.Enum):
+    """DICOM modality codes (PS3.3 C.7.3.1.1.1); PT covers PET and PET/CT, XR covers CR and DX."""
+
+    CT = "CT"
+    MR = "MR"
+    PT = "PT"
+    NM = "NM"
+    US = "US"
+    XR = "XR"
+    MG = "MG"
+    RF = "RF"
+    XA = "XA"
+    OT = "OT"
+
+
+class BodySystem(str, enum.Enum):
+    CHEST = "chest"
+    ABDOMEN = "abdomen"
+    MUSCULOSKELETAL = "musculoskeletal"
+    HEAD = "head"
+    MAXILLOFACIAL_NECK = "maxillofacial_neck"
+    SPINE = "spine"
+    BREAST = "breast"
+    WHOLE_BODY = "whole_body"
+    PELVIS = "pelvis"
+    CARDIOVASCULAR = "cardiovascular"
+    OTHER = "other"
+
+
+class ReportStatus(str, enum.Enum):
+    """Result status, mapped from HL7 OBX-11/OBR-25 (P, F, C, X, I…) or FHIR DiagnosticReport.status."""
+
+    REGISTERED = "registered"
+    IN_PROGRESS = "in_progress"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_signed(self) -> bool:
+        return self in (ReportStatus.FINAL, ReportStatus.AMENDED)
+
+
+class Drafter(str, enum.Enum):
+    """Which engine wrote a draft: the LLM worker (vLLM + adapter) or the retrieval fallback."""
+
+    LLM = "llm"
+    RETRIEVAL = "retrieval"
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class ReportEvent(_Contract):
+    """One radiology report as the gateway understood it, whatever the wire format."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    source: Source
+    message_control_id: str = Field(description="MSH-10, or the FHIR resource id / request id")
+    sender: str = Field("", description="MSH-3^MSH-4 or the FHIR client; part of duplicate detection")
+    accession: str = Field(description="Accession number (OBR-18/OBR-3 filler id, or identifier)")
+    placer_order_number: str = ""
+    filler_order_number: str = ""
+    patient_id: str = ""
+    site: str = ""
+    modality: Modality = Modality.OT
+    body_system: BodySystem = BodySystem.OTHER
+    procedure_code: str = ""
+    procedure_text: str = ""
+    findings: str = ""
+    impression: str = ""
+    status: ReportStatus
+    language: str = Field("en", description="BCP-47 primary tag of the findings text: en, zh, …")
+    radiologist_id: str = ""
+    observed_at: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+    hl7_version: str = ""
+
+
+class RouteSpec(_Contract):
+    """One row of the routing table after resolution: where a report goes."""
+
+    name: str
+    adapter: str
+    prompt_template: str
+    topic: str
+
+
+class InferenceRequest(_Contract):
+    schema_version: int = SCHEMA_VERSION
+    event: ReportEvent
+    route: RouteSpec
+    attempt: int = 0
+    not_before: datetime | None = Field(None, description="When parked: do not retry before this")
+    last_error: str = ""
+
+
+class DraftImpression(_Contract):
+    schema_version: int = SCHEMA_VERSION
+    event_id: str
+    accession: str
+    site: str = ""
+    route: str
+    text: str
+    drafter: Drafter = Drafter.LLM
+    adapter_name: str
+    adapter_version: str = ""
+    prompt_version: str = ""
+    model: str = Field(description="The served model name the request named (base or adapter)")
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    event: ReportEvent
+
+
+class PostResult(_Contract):
+    """What the post stage did with one draft, per channel."""
+
+    schema_version: int = SCHEMA_VERSION
+    draft: DraftImpression
+    hl7_ack: str = Field("", description="MSA-1 of the target's ACK (AA/AE/AR), empty if not sent")
+    fhir_report_url: str = ""
+    skipped_reason: str = ""
+    posted_at: datetime = Field(default_factory=utcnow)
+
+
+class EditRecord(_Contract):
+    """A signed report beside the draft it may have started from (what the radiologist changed)."""
+
+    schema_version: int = SCHEMA_VERSION
+    record_id: str
+    accession: str
+    event_id: str = Field(description="The event id of the signed (final/amended) report")
+    draft_event_id: str = ""
+    route: str = ""
+    site: str = ""
+    modality: Modality = Modality.OT
+    body_system: BodySystem = BodySystem.OTHER
+    language: str = "en"
+    adapter_name: str = ""
+    adapter_version: str = ""
+    prompt_version: str = ""
+    drafter: Drafter | None = None
+    findings: str = ""
+    draft: str = ""
+    final: str = ""
+    final_status: ReportStatus = ReportStatus.FINAL
+    radiologist_id: str = ""
+    signed_at: datetime | None = None
+    captured_at: datetime = Field(default_factory=utcnow)
+    accepted_unchanged: bool = False
+    edit_distance: int = 0
+    normalised_edit_distance: float = 0.0
+    chars_added: int = 0
+    chars_removed: int = 0
+    has_draft: bool = True
+    final_before_draft: bool = False
+
+
+class DeadLetter(_Contract):
+    """What a stage rejected: the reason, the ids it could read, and the original bytes."""
+
+    schema_version: int = SCHEMA_VERSION
+    stage: str
+    topic: str
+    code: str
+    reason: str
+    message_control_id: str = ""
+    accession: str = ""
+    original: bytes = Field(description="The original message bytes, base64 in JSON")
+    headers: dict[str, str] = Field(default_factory=dict)
+    rejected_at: datetime = Field(default_factory=utcnow)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
