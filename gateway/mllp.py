@@ -1,0 +1,213 @@
+"""MLLP transport (HL7 v2 Minimal Lower Layer Protocol, HL7 v2.5.1 Appendix C.4): framing, an asyncio
+listener and a client that waits for the peer's ACK.
+
+Input: a TCP (optionally TLS) byte stream of frames ``<VT> message <FS><CR>``.
+Output: each complete frame handed to a ``FrameHandler``; the bytes it returns are written back
+framed, in order, on the same connection.
+Failure modes: bytes outside a frame are discarded (logged as a count); a frame larger than the
+limit is answered through ``FrameHandler.oversized`` and discarded; a connection closed mid-frame
+loses only that unacknowledged frame (the sender resends it, since it never got an ACK); a handler
+exception is answered with ``FrameHandler.failed`` and never closes the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger("gateway.mllp")
+
+VT = b"\x0b"
+FS_CR = b"\x1c\x0d"
+
+
+def frame(message: bytes) -> bytes:
+    return VT + message + FS_CR
+
+
+class FrameHandler(Protocol):
+    async def handle(self, message: bytes) -> bytes: ...
+
+    def oversized(self, prefix: bytes) -> bytes: ...
+
+    def failed(self, message: bytes, exc: BaseException) -> bytes: ...
+
+
+def server_ssl_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        ctx.load_verify_locations(str(client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class FrameReader:
+    """Incremental MLLP deframer with a size limit; bytes outside VT…FS are dropped."""
+
+    def __init__(self, max_bytes: int):
+        self._max = max_bytes
+        self._buf = bytearray()
+        self._in_frame = False
+        self._skipping = False  # inside an oversized frame: discard up to its FS
+        self.discarded = 0
+        self.truncated = 0
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """Returns ("frame", message) and ("oversized", prefix) items, in stream order."""
+        out: list[tuple[str, bytes]] = []
+        self._buf += data
+        while True:
+            if not self._in_frame:
+                start = self._buf.find(VT)
+                if start < 0:
+                    self.discarded += len(self._buf)
+                    self._buf.clear()
+                    return out
+                self.discarded += start
+                del self._buf[: start + 1]
+                self._in_frame = True
+            end = self._buf.find(b"\x1c")
+            restart = self._buf.find(VT)
+            if 0 <= restart and (end < 0 or restart < end):
+                # A new frame began before this one ended: the earlier frame was truncated.
+                self.truncated += 1
+                self.discarded += restart
+                del self._buf[: restart + 1]
+                self._skipping = False
+                continue
+            if end < 0:
+                if len(self._buf) > self._max:
+                    if not self._skipping:
+                        out.append(("oversized", bytes(self._buf[:4096])))
+                        self._skipping = True
+                    del self._buf[:-1]  # keep nothing of it but avoid unbounded growth
+                return out
+            if self._skipping or end > self._max:
+                if not self._skipping:
+                    out.append(("oversized", bytes(self._buf[:4096])))
+                self._skipping = False
+            else:
+                out.append(("frame", bytes(self._buf[:end])))
+            # FS is followed by CR; tolerate its absence.
+            drop = end + 2 if self._buf[end + 1 : end + 2] == b"\x0d" else end + 1
+            del self._buf[:drop]
+            self._in_frame = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf) if self._in_frame else 0
+
+
+class MllpServer:
+    """Accepts connections and answers each frame, in order, with what the handler returns."""
+
+    def __init__(self, handler: FrameHandler, *, max_message_bytes: int, ssl_context: ssl.SSLContext | None = None):
+        self._handler = handler
+        self._max = max_message_bytes
+        self._ssl = ssl_context
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=self._ssl, limit=2**20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("mllp_listening", host=host, port=self.port, tls=self._ssl is not None)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        deframer = FrameReader(self._max)
+        try:
+            while data := await reader.read(65536):
+                for kind, payload in deframer.feed(data):
+                    writer.write(frame(await self._answer(kind, payload)))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            log.info("mllp_connection_error", peer=str(peer), error=type(exc).__name__)
+        finally:
+            if deframer.pending:
+                log.warning("mllp_truncated_frame", peer=str(peer), bytes=deframer.pending)
+            if deframer.discarded:
+                log.warning("mllp_bytes_outside_frame", peer=str(peer), bytes=deframer.discarded)
+            writer.close()
+
+    async def _answer(self, kind: str, payload: bytes) -> bytes:
+        if kind == "oversized":
+            return self._handler.oversized(payload)
+        try:
+            return await self._handler.handle(payload)
+        except Exception as exc:  # one bad message never stops the listener
+            log.exception("mllp_handler_failed", error=type(exc).__name__)
+            return self._handler.failed(payload, exc)
+
+
+@dataclass(frozen=True)
+class MllpTarget:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> MllpTarget:
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"MLLP target must be HOST:PORT, got {text!r}")
+        return cls(host, int(port))
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK (AA/AE/AR/CA/CE/CR), or "" when the reply has no readable MSA."""
+    if len(ack) < 4 or not ack.startswith(b"MSH"):
+        return ""
+    sep = ack[3:4]
+    for segment in ack.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA" + sep):
+            fields = segment.split(sep)
+            return fields[1].decode("ascii", "replace") if len(fields) > 1 else ""
+    return ""
+
+
+class MllpClient:
+    """Sends one message per call on a kept-open connection and returns the peer's ACK bytes."""
+
+    def __init__(self, target: MllpTarget, *, timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None):
+        self._target = target
+        self._timeout = timeout_s
+        self._ssl = ssl_context
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: bytes) -> bytes:
+        async with self._lock:
+            try:
+                return await asyncio.wait_for(self._roundtrip(message), self._timeout)
+            except BaseException:
+                await self.close()  # a half-read connection cannot be reused
+                raise
+
+    async def _roundtrip(self, message: bytes) -> bytes:
+        if self._conn is None:
+            self._conn = await asyncio.open_connection(self._target.host, self._target.port, ssl=self._ssl)
+        reader, writer = self._conn
+        writer.write(frame(message))
+        await writer.drain()
+        await reader.readuntil(VT)
+        body = await reader.readuntil(b"\x1c")
+        await reader.readexactly(1)  # the trailing CR
+        return body[:-1]
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None

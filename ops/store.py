@@ -1,0 +1,162 @@
+"""The store of drafts and edit records (SQLAlchemy): SQLite file by default, any DATABASE_URL.
+
+Input: ``DraftImpression`` and ``EditRecord`` contracts. Output: rows, and the contracts read back.
+Failure modes: the database is unreachable → ``RetryLater`` (the stage backs off; Kafka keeps the
+event); a row that already exists is left as it is (every write is idempotent by event id, so a
+redelivered Kafka record never duplicates a row).
+
+The full contract is kept as JSON beside the indexed columns, so a schema change never needs a
+migration of history to read it back; the columns are what queries and aggregations filter on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from schemas import DraftImpression, EditRecord, RetryLater
+
+metadata = MetaData()
+
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("accession", String(64), index=True, nullable=False),
+    Column("route", String(64), index=True),
+    Column("site", String(64)),
+    Column("adapter_name", String(128)),
+    Column("adapter_version", String(64)),
+    Column("drafter", String(16)),
+    Column("created_at", DateTime(timezone=True), index=True),
+    Column("hl7_ack", String(4), default=""),
+    Column("fhir_report_url", Text, default=""),
+    Column("posted_at", DateTime(timezone=True), nullable=True),
+    Column("body", Text, nullable=False),
+)
+
+edit_records = Table(
+    "edit_records",
+    metadata,
+    Column("record_id", String(64), primary_key=True),
+    Column("event_id", String(64), unique=True, nullable=False),
+    Column("accession", String(64), index=True, nullable=False),
+    Column("route", String(64), index=True),
+    Column("site", String(64), index=True),
+    Column("adapter_name", String(128)),
+    Column("adapter_version", String(64), index=True),
+    Column("captured_at", DateTime(timezone=True), index=True),
+    Column("accepted_unchanged", Boolean),
+    Column("normalised_edit_distance", Float),
+    Column("edit_distance", Integer),
+    Column("has_draft", Boolean, index=True),
+    Column("final_before_draft", Boolean),
+    Column("body", Text, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the dashboard read while a consumer writes; busy_timeout rides out short locks.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def create(self) -> Store:
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise RetryLater("store_unavailable", f"cannot reach the store: {type(exc).__name__}") from exc
+        return self
+
+    def _write(self, stmt: Any) -> bool:
+        """Executes one write; False when the row already existed (idempotent redelivery)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(stmt)
+            return True
+        except IntegrityError:
+            return False
+        except OperationalError as exc:
+            raise RetryLater("store_unavailable", f"store write failed: {type(exc).__name__}") from exc
+
+    def save_draft(self, draft: DraftImpression) -> bool:
+        return self._write(insert(drafts).values(
+            event_id=draft.event_id, accession=draft.accession, route=draft.route, site=draft.site,
+            adapter_name=draft.adapter_name, adapter_version=draft.adapter_version, drafter=draft.drafter.value,
+            created_at=draft.created_at, body=draft.model_dump_json(),
+        ))
+
+    def mark_posted(self, event_id: str, *, hl7_ack: str, fhir_report_url: str, posted_at: datetime) -> None:
+        self._write(update(drafts).where(drafts.c.event_id == event_id).values(
+            hl7_ack=hl7_ack, fhir_report_url=fhir_report_url, posted_at=posted_at))
+
+    def has_draft(self, event_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(drafts.c.event_id).where(drafts.c.event_id == event_id)).first() is not None
+
+    def latest_draft(self, accession: str) -> DraftImpression | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(drafts.c.body).where(drafts.c.accession == accession).order_by(drafts.c.created_at.desc())
+            ).first()
+        return DraftImpression.model_validate_json(row[0]) if row else None
+
+    def save_edit(self, record: EditRecord) -> bool:
+        return self._write(insert(edit_records).values(
+            record_id=record.record_id, event_id=record.event_id, accession=record.accession, route=record.route,
+            site=record.site, adapter_name=record.adapter_name, adapter_version=record.adapter_version,
+            captured_at=record.captured_at, accepted_unchanged=record.accepted_unchanged,
+            normalised_edit_distance=record.normalised_edit_distance, edit_distance=record.edit_distance,
+            has_draft=record.has_draft, final_before_draft=record.final_before_draft, body=record.model_dump_json(),
+        ))
+
+    def replace_edit(self, record: EditRecord) -> None:
+        self._write(update(edit_records).where(edit_records.c.record_id == record.record_id).values(
+            route=record.route, adapter_name=record.adapter_name, adapter_version=record.adapter_version,
+            accepted_unchanged=record.accepted_unchanged, normalised_edit_distance=record.normalised_edit_distance,
+            edit_distance=record.edit_distance, has_draft=record.has_draft,
+            final_before_draft=record.final_before_draft, body=record.model_dump_json(),
+        ))
+
+    def signed_records(self, accession: str) -> list[EditRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(edit_records.c.body).where(edit_records.c.accession == accession)).all()
+        return [EditRecord.model_validate_json(r[0]) for r in rows]
+
+    def edit_records(self, limit: int = 1000) -> list[EditRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(edit_records.c.body).order_by(edit_records.c.captured_at.desc()).limit(limit)
+            ).all()
+        return [EditRecord.model_validate_json(r[0]) for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
