@@ -104,9 +104,10 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
             await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
 
         async def readiness() -> dict[str, bool]:
-            status = {"broker": await publisher.ready(), "model_worker": await client.ready()}
+            status = {"broker": await publisher.ready()}
             if faust_app is not None:
                 status["consumers"] = bool(faust_app.started and not faust_app.rebalancing)
+                status["model_worker"] = await client.ready()
             return status
 
         mllp_port = 0

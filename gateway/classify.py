@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from schemas.events import BodySystem, Modality
 
@@ -56,9 +57,9 @@ def _keyword_regex(keyword: str) -> str:
     return r"(?<![A-Z0-9])" + body + ("" if prefix else r"(?![A-Z0-9])")
 
 
-def _row(raw: dict[str, object], key: str) -> _Row:
-    keywords = [str(k) for k in raw.get("keywords", []) or []]  # type: ignore[union-attr]
-    codes = frozenset(_fold(str(c)) for c in raw.get("codes", []) or [])  # type: ignore[union-attr]
+def _row(raw: dict[str, Any], key: str) -> _Row:
+    keywords = [str(k) for k in raw.get("keywords", [])]
+    codes = frozenset(_fold(str(c)) for c in raw.get("codes", []))
     value = str(raw[key])
     default_body = str(raw.get("body_system", "")) if key == "modality" else ""
     # Validate now, so a typo in a site table fails at load, not on the first matching message.

@@ -7,7 +7,8 @@ Failure modes: none; text without any heading is all findings (``(text, "")``).
 
 Sections other than findings and impression (technique, comparison, history, indication …) are
 dropped: the drafter sees findings only, and the edit capture compares impressions only. Text before
-the first heading counts as findings when the report has no findings heading of its own.
+the first heading counts as findings when the report has no findings heading of its own; a text whose
+headings are all "other" ones (e.g. it starts with "Comparison: none.") is kept whole as findings.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def split_sections(text: str) -> tuple[str, str]:
             parts[_section(match.group("name"))].append(body)
     if preamble and not parts[FINDINGS]:
         parts[FINDINGS].append(preamble)
+    if not parts[FINDINGS] and not parts[IMPRESSION]:
+        return text, ""  # only "other" headings (e.g. "Comparison: none."): keep it all rather than lose it
     return "\n\n".join(parts[FINDINGS]), "\n\n".join(parts[IMPRESSION])
 
 

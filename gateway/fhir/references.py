@@ -59,7 +59,8 @@ class Resolver:
         contained = {f"#{c.id}": c for c in resource.contained or [] if getattr(c, "id", None)}
         return cls(contained, bundle or {})
 
-    def resolve(self, reference: str | None) -> Any | None:
+    def resolve(self, reference: str | None) -> Any:
+        """The target resource, or None."""
         if not reference:
             return None
         if reference.startswith("#"):

@@ -1,0 +1,24 @@
+"""HL7 v2 at the hospital edge: read MSH fast, normalise ORU^R01, build ACKs and draft ORU^R01s.
+
+Nothing here returns an HL7 object: callers get ``MshInfo``, ``ReportEvent`` or bytes.
+"""
+
+from gateway.hl7.ack import build_ack
+from gateway.hl7.er7 import Delimiters, escape, unescape
+from gateway.hl7.msh import MshInfo, peek_msh
+from gateway.hl7.normalise import normalise_hl7
+from gateway.hl7.outbound import build_draft_oru, provenance_note
+from gateway.hl7.split import split_messages
+
+__all__ = [
+    "Delimiters",
+    "MshInfo",
+    "build_ack",
+    "build_draft_oru",
+    "escape",
+    "normalise_hl7",
+    "peek_msh",
+    "provenance_note",
+    "split_messages",
+    "unescape",
+]

@@ -46,6 +46,21 @@ STANDARD = Delimiters()
 Segment = list[str]  # index n is field n (SEG-n); index 0 is the segment name
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """MSH-12 as comparable numbers ("2.5.1" → (2, 5, 1)); unreadable parts count as 0."""
+    nums = []
+    for part in version.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        nums.append(int(digits) if digits else 0)
+    return tuple(nums) or (2, 5)
+
+
+def message_type_field(code: str, trigger: str, structure: str, version: str, d: Delimiters = STANDARD) -> str:
+    """MSH-9; component 3 (message structure) exists from v2.3.1 on."""
+    parts = [code, trigger, structure] if version_tuple(version) >= (2, 3, 1) else [code, trigger]
+    return d.component.join(parts)
+
+
 def split_segments(text: str, d: Delimiters) -> list[Segment]:
     """Segments of a message; CR, LF or CRLF terminated.
 

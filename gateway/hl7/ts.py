@@ -10,7 +10,7 @@ gateway does not know.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 _TS = re.compile(
     r"(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
@@ -25,7 +25,7 @@ def parse_ts(value: str) -> datetime | None:
         return None
     g = match.groupdict()
     try:
-        tz = timezone.utc
+        tz = UTC
         if g["tz"]:
             sign = -1 if g["tz"][0] == "-" else 1
             tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][3:5])))
@@ -41,11 +41,11 @@ def parse_ts(value: str) -> datetime | None:
         )
     except ValueError:
         return None
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def format_ts(moment: datetime) -> str:
     """An aware datetime as HL7 DTM to the second with offset (naive ones are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S+0000")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")

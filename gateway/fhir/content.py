@@ -1,0 +1,137 @@
+"""Findings and impression text of one FHIR DiagnosticReport.
+
+Stage: normalise (part of ``parse_fhir``).
+Input: a validated R4B DiagnosticReport, its reference resolver, the observation codes of the
+settings. Output: ``(findings, impression)``, whitespace-normalised.
+Failure modes: ``FhirReject`` (``fhir_invalid``) when a ``presentedForm`` names an unknown charset
+or its data does not decode in it. A report with no text at all yields ``("", "")``; the route stage
+decides what that means.
+
+Where the text comes from, first match wins:
+1. findings: Observations (``result`` references, else ``contained``) coded 59776-5 (LOINC
+   "Procedure findings Narrative") or another findings code of the settings, ``valueString`` or
+   ``valueCodeableConcept.text``;
+2. impression: ``DiagnosticReport.conclusion`` (R4: "Clinical conclusion (interpretation)"), else an
+   Observation with an impression code (19005-8 …);
+3. when no findings Observation exists, the whole report text (a report-coded Observation, else
+   ``presentedForm`` text/plain, else the narrative ``text.div``) split by ``split_sections``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from typing import Any
+
+from gateway.fhir.references import Resolver, type_of
+from gateway.fhir.validate import INVALID, FhirReject
+from gateway.report_text import normalise_whitespace, split_sections
+
+_SKIPPED_STATUS = frozenset({"cancelled", "entered-in-error"})
+_BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre"})
+
+
+def observations(report: Any, resolver: Resolver) -> list[Any]:
+    """The report's Observations: ``result`` targets, then contained ones ``result`` did not name."""
+    found = [resolver.resolve(r.reference) for r in report.result or []]
+    picked = [o for o in found if type_of(o) == "Observation"]
+    picked += [o for o in resolver.all_contained("Observation") if all(o is not p for p in picked)]
+    return [o for o in picked if o.status not in _SKIPPED_STATUS]
+
+
+def _coded(obs: Any, codes: frozenset[str]) -> bool:
+    return any(c.code in codes for c in (obs.code.coding or []))
+
+
+def _value_text(obs: Any) -> str:
+    if obs.valueString:
+        return str(obs.valueString)
+    concept = obs.valueCodeableConcept
+    return str(concept.text) if concept is not None and concept.text else ""
+
+
+def observation_text(found: Iterable[Any], codes: Iterable[str]) -> str:
+    wanted = frozenset(codes)
+    return "\n\n".join(t for t in (_value_text(o) for o in found if _coded(o, wanted)) if t)
+
+
+def _media_type(content_type: str) -> tuple[str, str]:
+    """``("text/plain", "utf-8")`` from ``text/plain; charset=UTF-8`` (RFC 2045 §5.1 parameters)."""
+    media, _, params = content_type.partition(";")
+    charset = "utf-8"  # RFC 6657 defaults text/plain to US-ASCII; UTF-8 is its superset and what FHIR sends.
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    return media.strip().lower(), charset
+
+
+def presented_text(report: Any, root: str) -> str:
+    """The first ``presentedForm`` attachment that is text/plain with inline ``data``, decoded."""
+    for i, form in enumerate(report.presentedForm or []):
+        media, charset = _media_type(str(form.contentType or ""))
+        if media != "text/plain" or not form.data:
+            continue
+        path = f"{root}.presentedForm[{i}]"
+        raw = form.data if isinstance(form.data, bytes) else _b64(str(form.data), path)
+        try:
+            codecs.lookup(charset)
+            return raw.decode(charset)
+        except LookupError as exc:
+            raise FhirReject(INVALID, f"{path}.contentType: unknown charset", expression=[f"{path}.contentType"],
+                             issue_type="value") from exc
+        except UnicodeDecodeError as exc:
+            raise FhirReject(INVALID, f"{path}.data: does not decode as the declared charset",
+                             expression=[f"{path}.data"], issue_type="value") from exc
+    return ""
+
+
+def _b64(data: str, path: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FhirReject(INVALID, f"{path}.data: not base64", expression=[f"{path}.data"], issue_type="value") from exc
+
+
+class _TextOnly(HTMLParser):
+    """XHTML narrative → plain text; block elements become line breaks (R4 narrative.html)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCKS and tag != "br":  # <br/> is one line break, not two
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def narrative_text(report: Any) -> str:
+    if report.text is None or not report.text.div:
+        return ""
+    parser = _TextOnly()
+    parser.feed(str(report.text.div))
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(lines)
+
+
+def report_texts(report: Any, resolver: Resolver, root: str, codes: dict[str, tuple[str, ...]]) -> tuple[str, str]:
+    """``(findings, impression)`` of one report; ``codes`` maps findings/impression/report → codes."""
+    found = observations(report, resolver)
+    findings = observation_text(found, codes["findings"])
+    impression = str(report.conclusion or "") or observation_text(found, codes["impression"])
+    if not findings:
+        whole = observation_text(found, codes["report"]) or presented_text(report, root) or narrative_text(report)
+        findings, from_text = split_sections(whole)
+        impression = impression or from_text
+    return normalise_whitespace(findings), normalise_whitespace(impression)

