@@ -51,6 +51,22 @@ class RawPublisher(Protocol):
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
+class RecordingPublisher:
+    """The fake beside the interface: keeps what it is given in memory (unit tests, dry runs).
+
+    Set ``unavailable`` to make it answer like a broker that is down (``RetryLater``).
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, dict[str, str]]] = []
+        self.unavailable = False
+
+    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str) -> None:
+        if self.unavailable:
+            raise RetryLater("broker_unavailable", "publisher marked unavailable", message_control_id=control_id)
+        self.records.append((payload, {"content_type": content_type, "sender": sender, "control_id": control_id}))
+
+
 class _Refused(Exception):
     """An answer decided before the body is parsed (auth, size, media type)."""
 

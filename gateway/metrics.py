@@ -11,16 +11,16 @@ from prometheus_client import Counter, Histogram
 
 # source: hl7v2 | fhir. outcome: accepted | rejected | retry | duplicate.
 MESSAGES_RECEIVED = Counter(
-    "impression_gateway_messages_received",
+    "ig_messages_received_total",
     "Inbound messages by source and what the gateway did with them",
     ["source", "outcome"],
 )
 # MSA-1 of the ACKs the MLLP listener sent (HL7 v2.5.1 §2.9.2: AA, AE, AR).
-ACKS_SENT = Counter("impression_gateway_acks_sent", "HL7 v2 ACKs sent by MSA-1 code", ["code"])
+ACKS_SENT = Counter("ig_acks_sent_total", "HL7 v2 ACKs sent by MSA-1 code", ["code"])
 INGEST_LATENCY = Histogram(
-    "impression_gateway_ingest_latency_seconds",
+    "ig_ingest_latency_seconds",
     "Receipt to answer (ACK or HTTP response), including the durable publish",
     ["source"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-FHIR_REQUESTS = Counter("impression_gateway_fhir_requests", "FHIR HTTP requests by response status", ["status"])
+FHIR_REQUESTS = Counter("ig_fhir_requests_total", "FHIR HTTP requests by response status", ["status"])

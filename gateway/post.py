@@ -19,7 +19,7 @@ from gateway.fhir.outbound import post_draft_fhir
 from gateway.hl7 import build_draft_oru
 from gateway.mllp import MllpClient, MllpTarget, ack_code
 from gateway.settings import GatewaySettings
-from schemas import DraftImpression, PostResult, Reject, RetryLater
+from schemas import DraftImpression, PostResult, Reject, RetryLater, Skip
 
 log = structlog.get_logger("gateway.post")
 
@@ -40,11 +40,14 @@ class DraftPoster:
 
     async def post(self, draft: DraftImpression) -> PostResult:
         hl7_ack = await self._post_hl7(draft) if self._mllp is not None else ""
-        fhir_url = ""
+        fhir_url, skipped = "", ""
         if self._http is not None:
-            fhir_url = await post_draft_fhir(self._http, self._settings.fhir_server_url, draft,
-                                             token=self._settings.fhir_server_token)
-        return PostResult(draft=draft, hl7_ack=hl7_ack, fhir_report_url=fhir_url)
+            try:
+                fhir_url = await post_draft_fhir(self._http, self._settings.fhir_server_url, draft,
+                                                 token=self._settings.fhir_server_token)
+            except Skip as exc:  # e.g. the EHR already holds a signed report for this accession
+                skipped = exc.code
+        return PostResult(draft=draft, hl7_ack=hl7_ack, fhir_report_url=fhir_url, skipped_reason=skipped)
 
     async def _post_hl7(self, draft: DraftImpression) -> str:
         assert self._mllp is not None
@@ -57,7 +60,7 @@ class DraftPoster:
         for attempt in range(self._settings.draft_mllp_retries):
             try:
                 last = ack_code(await self._mllp.send(message))
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 last = type(exc).__name__
             if last in ("AA", "CA"):
                 return last

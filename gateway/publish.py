@@ -11,7 +11,7 @@ the broker confirmed the write.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -63,7 +63,7 @@ class KafkaRawPublisher:
         try:
             await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=2.0)
             return True
-        except (KafkaError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, KafkaError, OSError):
             return False
 
     async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str) -> None:
@@ -73,7 +73,7 @@ class KafkaRawPublisher:
             (HEADER_CONTENT_TYPE, content_type.encode()),
             (HEADER_SENDER, sender.encode()),
             (HEADER_CONTROL_ID, control_id.encode()),
-            (HEADER_RECEIVED_AT, datetime.now(timezone.utc).isoformat().encode()),
+            (HEADER_RECEIVED_AT, datetime.now(UTC).isoformat().encode()),
         ]
         key = f"{sender}|{control_id}".encode()
         try:
@@ -81,7 +81,7 @@ class KafkaRawPublisher:
                 self._producer.send_and_wait(self._topic, payload, key=key, headers=headers),
                 timeout=self._send_timeout_s,
             )
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             log.warning("publish_failed", control_id=control_id, error=type(exc).__name__)
             raise RetryLater("broker_unavailable", f"publish to {self._topic} failed: {type(exc).__name__}",
                              message_control_id=control_id) from exc

@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from model import demo_tokenizer, synthetic
 from model.prompts import PROMPTS_DIR
-from model.train import Example, TrainPlan, collate, encode_pairs, train, train_lora
+from model.train import Example, TrainPlan, collate, encode_pairs, prompt_text, train, train_lora
 
 RECIPE_VERSION = 1
 SERVED_BASE_NAME = "base"
@@ -42,7 +42,7 @@ class DemoRecipe:
     """Every knob of the build; its hash (with the corpus and prompt files) keys the cache."""
 
     seed: int = 0
-    vocab_size: int = 3000
+    vocab_size: int = 3000  # an upper bound: the template corpus runs out of pairs to merge near 2k
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2  # head_dim = 128 / 2 = 64
@@ -51,10 +51,10 @@ class DemoRecipe:
     max_position_embeddings: int = 512
     max_length: int = 320
     base_items_per_route: int = 300
-    base_plan: TrainPlan = TrainPlan(steps=400, batch_size=16, learning_rate=3e-3, warmup_steps=20)
+    base_plan: TrainPlan = TrainPlan(steps=1200, batch_size=16, learning_rate=3e-3, warmup_steps=30)
     adapter_routes: tuple[str, ...] = ("ct_chest", "xr_chest", "ct_head_zh")
     adapter_items: int = 240
-    adapter_plan: TrainPlan = TrainPlan(steps=120, batch_size=16, learning_rate=5e-3, warmup_steps=10, seed=1)
+    adapter_plan: TrainPlan = TrainPlan(steps=150, batch_size=16, learning_rate=5e-3, warmup_steps=10, seed=1)
     lora_rank: int = 8
     lora_alpha: int = 16
     eval_items: int = 32
@@ -159,6 +159,8 @@ def _build(root: Path, recipe: DemoRecipe, digest: str, progress: bool) -> None:
     model.generation_config = demo_tokenizer.generation_config(tokenizer)
     model.save_pretrained(base_dir)
     demo_tokenizer.save(tokenizer, base_dir)
+    samples = [prompt_text(tokenizer, synthetic.as_request(item, i)) + item.impression for i, item in enumerate(base_items[::50])]
+    demo_tokenizer.check_reload(tokenizer, base_dir, samples)
     adapters: dict[str, dict[str, object]] = {}
     for route in recipe.adapter_routes:
         items = synthetic.generate(route, recipe.adapter_items + recipe.eval_items, seed=recipe.seed + 1)

@@ -15,14 +15,17 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, PreTrainedTokenizerFast
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerFast
 
 from model import synthetic
 from model.prompts import render_messages
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+QWEN2_SPLIT_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 LIST_STYLES: tuple[synthetic.ListStyle, ...] = ("numbered", "dash", "plain")
 # ChatML, as Qwen2 uses it: <|im_start|>role\ncontent<|im_end|>\n …, then the assistant header.
 CHATML_TEMPLATE = (
@@ -44,9 +47,17 @@ def _texts(items: Sequence[synthetic.CorpusItem]) -> Iterator[str]:
 
 def train_tokenizer(items: Sequence[synthetic.CorpusItem], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own pipeline (NFC, its split regex, byte-level), so the files mean the same thing
+    # whether a reader loads them as PreTrainedTokenizerFast or maps model_type qwen2 to Qwen2Tokenizer,
+    # which rebuilds this pipeline around the saved vocab and merges. Digits split one by one.
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=1,
@@ -79,4 +90,13 @@ def save(tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
     config_path = directory / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["chat_template"] = CHATML_TEMPLATE
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_reload(tokenizer: PreTrainedTokenizerFast, directory: Path, samples: Sequence[str]) -> None:
+    """Fail the build if the saved tokenizer, as a server would load it, splits text differently."""
+    reloaded = AutoTokenizer.from_pretrained(directory)
+    for text in samples:
+        if reloaded.encode(text, add_special_tokens=False) != tokenizer.encode(text, add_special_tokens=False):
+            raise RuntimeError(f"tokenizer saved in {directory} does not reload identically")

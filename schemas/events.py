@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,15 +29,15 @@ def event_id_for(sender: str, message_control_id: str) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     HL7V2 = "hl7v2"
     FHIR = "fhir"
 
 
-class Modality(str, enum.Enum):
+class Modality(enum.StrEnum):
     """DICOM modality codes (PS3.3 C.7.3.1.1.1); PT covers PET and PET/CT, XR covers CR and DX."""
 
     CT = "CT"
@@ -52,7 +52,7 @@ class Modality(str, enum.Enum):
     OT = "OT"
 
 
-class BodySystem(str, enum.Enum):
+class BodySystem(enum.StrEnum):
     CHEST = "chest"
     ABDOMEN = "abdomen"
     MUSCULOSKELETAL = "musculoskeletal"
@@ -66,7 +66,7 @@ class BodySystem(str, enum.Enum):
     OTHER = "other"
 
 
-class ReportStatus(str, enum.Enum):
+class ReportStatus(enum.StrEnum):
     """Result status, mapped from HL7 OBX-11/OBR-25 (P, F, C, X, I…) or FHIR DiagnosticReport.status."""
 
     REGISTERED = "registered"
@@ -81,7 +81,7 @@ class ReportStatus(str, enum.Enum):
         return self in (ReportStatus.FINAL, ReportStatus.AMENDED)
 
 
-class Drafter(str, enum.Enum):
+class Drafter(enum.StrEnum):
     """Which engine wrote a draft: the LLM worker (vLLM + adapter) or the retrieval fallback."""
 
     LLM = "llm"

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from consumers.embedded import EmbeddedBroker
 from gateway.draft_inbox import DraftInbox
-from gateway.mllp import MllpClient, MllpTarget, ack_code
+from gateway.mllp import MllpClient, MllpTarget
 from model.serve import find_free_port
 from ops.store import Store
 from schemas import DeadLetter

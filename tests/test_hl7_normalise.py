@@ -106,3 +106,19 @@ def test_split_messages_handles_mllp_frames_and_blank_lines() -> None:
     assert split_messages(b"") == [] and split_messages(b"\r\n  \n") == []
     junk = split_messages(b"garbage\r" + one)
     assert junk[0] == b"garbage" and len(junk) == 2
+
+
+def test_raw_lf_inside_a_cr_separated_field_is_a_line_break() -> None:
+    raw = (
+        (FIXTURES / "separate_obx_loinc.hl7")
+        .read_bytes()
+        .replace(b"The lungs are clear.~No pleural effusion.", b"The lungs are clear.\nNo pleural effusion.")
+    )
+    event = normalise_hl7(b"\x0b" + raw + b"\x1c\r", settings=GatewaySettings())
+    assert event.findings == "The lungs are clear.\nNo pleural effusion.\nHeart size is normal."
+
+
+def test_utf8_declared_as_ascii_is_still_read_as_utf8() -> None:
+    raw = (FIXTURES / "chinese_head_ct_lines.hl7").read_bytes().replace(b"|2.5.1\r", b"|2.5.1||||||ASCII\r", 1)
+    assert peek_msh(raw).charset == "ASCII"
+    assert normalise_hl7(raw, settings=GatewaySettings()).impression == "头颅CT平扫未见明显异常。"

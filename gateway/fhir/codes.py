@@ -47,27 +47,29 @@ def report_status(status: object, root: str) -> ReportStatus:
     return mapped
 
 
-def modality_hint(categories: list[Any] | None) -> str:
-    """A modality code from ``category`` for ``classify_procedure``.
+def modality_hints(categories: list[Any] | None) -> tuple[str, str]:
+    """``(modality, section)`` hints for ``classify_procedure`` from ``DiagnosticReport.category``.
 
-    Preference: a DICOM (DCM) code, then a v2-0074 diagnostic service section, then a code without
-    a system that looks like a modality (CT, MR…), then the generic RAD section.
+    R4 defines category as the discipline/department that made the report, so only a DICOM (DCM)
+    code, or a system-less code that looks like one, names the modality outright. A v2-0074
+    diagnostic service section (NMS, RUS, RAD…) is a department: the caller uses it only when the
+    procedure code and text name no modality (a PET/CT read by nuclear medicine stays PT).
     """
-    ranked: list[tuple[int, str]] = []
+    modality: list[str] = []
+    section: list[tuple[int, str]] = []
     for concept in categories or []:
         for coding in concept.coding or []:
             code = str(coding.code or "").upper()
             if not code or (coding.system == V2_0074 and code in _NOT_IMAGING_0074):
                 continue
             if code in _GENERIC_0074:
-                ranked.append((3, code))
-            elif coding.system == DICOM:
-                ranked.append((0, code))
+                section.append((1, code))
+            elif coding.system == DICOM or (coding.system is None and code.isalpha() and len(code) <= 3):
+                modality.append(code)
             elif coding.system == V2_0074:
-                ranked.append((1, code))
-            elif coding.system is None and code.isalpha() and len(code) <= 3:
-                ranked.append((2, code))
-    return min(ranked, key=lambda r: r[0])[1] if ranked else ""
+                section.append((0, code))
+    specific = min(section, key=lambda s: s[0])[1] if section else ""
+    return (modality[0] if modality else ""), specific
 
 
 def procedure(code: Any) -> tuple[str, str]:

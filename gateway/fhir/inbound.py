@@ -36,7 +36,7 @@ from gateway.fhir.validate import (
 )
 from gateway.report_text import detect_language
 from gateway.settings import GatewaySettings
-from schemas.events import ReportEvent, Source, event_id_for, utcnow
+from schemas.events import BodySystem, Modality, ReportEvent, Source, event_id_for, utcnow
 
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "message"})
 ACCEPTED_RESOURCES: tuple[str, ...] = ("DiagnosticReport", "Bundle")
@@ -112,7 +112,7 @@ def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Co
                   "report": settings.report_obx_codes}
     findings, impression = report_texts(report, resolver, root, text_codes)
     code, text = codes.procedure(report.code)
-    modality, body = classify_procedure(code, text, codes.modality_hint(report.category), settings.procedure_table)
+    modality, body = _classify(code, text, report.category, settings)
     return ReportEvent(
         event_id=event_id_for(ctx.sender, control_id), source=Source.FHIR, message_control_id=control_id,
         sender=ctx.sender, accession=accession, placer_order_number=placer, filler_order_number=filler,
@@ -123,6 +123,15 @@ def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Co
         radiologist_id=_first_key(report.resultsInterpreter, resolver, _INTERPRETER),
         observed_at=codes.observed_at(report), received_at=ctx.received_at,
     )
+
+
+def _classify(code: str, text: str, category: list[Any] | None, settings: GatewaySettings
+              ) -> tuple[Modality, BodySystem]:
+    modality_hint, section_hint = codes.modality_hints(category)
+    found = classify_procedure(code, text, modality_hint, settings.procedure_table)
+    if found[0] is Modality.OT and section_hint and not modality_hint:
+        found = classify_procedure(code, text, section_hint, settings.procedure_table)
+    return found
 
 
 def _order_ids(report: Any, resolver: Resolver) -> tuple[str, str, str]:
@@ -152,8 +161,16 @@ def _accession(identifiers: list[Any]) -> str:
 
 
 def _site(report: Any, resolver: Resolver) -> str:
-    """The performing Organization (R4 DiagnosticReport.performer), never a person's name."""
-    return _first_key(report.performer, resolver, _PERFORMER_SITE)
+    """The performing Organization (R4 DiagnosticReport.performer).
+
+    An Organization reference gives its id (or identifier); failing that, a bare display with no
+    reference and no type is read as the site's name, as RIS facades send it. A display typed or
+    referenced as anything else (a Practitioner's name) is never a site.
+    """
+    performers = report.performer or []
+    found = _first_key(performers, resolver, _PERFORMER_SITE)
+    bare = (str(p.display) for p in performers if p.display and not (p.reference or p.type or p.identifier))
+    return found or next(bare, "")
 
 
 def _first_key(refs: list[Any] | None, resolver: Resolver, kinds: frozenset[str]) -> str:

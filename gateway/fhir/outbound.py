@@ -86,7 +86,7 @@ def build_draft_bundle(draft: DraftImpression, *, now: datetime | None = None,
     """The transaction Bundle: a conditional create of the draft report, then its Provenance."""
     now = now or utcnow()
     report_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{DRAFT_IDENTIFIER_SYSTEM}:{draft.event_id}')}"
-    condition = urlencode({"identifier": f"{DRAFT_IDENTIFIER_SYSTEM}|{draft.event_id}"})
+    condition = urlencode({"identifier": f"{DRAFT_IDENTIFIER_SYSTEM}|{draft.event_id}"}, safe=":|")
     return {
         "resourceType": "Bundle",
         "type": "transaction",

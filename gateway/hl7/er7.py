@@ -5,9 +5,9 @@ Input: decoded message text and its delimiters. Output: segments as lists of raw
 values unescaped on access. Failure modes: ``Reject("bad_segment")`` for a segment whose name is not
 three upper-case letters/digits (a truncated or corrupted message); nothing else raises.
 
-A small own parser rather than hl7apy (≈10 ms per message, validates far more than we read) or
-python-hl7 (slower, and its escape handling does not know ``\\.br\\`` or ``\\X..\\``): we read a
-dozen fields, so split lazily and unescape only what is read.
+A small own parser rather than hl7apy (≈6.6 ms per message: it validates far more than we read)
+or python-hl7 (≈230 µs just to parse, where the whole normalise here takes ≈60 µs): we read a
+dozen fields, so split plainly and unescape only what is read.
 """
 
 from __future__ import annotations

@@ -53,6 +53,16 @@ def _first_segment(raw: bytes) -> bytes:
     return raw[: at if at >= 0 else cut]
 
 
+def _skip_noise(raw: bytes) -> bytes:
+    """Tolerate a stray MLLP start byte, blank lines or a UTF-8 BOM before MSH; nothing else."""
+    if not raw or not raw.strip(_LEADING_NOISE):
+        raise Reject("empty", "the message is empty")
+    raw = raw.lstrip(_LEADING_NOISE)
+    if not raw.startswith(b"MSH"):
+        raise Reject("missing_msh", "the message does not start with an MSH segment")
+    return raw
+
+
 def _check_delimiters(field_sep: bytes, enc: bytes) -> None:
     """MSH-1 and MSH-2 (HL7 v2.5.1 §2.5.5): 4 distinct non-alphanumeric characters (5 in v2.7 with truncation)."""
     if field_sep == b"|" and enc == b"^~\\&":
@@ -75,13 +85,7 @@ def _decode(value: bytes) -> str:
 
 def peek_msh(raw: bytes) -> MshInfo:
     """The MSH facts of ``raw``; raises ``Reject`` when the header cannot be trusted."""
-    if not raw or not raw.strip(_LEADING_NOISE):
-        raise Reject("empty", "the message is empty")
-    if not raw.startswith(b"MSH"):
-        raw = raw.lstrip(_LEADING_NOISE)
-        if not raw.startswith(b"MSH"):
-            raise Reject("missing_msh", "the message does not start with an MSH segment")
-    seg = _first_segment(raw)
+    seg = _first_segment(raw if raw.startswith(b"MSH") else _skip_noise(raw))
     field_sep = seg[3:4]
     if not field_sep:
         raise Reject("bad_encoding_characters", "MSH-1 field separator is missing")

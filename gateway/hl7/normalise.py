@@ -10,7 +10,8 @@ exception: ``UnsupportedMessage`` for anything but ORU^R01 (answer AR); ``Reject
 Field choices, with the HL7 v2.5.1 chapter 4/7 definitions that decide them:
 - accession: OBR-18 (placer field 1, where RIS put it), else OBR-3 / ORC-3 filler order number,
   else OBR-2 / ORC-2 placer order number;
-- status: OBX-11 (table 0085) of the report OBX, else OBR-25 (table 0123), else ORC-5 (table 0038);
+- status: OBX-11 (table 0085) of the report OBX (the most signed one when they differ), else
+  OBR-25 (table 0123), else ORC-5 (table 0038);
 - radiologist: OBR-32 principal result interpreter (id only), else OBX-16 responsible observer;
 - one report per message: the OBX under the first OBR that has any (later OBRs are linked exams).
 """
@@ -30,19 +31,28 @@ from gateway.settings import GatewaySettings
 from schemas.errors import GatewayError, Reject, UnsupportedMessage
 from schemas.events import ReportEvent, ReportStatus, Source, event_id_for, utcnow
 
+_FRAMING = b"\x0b\x1c\r\n\t \xef\xbb\xbf"  # MLLP bytes, blank lines or a BOM left around the message
+
 
 def decode_message(raw: bytes, msh: MshInfo) -> tuple[str, str]:
-    """Message text and the codec used: MSH-18 when it names one, else UTF-8, else ISO-8859-1."""
+    """Message text and the codec used: MSH-18 when it names one, else UTF-8, else ISO-8859-1.
+
+    A declared charset other than UTF-8/ASCII that does not decode is a ``Reject``; with no
+    declaration (or a UTF-8/ASCII one, often wrong in practice) Latin-1 is the fallback, as it
+    decodes any byte.
+    """
     codec = charset_codec(msh.charset) if msh.charset else ""
+    if codec in ("", "utf-8", "ascii"):
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            return raw.decode("latin-1"), "latin-1"
     try:
-        return raw.decode(codec or "utf-8"), codec or "utf-8"
+        return raw.decode(codec), codec
     except UnicodeDecodeError:
-        if codec not in ("", "utf-8", "ascii"):
-            raise Reject(
-                "bad_encoding", f"bytes are not valid {msh.charset} (MSH-18)", message_control_id=msh.message_control_id
-            ) from None
-    # Not UTF-8 and nothing declared (or a wrong UTF-8/ASCII claim): Latin-1 decodes any byte.
-    return raw.decode("latin-1"), "latin-1"
+        raise Reject(
+            "bad_encoding", f"bytes are not valid {msh.charset} (MSH-18)", message_control_id=msh.message_control_id
+        ) from None
 
 
 def _order(segments: list[Segment]) -> tuple[Segment | None, Segment | None, list[Segment]]:
@@ -65,11 +75,21 @@ def _order(segments: list[Segment]) -> tuple[Segment | None, Segment | None, lis
 
 
 def _status(report: ReportText, obr: Segment, orc: Segment | None, d: Delimiters) -> ReportStatus | None:
-    return (
-        report.status
-        or RESULT_STATUS.get(get(obr, 25, d=d).upper())
-        or ORDER_STATUS.get(get(orc, 5, d=d).upper())
-    )
+    return report.status or RESULT_STATUS.get(get(obr, 25, d=d).upper()) or ORDER_STATUS.get(get(orc, 5, d=d).upper())
+
+
+def _order_ids(obr: Segment, orc: Segment | None, d: Delimiters, msh: MshInfo) -> tuple[str, str, str]:
+    """(placer, filler, accession): OBR-2/3 else ORC-2/3; accession OBR-18, else filler, else placer."""
+    placer = get(obr, 2, d=d) or get(orc, 2, d=d)
+    filler = get(obr, 3, d=d) or get(orc, 3, d=d)
+    accession = get(obr, 18, d=d) or filler or placer
+    if not accession:
+        raise Reject(
+            "missing_accession",
+            "no accession in OBR-18, OBR-3/ORC-3 or OBR-2/ORC-2",
+            message_control_id=msh.message_control_id,
+        )
+    return placer, filler, accession
 
 
 def _check_type(msh: MshInfo) -> None:
@@ -102,19 +122,14 @@ def normalise_hl7(raw: bytes, *, settings: GatewaySettings, received_at: datetim
 
 def _normalise(raw: bytes, msh: MshInfo, settings: GatewaySettings, received_at: datetime) -> ReportEvent:
     _check_type(msh)
-    ids = {"message_control_id": msh.message_control_id}
-    text, codec = decode_message(raw.lstrip(b"\x0b\r\n\t \xef\xbb\xbf"), msh)
+    text, codec = decode_message(raw.strip(_FRAMING), msh)
     d = Delimiters.from_msh(msh.field_sep, msh.encoding_chars)
     segments = split_segments(text, d)
     orc, obr, obxs = _order(segments)
     if obr is None:
-        raise Reject("missing_obr", "ORU^R01 has no OBR segment", **ids)
-    placer = get(obr, 2, d=d) or get(orc, 2, d=d)
-    filler = get(obr, 3, d=d) or get(orc, 3, d=d)
-    accession = get(obr, 18, d=d) or filler or placer
-    if not accession:
-        raise Reject("missing_accession", "no accession in OBR-18, OBR-3/ORC-3 or OBR-2/ORC-2", **ids)
-    ids["accession"] = accession
+        raise Reject("missing_obr", "ORU^R01 has no OBR segment", message_control_id=msh.message_control_id)
+    placer, filler, accession = _order_ids(obr, orc, d, msh)
+    ids = {"message_control_id": msh.message_control_id, "accession": accession}
     codes = ObxCodes.of(settings.findings_obx_codes, settings.impression_obx_codes, settings.report_obx_codes)
     report = read_observations(obxs, d, codes, codec)
     status = _status(report, obr, orc, d)
@@ -133,7 +148,7 @@ def _normalise(raw: bytes, msh: MshInfo, settings: GatewaySettings, received_at:
         accession=accession,
         placer_order_number=placer,
         filler_order_number=filler,
-        patient_id=get(pid, 3, d=d),
+        patient_id=get(pid, 3, d=d) or get(pid, 2, d=d),  # PID-2 external id: v2.3 senders, withdrawn in v2.7
         site=msh.sending_facility or settings.site,
         modality=modality,
         body_system=body,

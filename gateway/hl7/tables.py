@@ -109,6 +109,7 @@ ERROR_LOCATION: dict[str, tuple[str, str, int]] = {
     "duplicate": ("205", "MSH", 10),
     "bad_encoding": ("102", "MSH", 18),
     "missing_obr": ("100", "OBR", 0),
+    "missing_obx": ("100", "OBX", 0),  # raised by gateway/ingest.py check_structure
     "missing_accession": ("101", "OBR", 18),
     "missing_status": ("101", "OBX", 11),
     "no_report_text": ("101", "OBX", 5),
