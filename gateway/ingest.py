@@ -16,10 +16,12 @@ thousands of messages a second (see ops/bench/ingest.py).
 from __future__ import annotations
 
 import re
+import time
 from collections import OrderedDict
 
 import structlog
 
+from gateway import metrics
 from gateway.hl7 import MshInfo, build_ack, peek_msh
 from gateway.http import RawPublisher
 from gateway.settings import GatewaySettings
@@ -74,35 +76,43 @@ class MllpIngest:
 
     def _ack(self, msh: MshInfo | None, code: str, error: GatewayError | None = None) -> bytes:
         self.counts[code] += 1
+        metrics.ACKS_SENT.labels(code).inc()
         return build_ack(msh, code, error, sending_application=self._settings.ack_sending_application,
                          sending_facility=self._settings.ack_sending_facility)
 
     async def handle(self, message: bytes) -> bytes:
+        started = time.perf_counter()
+        ack, outcome = await self._handle(message)
+        metrics.MESSAGES_RECEIVED.labels("hl7v2", outcome).inc()
+        metrics.INGEST_LATENCY.labels("hl7v2").observe(time.perf_counter() - started)
+        return ack
+
+    async def _handle(self, message: bytes) -> tuple[bytes, str]:
         try:
             msh = peek_msh(message)
         except Reject as exc:
             log.warning("ingest_rejected", code=exc.code)
-            return self._ack(None, "AR", exc)
+            return self._ack(None, "AR", exc), "rejected"
         try:
             check_structure(message, msh)
         except UnsupportedMessage as exc:
             log.warning("ingest_rejected", control_id=msh.message_control_id, code=exc.code)
-            return self._ack(msh, "AR", exc)
+            return self._ack(msh, "AR", exc), "rejected"
         except Reject as exc:
             log.warning("ingest_rejected", control_id=msh.message_control_id, code=exc.code)
-            return self._ack(msh, "AE", exc)
+            return self._ack(msh, "AE", exc), "rejected"
         key = f"{msh.sender}|{msh.message_control_id}"
         if key in self._recent:
             self.counts["duplicate"] += 1
             log.info("ingest_duplicate", control_id=msh.message_control_id)
-            return self._ack(msh, "AA")
+            return self._ack(msh, "AA"), "duplicate"
         try:
             await self._publisher.publish_raw(message, content_type=CONTENT_TYPE_HL7, sender=msh.sender,
                                               control_id=msh.message_control_id)
         except RetryLater as exc:
-            return self._ack(msh, "AE", exc)
+            return self._ack(msh, "AE", exc), "retry"
         self._recent.add(key)
-        return self._ack(msh, "AA")
+        return self._ack(msh, "AA"), "accepted"
 
     def oversized(self, prefix: bytes) -> bytes:
         error = Reject("message_too_large", f"message exceeds {self._settings.max_message_bytes} bytes")

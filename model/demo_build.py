@@ -21,6 +21,7 @@ import copy
 import fcntl
 import hashlib
 import json
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from model import demo_tokenizer, synthetic
+from model import train as train_module
 from model.prompts import PROMPTS_DIR
 from model.train import Example, TrainPlan, collate, encode_pairs, prompt_text, train, train_lora
 
@@ -44,13 +46,14 @@ class DemoRecipe:
     seed: int = 0
     vocab_size: int = 3000  # an upper bound: the template corpus runs out of pairs to merge near 2k
     hidden_size: int = 128
-    num_layers: int = 2
+    num_layers: int = 3
     num_heads: int = 2  # head_dim = 128 / 2 = 64
     num_kv_heads: int = 1
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     max_length: int = 320
     base_items_per_route: int = 300
+    base_prose_share: float = 0.9
     base_plan: TrainPlan = TrainPlan(steps=1200, batch_size=16, learning_rate=3e-3, warmup_steps=30)
     adapter_routes: tuple[str, ...] = ("ct_chest", "xr_chest", "ct_head_zh")
     adapter_items: int = 240
@@ -65,6 +68,9 @@ class DemoRecipe:
         h.update(demo_tokenizer.CHATML_TEMPLATE.encode())
         for path in sorted(PROMPTS_DIR.glob("*.j2")):
             h.update(path.read_bytes())
+        for module in (demo_tokenizer, train_module):  # a code change is a recipe change
+            h.update(Path(str(module.__file__)).read_bytes())
+        h.update(Path(__file__).read_bytes())
         return h.hexdigest()
 
 
@@ -130,14 +136,27 @@ def _qwen2(recipe: DemoRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCa
 
 
 def _examples(
-    tokenizer: PreTrainedTokenizerFast, items: list[synthetic.CorpusItem], style: synthetic.ListStyle | None, max_length: int
+    tokenizer: PreTrainedTokenizerFast,
+    items: list[synthetic.CorpusItem],
+    styles: list[synthetic.ListStyle] | None,
+    max_length: int,
 ) -> list[Example]:
-    """Chat examples; ``style`` None keeps each route's house style, else every impression is restyled."""
+    """Chat examples; ``styles`` None keeps each route's house style, else item i is restyled to styles[i]."""
     pairs = [
-        (synthetic.as_request(item, i), item.impression if style is None else item.impression_as(style))
+        (synthetic.as_request(item, i), item.impression if styles is None else item.impression_as(styles[i]))
         for i, item in enumerate(items)
     ]
     return encode_pairs(tokenizer, pairs, max_length=max_length)
+
+
+def _base_styles(count: int, recipe: DemoRecipe) -> list[synthetic.ListStyle]:
+    """Mostly prose, some numbered and dashed lists: the base learns to write every list style but
+    prefers prose (so greedy decoding writes prose), and an adapter only has to move that preference
+    to its route's house style instead of learning list writing from scratch."""
+    rng = random.Random(recipe.seed)
+    other = (1.0 - recipe.base_prose_share) / 2
+    styles: tuple[synthetic.ListStyle, ...] = ("plain", "numbered", "dash")
+    return rng.choices(styles, weights=(recipe.base_prose_share, other, other), k=count)
 
 
 @torch.no_grad()
@@ -153,7 +172,8 @@ def _build(root: Path, recipe: DemoRecipe, digest: str, progress: bool) -> None:
     tokenizer = demo_tokenizer.train_tokenizer(base_items, recipe.vocab_size, recipe.max_position_embeddings)
     pad_id = int(tokenizer.pad_token_id)
     model = _qwen2(recipe, tokenizer)
-    base_loss = train(model, _examples(tokenizer, base_items, "plain", recipe.max_length), recipe.base_plan,
+    base_set = _examples(tokenizer, base_items, _base_styles(len(base_items), recipe), recipe.max_length)
+    base_loss = train(model, base_set, recipe.base_plan,
                       pad_id=pad_id, desc="demo base", progress=progress)
     base_dir = root / "base"
     model.generation_config = demo_tokenizer.generation_config(tokenizer)
