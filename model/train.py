@@ -140,6 +140,13 @@ def lora_config(rank: int = 8, alpha: int = 16) -> LoraConfig:
     )
 
 
+def zero_lora(base: PreTrainedModel, *, rank: int = 8, alpha: int = 16, seed: int = 0) -> PeftModel:
+    """An untrained LoRA adapter: peft initialises B to zeros, so its delta is exactly zero and the
+    adapted model computes exactly what ``base`` computes (see ``model.serve`` for why one is served)."""
+    torch.manual_seed(seed)
+    return get_peft_model(base, lora_config(rank, alpha))
+
+
 def train_lora(
     base: PreTrainedModel,
     examples: Sequence[Example],
