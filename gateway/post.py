@@ -19,7 +19,7 @@ from gateway.fhir.outbound import post_draft_fhir
 from gateway.hl7 import build_draft_oru
 from gateway.mllp import MllpClient, MllpTarget, ack_code
 from gateway.settings import GatewaySettings
-from schemas import DraftImpression, PostResult, Reject, RetryLater, Skip
+from schemas import DraftImpression, GatewayError, PostResult, Reject, RetryLater, Skip
 
 log = structlog.get_logger("gateway.post")
 
@@ -39,14 +39,28 @@ class DraftPoster:
         return [name for name, on in (("hl7v2", self._mllp), ("fhir", self._http)) if on is not None]
 
     async def post(self, draft: DraftImpression) -> PostResult:
-        hl7_ack = await self._post_hl7(draft) if self._mllp is not None else ""
-        fhir_url, skipped = "", ""
+        """Posts on every configured channel; one channel's outage does not hold back the other.
+
+        Both channels are idempotent on retry (the ORU keeps one MSH-10 per draft, the FHIR create
+        is conditional on the draft identifier), so after a failure the whole post can be redone.
+        """
+        hl7_ack, fhir_url, skipped = "", "", ""
+        failures: list[GatewayError] = []
+        if self._mllp is not None:
+            try:
+                hl7_ack = await self._post_hl7(draft)
+            except GatewayError as exc:
+                failures.append(exc)
         if self._http is not None:
             try:
                 fhir_url = await post_draft_fhir(self._http, self._settings.fhir_server_url, draft,
                                                  token=self._settings.fhir_server_token)
             except Skip as exc:  # e.g. the EHR already holds a signed report for this accession
                 skipped = exc.code
+            except GatewayError as exc:
+                failures.append(exc)
+        if failures:
+            raise next((f for f in failures if isinstance(f, RetryLater)), failures[0])
         return PostResult(draft=draft, hl7_ack=hl7_ack, fhir_report_url=fhir_url, skipped_reason=skipped)
 
     async def _post_hl7(self, draft: DraftImpression) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,6 @@ from aiokafka import AIOKafkaConsumer
 from consumers.embedded import EmbeddedBroker
 from gateway.draft_inbox import DraftInbox
 from gateway.mllp import MllpClient, MllpTarget
-from model.serve import find_free_port
 from ops.store import Store
 from schemas import DeadLetter
 from tests.fhir_server import FhirServer
@@ -37,10 +37,23 @@ def fhir_server() -> Iterator[FhirServer]:
 
 
 @pytest.fixture(scope="module")
-def gateway(broker: EmbeddedBroker, vllm_server: Any, fhir_server: FhirServer,
+def inbox() -> Iterator[DraftInbox]:
+    """The RIS side: an MLLP draft inbox on its own loop in a thread, for the whole module."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    running = asyncio.run_coroutine_threadsafe(DraftInbox().start(), loop).result(timeout=10)
+    yield running
+    asyncio.run_coroutine_threadsafe(running.stop(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(broker: EmbeddedBroker, vllm_server: Any, fhir_server: FhirServer, inbox: DraftInbox,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, int, Store]]:
     workdir = tmp_path_factory.mktemp("serve")
-    inbox_port = find_free_port()
+    inbox_port = inbox.port
     db = f"sqlite:///{workdir / 'store.db'}"
     args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", vllm_server.url, "--database-url", db,
             "--draft-mllp-target", f"127.0.0.1:{inbox_port}", "--fhir-server-url", fhir_server.base_url]
@@ -74,38 +87,35 @@ def msa(ack: bytes) -> tuple[str, str]:
     return str(parsed.segment("MSA")[1]), str(parsed.segment("MSA")[2])
 
 
-async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: tuple[Served, int, Store]) -> None:
-    served, inbox_port, store = gateway
-    inbox = await DraftInbox().start(port=inbox_port)
-    try:
-        ack = await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes())
-        assert msa(ack) == ("AA", "DEMO1001P")
+async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: tuple[Served, int, Store],
+                                                                     inbox: DraftInbox) -> None:
+    served, _, store = gateway
+    ack = await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes())
+    assert msa(ack) == ("AA", "DEMO1001P")
 
-        draft = await eventually(lambda: store.latest_draft("DEMO1001"), "the draft")
-        assert draft.route == "ct_chest" and draft.adapter_name == "ct_chest"
-        assert draft.text.strip() and draft.drafter.value == "llm" and draft.prompt_version
+    draft = await eventually(lambda: store.latest_draft("DEMO1001"), "the draft")
+    assert draft.route == "ct_chest" and draft.adapter_name == "ct_chest"
+    assert draft.text.strip() and draft.drafter.value == "llm" and draft.prompt_version
 
-        await eventually(lambda: inbox.received, "the ORU^R01 draft at the RIS inbox")
-        oru = hl7.parse(inbox.received[0].decode().replace("\n", "\r"))
-        impression = [obx for obx in oru.segments("OBX") if str(obx[3][0][0]) == "19005-8"]
-        assert impression and str(impression[0][11]) == "P"  # HL7 v2.5.1 §7.4.2: OBX-11 P = preliminary
-        assert str(oru.segment("OBR")[18]) == "DEMO1001"
-        assert "AI-generated" in inbox.received[0].decode()
+    await eventually(lambda: inbox.received, "the ORU^R01 draft at the RIS inbox")
+    oru = hl7.parse(inbox.received[0].decode().replace("\n", "\r"))
+    impression = [obx for obx in oru.segments("OBX") if str(obx[3][0][0]) == "19005-8"]
+    assert impression and str(impression[0][11]) == "P"  # HL7 v2.5.1 §7.4.2: OBX-11 P = preliminary
+    assert str(oru.segment("OBR")[18]) == "DEMO1001"
+    assert "AI-generated" in inbox.received[0].decode()
 
-        # The same message again (same sender, same MSH-10) is ACKed but not processed twice.
-        assert msa(await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes()))[0] == "AA"
+    # The same message again (same sender, same MSH-10) is ACKed but not processed twice.
+    assert msa(await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes()))[0] == "AA"
 
-        ack = await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.final.hl7").read_bytes())
-        assert msa(ack) == ("AA", "DEMO1001F")
-        records = await eventually(lambda: store.signed_records("DEMO1001"), "the captured final")
-        record = records[0]
-        assert record.has_draft and record.draft == draft.text
-        assert record.final.startswith("8 mm solid right upper lobe nodule")
-        assert record.route == "ct_chest" and not record.accepted_unchanged and record.edit_distance > 0
-        await asyncio.sleep(1.0)
-        assert len(inbox.received) == 1, "a duplicate or the final produced a second draft"
-    finally:
-        await inbox.stop()
+    ack = await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.final.hl7").read_bytes())
+    assert msa(ack) == ("AA", "DEMO1001F")
+    records = await eventually(lambda: store.signed_records("DEMO1001"), "the captured final")
+    record = records[0]
+    assert record.has_draft and record.draft == draft.text
+    assert record.final.startswith("8 mm solid right upper lobe nodule")
+    assert record.route == "ct_chest" and not record.accepted_unchanged and record.edit_distance > 0
+    await asyncio.sleep(1.0)
+    assert len(inbox.received) == 1, "a duplicate or the final produced a second draft"
 
 
 async def test_fhir_report_is_drafted_as_preliminary_with_provenance(gateway: tuple[Served, int, Store],
