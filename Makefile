@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(BIN)/pip install -q --no-deps -r requirements/lock.txt
 	$(BIN)/pip install -q --no-deps -e .
 	-$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	@# The store tests run a real PostgreSQL server; Debian's package provides it.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 	touch $(STAMP)
 
 demo: venv
