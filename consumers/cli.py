@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import signal
 import sys
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = msub.add_parser("build-demo", help="build the tiny local base model and demo adapters (cached)")
     m.add_argument("--data-dir", type=Path)
     m.add_argument("--force", action="store_true")
+    m.set_defaults(handler=cmd_model)
+    for module in PLUGINS:
+        importlib.import_module(module).register(sub, msub)
     return parser
 
 
@@ -104,13 +108,17 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"normalize": cmd_normalize, "serve": cmd_serve, "demo": cmd_demo, "model": cmd_model}
+COMMANDS = {"normalize": cmd_normalize, "serve": cmd_serve, "demo": cmd_demo}
+# Modules that add commands: each has ``register(subparsers, model_subparsers)`` and sets
+# ``handler`` on its parsers (``args.handler(args) -> exit status``). Heavy imports stay inside handlers.
+PLUGINS: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
-    return COMMANDS[args.command](args)
+    handler = getattr(args, "handler", None) or COMMANDS[args.command]
+    return int(handler(args))
 
 
 if __name__ == "__main__":
