@@ -23,7 +23,6 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.contrib.asgi import faust_app_running
-from model.client import InferenceClient
 
 from consumers.app import build_app
 from consumers.flow import Flow
@@ -34,6 +33,7 @@ from gateway.mllp import MllpServer, server_ssl_context
 from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
 from gateway.settings import GatewaySettings
+from model.client import InferenceClient
 from model.routing import RoutingTable
 from model.settings import ModelSettings
 from ops.store import Store
