@@ -1,0 +1,74 @@
+"""The ``metrics`` command: a CSV or JSONL file of draft/final pairs → one JSON line per pair.
+
+Input: a ``.csv`` file (header row) or a JSON-lines file (``.jsonl``/``.ndjson``/``.json``, or any
+file whose first character is ``{``) with the columns ``reference`` (the signed final) and
+``candidate`` (the draft), optionally ``findings`` and ``language``; other columns are ignored.
+Output, on ``out``: for each usable row ``{"rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer",
+"fcr", "semantic"}`` (None → null), then ``{"aggregate": true, "pairs", "skipped", <means>,
+"counts", "languages"}`` (see ``score.aggregate``). Failure modes: a row whose reference or
+candidate is missing, blank or not a string (or a JSONL line that is not a JSON object) is counted
+in ``skipped`` and left out; an unreadable file is one line ``{"path", "error": {"code",
+"reason"}}``. Exit status: 0 every row scored, 1 some rows skipped, 2 the file could not be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from ops.metrics.score import Pair, aggregate, score_pairs
+
+_JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Rows as dicts (None for a JSONL line that is not an object)."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        head = handle.read(1)
+        handle.seek(0)
+        if path.suffix.lower() in _JSONL_SUFFIXES or (path.suffix.lower() != ".csv" and head == "{"):
+            for line in handle:
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        row = None
+                    yield row if isinstance(row, dict) else None
+        else:
+            yield from csv.DictReader(handle)
+
+
+def _pair(row: dict[str, Any] | None) -> Pair | None:
+    if row is None:
+        return None
+    candidate, reference = row.get("candidate"), row.get("reference")
+    if not (isinstance(candidate, str) and isinstance(reference, str) and candidate.strip() and reference.strip()):
+        return None
+    findings, language = row.get("findings"), row.get("language")
+    return Pair(candidate, reference, findings if isinstance(findings, str) else "",
+                language if isinstance(language, str) and language.strip() else None)
+
+
+def run_metrics(path: Path, *, semantic: bool, out: TextIO) -> int:
+    """Score every pair of ``path`` and print the JSON lines; returns the exit status."""
+    pairs: list[Pair] = []
+    skipped = 0
+    try:
+        for row in _rows(path):
+            pair = _pair(row)
+            if pair is None:
+                skipped += 1
+            else:
+                pairs.append(pair)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        print(json.dumps({"path": str(path), "error": {"code": "unreadable", "reason": f"cannot read file: {reason}"}}), file=out)
+        return 2
+    scores = score_pairs(pairs, semantic=semantic)
+    for score in scores:
+        print(json.dumps(score.as_dict()), file=out)
+    print(json.dumps({"aggregate": True, "skipped": skipped, **aggregate(scores)}, ensure_ascii=False), file=out)
+    return 1 if skipped else 0

@@ -1,0 +1,61 @@
+"""Entity coverage of a draft: ECR, UER and FCR from entity sets (stage: drift evaluation).
+
+Input: the entities of the draft, of the signed final and of the FINDINGS (``entities.extract``).
+Output: rates in [0, 1], or None when the rate has no denominator. Failure modes: none.
+
+An entity for these rates is the tuple (kind, concept, assertion, laterality) of a finding,
+anatomy or summary mention; repeated mentions count once (sets). Two entities *match* when kind,
+concept and assertion are equal and the lateralities are equal or at least one is unspecified
+("pneumothorax" matches "right pneumothorax"; "left effusion" does not match "right effusion";
+"no pneumothorax" does not match "pneumothorax").
+
+- ECR (entity coverage rate) = |final entities matched by a draft entity| / |final entities|;
+  None when the final has no entities.
+- UER (uncovered entity rate) = |draft entities matched by no final entity| / |draft entities|;
+  None when the draft has no entities.
+- FCR (factual consistency rate) = |draft entities supported by the FINDINGS| / |draft entities|;
+  None when the draft has no entities or no FINDINGS text was given. A finding or anatomy entity
+  is supported when a FINDINGS entity matches it (an entity the findings never mention is
+  unsupported; "pneumothorax" drafted from "No pneumothorax." is inconsistent). A summary entity
+  ("no acute cardiopulmonary abnormality", 未见明显异常) is supported when the FINDINGS hold no
+  finding entity asserted present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ops.metrics.entities import Entity
+
+
+def matches(a: Entity, b: Entity) -> bool:
+    return (a.kind == b.kind and a.concept == b.concept and a.assertion == b.assertion
+            and (a.laterality == b.laterality or a.laterality is None or b.laterality is None))
+
+
+def _matched(entity: Entity, others: Iterable[Entity]) -> bool:
+    return any(matches(entity, other) for other in others)
+
+
+def ecr(draft: set[Entity], final: set[Entity]) -> float | None:
+    if not final:
+        return None
+    return sum(_matched(e, draft) for e in final) / len(final)
+
+
+def uer(draft: set[Entity], final: set[Entity]) -> float | None:
+    if not draft:
+        return None
+    return sum(not _matched(e, final) for e in draft) / len(draft)
+
+
+def supported(entity: Entity, findings: set[Entity]) -> bool:
+    if entity.kind == "summary":
+        return not any(f.kind == "finding" and f.assertion == "present" for f in findings)
+    return _matched(entity, findings)
+
+
+def fcr(draft: set[Entity], findings: set[Entity], *, findings_given: bool) -> float | None:
+    if not draft or not findings_given:
+        return None
+    return sum(supported(e, findings) for e in draft) / len(draft)
