@@ -27,6 +27,7 @@ from gateway.fhir.inbound import parse_fhir
 from gateway.hl7 import normalise_hl7
 from gateway.post import DraftPoster
 from gateway.settings import GatewaySettings
+from model.retrieval import RetrievalDrafter
 from model.routing import RoutingTable, route_event
 from ops.capture import attach_late_draft, capture_final
 from ops.store import Store
@@ -60,6 +61,7 @@ class Flow:
     routing: RoutingTable
     drafter: Drafter
     poster: DraftPoster
+    retrieval: RetrievalDrafter | None = None
 
     def bind(self, app: Any) -> None:
         """Keeps send handles on the app's topics (faust sends through the app's producer)."""
@@ -217,8 +219,12 @@ class Flow:
                 return
             draft = await asyncio.to_thread(self.store.latest_draft, event.accession)
             record = capture_final(event, draft)
+            if not record.route:  # no draft: still attribute the final to its route for drift and retrieval
+                record = record.model_copy(update={"route": self.routing.resolve(event).name})
             if await asyncio.to_thread(self.store.save_edit, record):
                 await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
+                if self.retrieval is not None and record.final.strip():
+                    self.retrieval.add(record.route, record.findings, record.final, record_id=record.record_id)
                 metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
             log.info("captured", event_id=event.event_id, accession=event.accession, route=record.route,
                      has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged)

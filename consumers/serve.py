@@ -34,8 +34,11 @@ from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
 from gateway.settings import GatewaySettings
 from model.client import InferenceClient
+from model.fallback import FallbackDrafter
+from model.retrieval import RetrievalDrafter
 from model.routing import RoutingTable
 from model.settings import ModelSettings
+from ops.metrics import factual_consistency
 from ops.store import Store
 from schemas import topics
 
@@ -98,8 +101,12 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
             stack.callback(store.close)
             poster = DraftPoster(g)
             stack.push_async_callback(poster.close)
+            retrieval = RetrievalDrafter(support=factual_consistency)
+            indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
+            log.info("retrieval_indexed", reports=indexed)
+            drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client
             flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
-                        drafter=client, poster=poster)
+                        drafter=drafter, poster=poster, retrieval=retrieval)
             faust_app = build_app(flow)
             await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
 

@@ -29,4 +29,6 @@ class ConsumerSettings(BaseSettings):
     park_backoff_s: float = Field(2.0, description="First delay before a parked request is retried")
     park_backoff_max_s: float = Field(60.0, description="Longest delay between retries of a parked request")
     post_retries: int = Field(5, description="Attempts to post one draft before it is dead-lettered")
+    retrieval_fallback: bool = Field(True, description="Draft with the retrieval drafter while the model worker is down")
+    retrieval_index_limit: int = Field(50_000, description="Most recent signed reports indexed at start")
     log_level: str = "info"

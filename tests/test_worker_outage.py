@@ -50,7 +50,7 @@ def outage(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     model_port = find_free_port()
     db = f"sqlite:///{workdir / 'store.db'}"
     args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", f"http://127.0.0.1:{model_port}", "--database-url", db]
-    env = {"IG_APP_ID": "outage", "IG_MODEL_RETRIES": "1", "IG_MODEL_TIMEOUT_S": "5", "IG_PARK_BACKOFF_S": "1",
+    env = {"IG_APP_ID": "outage", "IG_RETRIEVAL_FALLBACK": "false", "IG_MODEL_RETRIES": "1", "IG_MODEL_TIMEOUT_S": "5", "IG_PARK_BACKOFF_S": "1",
            "IG_PARK_BACKOFF_MAX_S": "3"}
     with serve(args, workdir, env=env) as served:
         store = Store(db)
@@ -83,3 +83,28 @@ async def test_requests_are_parked_while_the_worker_is_down_and_drafted_when_it_
             assert draft.text.strip()
     finally:
         server.close()
+
+
+async def test_with_fallback_a_down_worker_drafts_from_similar_signed_reports(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    with EmbeddedBroker(tmp_path) as own_broker:  # its own topics: nothing from the other test
+        await _fallback_flow(own_broker, db, tmp_path)
+
+
+async def _fallback_flow(broker: EmbeddedBroker, db: str, tmp_path: Path) -> None:
+    args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", f"http://127.0.0.1:{find_free_port()}",
+            "--database-url", db]
+    with serve(args, tmp_path, env={"IG_APP_ID": "fallback", "IG_MODEL_RETRIES": "0", "IG_MODEL_TIMEOUT_S": "2"}) as served:
+        store = Store(db)
+        # A signed report with no draft: captured, and indexed for retrieval.
+        final = (SAMPLE / "02_xr_chest.final.hl7").read_bytes()
+        assert msa(await send_mllp(served.mllp_port, final))[0] == "AA"
+        [signed] = await eventually(lambda: store.signed_records("DEMO1002"), "the signed report")
+        assert not signed.has_draft and signed.route == "xr_chest"
+        # Another patient's preliminary report with the same findings, while the worker is down.
+        prelim = (SAMPLE / "02_xr_chest.prelim.hl7").read_bytes().replace(b"DEMO1002", b"DEMO2002")
+        assert msa(await send_mllp(served.mllp_port, prelim))[0] == "AA"
+        draft = await eventually(lambda: store.latest_draft("DEMO2002"), "the fallback draft", 60)
+        assert draft.drafter.value == "retrieval" and draft.adapter_name == "retrieval"
+        assert draft.text == signed.final
+        store.close()

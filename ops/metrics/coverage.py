@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ops.metrics.entities import Entity
+from ops.metrics.entities import Entity, extract
 
 
 def matches(a: Entity, b: Entity) -> bool:
@@ -59,3 +59,8 @@ def fcr(draft: set[Entity], findings: set[Entity], *, findings_given: bool) -> f
     if not draft or not findings_given:
         return None
     return sum(supported(e, findings) for e in draft) / len(draft)
+
+
+def factual_consistency(impression: str, findings: str) -> float | None:
+    """FCR of one impression against one FINDINGS text (used to rank retrieval candidates)."""
+    return fcr(set(extract(impression)), set(extract(findings)), findings_given=bool(findings.strip()))
