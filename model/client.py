@@ -65,9 +65,10 @@ class InferenceClient:
 
     @classmethod
     def from_settings(cls, settings: ModelSettings, *, adapter_versions: Mapping[str, str] | None = None) -> InferenceClient:
-        """A client per the settings; adapter versions from the adapter manifest unless given."""
+        """A client per the settings; adapter versions from the adapter registry (else the demo manifest) unless given."""
         if adapter_versions is None:
-            adapter_versions = registry.adapter_versions(settings.manifest_path)
+            source = settings.registry_path if settings.registry_path.is_file() else settings.manifest_path
+            adapter_versions = registry.adapter_versions(source)
         return cls(
             settings.model_url,
             timeout_s=settings.timeout_s,

@@ -5,7 +5,8 @@ Input: a data directory. Output: ``<data_dir>/demo-model/`` with ``base/`` (HF f
 generation_config.json, model.safetensors, tokenizer with a ChatML chat template),
 ``adapters/<name>/`` (peft format, one per demo route), ``base-identity/`` (a zero LoRA through
 which the base model is served, see ``model.serve``) and ``manifest.json`` (adapter name → route,
-version, path, rank; the build-recipe hash). A ``DemoModel`` names those paths.
+version, path, rank; the build-recipe hash). A ``DemoModel`` names those paths. The manifest seeds
+the adapter registry ``<data_dir>/adapters/registry.json`` (``model.registry``) with serving entries.
 Failure modes: ``OSError`` when the directory is not writable; torch errors on out-of-memory.
 
 Steps: train a byte-level BPE tokenizer on the synthetic corpus (English + Chinese), initialise a
@@ -36,9 +37,17 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from model import demo_tokenizer, prompts, synthetic
 from model import train as train_module
 from model.prompts import PROMPTS_DIR
-from model.registry import MANIFEST_NAME, AdapterEntry, ManifestError, adapter_entries, read_manifest, write_manifest
-from model.settings import DEMO_MODEL_DIR
-from model.train import Example, TrainPlan, collate, encode_pairs, prompt_text, train, train_lora, zero_lora
+from model.registry import (
+    MANIFEST_NAME,
+    AdapterEntry,
+    ManifestError,
+    adapter_entries,
+    read_manifest,
+    seed_from_manifest,
+    write_manifest,
+)
+from model.settings import DEMO_MODEL_DIR, REGISTRY_FILE
+from model.train import Example, TrainPlan, encode_pairs, eval_loss, prompt_text, train, train_lora, zero_lora
 
 RECIPE_VERSION = 1
 SERVED_BASE_NAME = "base"
@@ -160,13 +169,6 @@ def _base_styles(count: int, recipe: DemoRecipe) -> list[synthetic.ListStyle]:
     return rng.choices(styles, weights=(recipe.base_prose_share, other, other), k=count)
 
 
-@torch.no_grad()
-def _eval_loss(model: torch.nn.Module, examples: list[Example], pad_id: int) -> float:
-    """Mean target-token loss, to record that an adapter fits its route better than the base does."""
-    model.eval()
-    return float(model(**collate(examples, pad_id)).loss)
-
-
 def _build_base(root: Path, recipe: DemoRecipe, progress: bool) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast, float]:
     """Tokenizer + base model trained on every route (mostly prose impressions), saved under ``root/base``."""
     items = synthetic.corpus(recipe.base_items_per_route, seed=recipe.seed)
@@ -191,10 +193,10 @@ def _build_adapter(
     train_set = _examples(tokenizer, items[: recipe.adapter_items], None, recipe.max_length)
     eval_set = _examples(tokenizer, items[recipe.adapter_items :], None, recipe.max_length)
     pad_id = tokenizer.pad_token_id
-    before = _eval_loss(base, eval_set, pad_id)
+    before = eval_loss(base, eval_set, pad_id=pad_id)  # the adapter must fit its route better
     adapted, _ = train_lora(copy.deepcopy(base), train_set, recipe.adapter_plan, pad_id=pad_id, rank=recipe.lora_rank,
                             alpha=recipe.lora_alpha, desc=f"adapter {route}", progress=progress)
-    after = _eval_loss(adapted, eval_set, pad_id)
+    after = eval_loss(adapted, eval_set, pad_id=pad_id)
     adapted.save_pretrained(str(root / "adapters" / route))
     return {"route": route, "path": f"adapters/{route}", "rank": recipe.lora_rank, "alpha": recipe.lora_alpha,
             "eval_loss_base": round(before, 4), "eval_loss_adapter": round(after, 4)}
@@ -223,14 +225,16 @@ def build_demo_model(data_dir: Path, *, force: bool = False, progress: bool = Tr
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / "demo-model.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits here, then finds the cache
-        if not force and (built := _load(root, digest)) is not None:
-            return built
+        if not force and (cached := _load(root, digest)) is not None:
+            seed_from_manifest(cached.manifest_path, root.parent / REGISTRY_FILE)
+            return cached
         staging = root.parent / "demo-model.building"
         shutil.rmtree(staging, ignore_errors=True)
         _build(staging, recipe, digest, progress)
         shutil.rmtree(root, ignore_errors=True)
         staging.rename(root)
-    built = _load(root, digest)
-    if built is None:
-        raise RuntimeError(f"demo model build under {root} did not produce a valid manifest")
+        built = _load(root, digest)
+        if built is None:
+            raise RuntimeError(f"demo model build under {root} did not produce a valid manifest")
+        seed_from_manifest(built.manifest_path, root.parent / REGISTRY_FILE)
     return built

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = "demo-model"  # under data_dir
+REGISTRY_FILE = Path("adapters") / "registry.json"  # under data_dir; format in model.registry
 
 
 class ModelSettings(BaseSettings):
@@ -26,9 +27,16 @@ class ModelSettings(BaseSettings):
     adapter_manifest: Path | None = Field(
         None, description="Manifest naming the served adapters and their versions; default <data_dir>/demo-model/manifest.json"
     )
+    adapter_registry: Path | None = Field(
+        None, description="Adapter registry file (model.registry); default <data_dir>/adapters/registry.json"
+    )
     max_tokens: int = Field(128, gt=0)
     temperature: float = Field(0.0, ge=0)
 
     @property
     def manifest_path(self) -> Path:
         return self.adapter_manifest or self.data_dir / DEMO_MODEL_DIR / "manifest.json"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.adapter_registry or self.data_dir / REGISTRY_FILE

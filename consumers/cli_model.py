@@ -1,0 +1,165 @@
+"""``impression-gateway model train | serve | adapters list``: LoRA training, the vLLM worker, the registry.
+
+Stage: retrain (train), serve (the LLM worker), operations (list).
+Input: command-line arguments; defaults from ``ModelSettings`` (data dir, registry file).
+Output: ``train`` prints one JSON line (adapter name, version, path, card, held-out losses);
+``serve`` prints one JSON line with the URL and served models once vLLM answers, then runs until
+SIGINT/SIGTERM and stops vLLM; ``adapters list`` prints a table of the registry.
+Failure modes (exit status): 2 for refused input (an incompatible adapter, named with its problems;
+a malformed export or registry; no base model); 1 when vLLM fails to start (its log path is printed).
+Heavy imports (torch, transformers, vLLM) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from model.registry import ManifestError, Registry, load_registry
+from model.settings import DEMO_MODEL_DIR, ModelSettings
+
+
+def _settings(args: argparse.Namespace) -> ModelSettings:
+    picked = {"data_dir": args.data_dir, "adapter_registry": args.registry}
+    return ModelSettings(**{k: v for k, v in picked.items() if v is not None})
+
+
+def _base_dir(args: argparse.Namespace, settings: ModelSettings, registry: Registry) -> Path:
+    return Path(args.base or registry.base_path or settings.data_dir / DEMO_MODEL_DIR / "base")
+
+
+def _refuse(message: str) -> int:
+    print(json.dumps({"error": "refused", "reason": message}), file=sys.stderr)
+    return 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.finetune import ExportError, FinetuneJob, finetune
+
+    settings = _settings(args)
+    try:
+        registry = load_registry(settings.registry_path)
+        job = FinetuneJob(export=args.export, route=args.route, base_dir=_base_dir(args, settings, registry),
+                          registry_path=settings.registry_path, out_dir=args.out, name=args.name, export_id=args.export_id,
+                          rank=args.r, alpha=args.alpha, dropout=args.dropout, epochs=args.epochs, learning_rate=args.lr,
+                          max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+        result = finetune(job)
+    except (ExportError, ManifestError, FileNotFoundError) as exc:
+        return _refuse(str(exc))
+    entry = result.entry
+    print(json.dumps({"name": entry.name, "route": entry.route, "version": entry.version, "status": entry.status,
+                      "path": str(entry.path), "card": str(result.card_path), "wall_s": result.card["wall_s"],
+                      **result.card["evaluation"]}))
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM as SIGINT: unwinds through VllmServer.start/stop like Ctrl-C
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from model.adapter_check import AdapterRefused
+    from model.launch import LaunchError, plan_launch
+    from model.serve import VllmServer, VllmStartError, find_free_port
+
+    settings = _settings(args)
+    try:
+        registry = load_registry(settings.registry_path)
+        launch = plan_launch(registry, port=args.port or find_free_port(args.host), host=args.host,
+                             base_dir=args.base, max_lora_rank=args.max_lora_rank)
+    except (AdapterRefused, LaunchError, ManifestError) as exc:
+        return _refuse(str(exc))
+    if args.max_model_len:
+        launch = replace(launch, max_model_len=args.max_model_len)
+    server = VllmServer(launch, log_path=settings.data_dir / "logs" / f"vllm-{launch.port}.log")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    try:
+        server.start()  # a signal during start-up stops the half-started server too
+        print(json.dumps({"url": server.url, "models": sorted([launch.weights_name, *launch.lora_modules]),
+                          "startup_s": round(server.startup_s or 0, 1), "log": str(server.log_path)}), flush=True)
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(1.0)
+        print(json.dumps({"error": "vllm_exited", "log": str(server.log_path)}), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except VllmStartError as exc:
+        print(json.dumps({"error": "vllm_start", "log": str(server.log_path)}), file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        server.stop()
+
+
+def cmd_adapters_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        registry = load_registry(settings.registry_path)
+    except ManifestError as exc:
+        return _refuse(str(exc))
+    rows = [("NAME", "ROUTE", "VERSION", "STATUS", "CREATED", "EXPORT", "SCORES", "PATH")]
+    rows += [(e.name, e.route, e.version, e.status, e.created_at, e.export_id,
+              " ".join(f"{k}={v:g}" for k, v in sorted(e.scores.items())), str(e.path)) for e in registry.entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    print(f"registry {registry.path} (base {registry.base_path})")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, help="adapter registry file (env IG_MODEL_ADAPTER_REGISTRY; "
+                   "default <data-dir>/adapters/registry.json)")
+    p.add_argument("--data-dir", type=Path, help="data directory (env IG_MODEL_DATA_DIR, default .data)")
+
+
+def _add_train(model_sub: Any) -> None:
+    p = model_sub.add_parser("train", help="LoRA SFT of one route on a chat-format JSONL export; registers a candidate")
+    p.add_argument("--export", type=Path, required=True, help="JSONL, one {\"messages\": [system, user, assistant]} per line")
+    p.add_argument("--route", required=True, help="the route (as the routing table names it) the adapter drafts for")
+    p.add_argument("--base", type=Path, help="base model directory (default: the registry's base, else the demo base)")
+    p.add_argument("--out", type=Path, help="adapter directory (default <registry dir>/<route>/<version>)")
+    p.add_argument("--name", help="served adapter name (default <route>-<version>)")
+    p.add_argument("--export-id", help="training export id recorded in the registry (default <file stem>-<hash>)")
+    p.add_argument("--r", type=int, default=64, help="LoRA rank (default 64)")
+    p.add_argument("--alpha", type=int, default=128, help="LoRA alpha (default 128)")
+    p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    p.add_argument("--epochs", type=float, default=3.0, help="epochs over the train split (default 3)")
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    p.add_argument("--max-steps", type=int, help="optimiser steps; overrides --epochs")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example (prompt + impression)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(handler=cmd_train)
+
+
+def _add_serve(model_sub: Any) -> None:
+    p = model_sub.add_parser("serve", help="run vLLM's OpenAI-compatible server: the base + every serving adapter")
+    p.add_argument("--base", type=Path, help="base model directory (default: the registry's base)")
+    p.add_argument("--port", type=int, default=0, help="listen port (default: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--max-lora-rank", type=int, help="refuse adapters of a higher rank (vLLM's own limit is 256)")
+    p.add_argument("--max-model-len", type=int, help="context length (default 512, the demo model's)")
+    _common(p)
+    p.set_defaults(handler=cmd_serve)
+
+
+def register(sub: Any, model_sub: Any) -> None:
+    """Add ``model train``, ``model serve`` and ``model adapters list`` to the ``model`` command."""
+    _add_train(model_sub)
+    _add_serve(model_sub)
+    adapters = model_sub.add_parser("adapters", help="the adapter registry")
+    adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
+    p = adapters_sub.add_parser("list", help="table of the registry: name, route, version, status, scores, path")
+    _common(p)
+    p.set_defaults(handler=cmd_adapters_list)
