@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint typecheck bench schemas clean
+.PHONY: venv model demo test lint typecheck bench schemas clean
 
 venv: $(STAMP)
 
@@ -22,12 +22,20 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	@# The store tests run a real PostgreSQL server; Debian's package provides it.
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+	@# The dashboard's browser test drives Debian's headless Chromium through chromedriver.
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/impression-gateway demo
 
-test: venv
+# The demo model is built (or found in the cache) before the tests, so no test's time limit
+# includes the one-off build.
+model: venv
+	$(BIN)/impression-gateway model build-demo
+
+test: venv model
 	$(BIN)/python -m pytest -q -ra
 
 lint: venv

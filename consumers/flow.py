@@ -30,10 +30,12 @@ from gateway.settings import GatewaySettings
 from model.retrieval import RetrievalDrafter
 from model.routing import RoutingTable, route_event
 from ops.capture import attach_late_draft, capture_final
+from ops.drift.stage import DriftStage
 from ops.store import Store
 from schemas import (
     DeadLetter,
     DraftImpression,
+    EditRecord,
     GatewayError,
     InferenceRequest,
     PostResult,
@@ -62,6 +64,7 @@ class Flow:
     drafter: Drafter
     poster: DraftPoster
     retrieval: RetrievalDrafter | None = None
+    drift: DriftStage | None = None
 
     def bind(self, app: Any) -> None:
         """Keeps send handles on the app's topics (faust sends through the app's producer)."""
@@ -199,7 +202,7 @@ class Flow:
                 # A draft never overwrites a signed report: record it beside the final, do not post.
                 for record in signed:
                     if not record.has_draft:
-                        await asyncio.to_thread(self.store.replace_edit, attach_late_draft(record, draft))
+                        await self._replace_late(attach_late_draft(record, draft))
                 result = PostResult(draft=draft, skipped_reason="already_signed")
             else:
                 result = await self.poster.post(draft)
@@ -211,6 +214,20 @@ class Flow:
 
         await self._guard("post", topics.DRAFTS_GENERATED.name, value, work)
 
+    async def _replace_late(self, record: EditRecord) -> None:
+        if self.drift is not None:
+            record = await asyncio.to_thread(self.drift.score, record)
+        await asyncio.to_thread(self.store.replace_edit, record)
+        await self._observe(record)
+
+    async def _observe(self, record: EditRecord) -> None:
+        """Drift: aggregate the stored record, run the detectors, publish what they raise."""
+        if self.drift is None:
+            return
+        for alert in await asyncio.to_thread(self.drift.observe, record):
+            await self._send(topics.DRIFT_ALERTS.name, alert.route, alert)
+            log.warning("drift_alert", route=alert.route, metric=alert.metric)
+
     # -- capture: signed report + its draft → EditRecord --------------------------------------------
     async def capture(self, value: bytes) -> None:
         async def work() -> None:
@@ -221,8 +238,11 @@ class Flow:
             record = capture_final(event, draft)
             if not record.route:  # no draft: still attribute the final to its route for drift and retrieval
                 record = record.model_copy(update={"route": self.routing.resolve(event).name})
+            if self.drift is not None:
+                record = await asyncio.to_thread(self.drift.score, record)
             if await asyncio.to_thread(self.store.save_edit, record):
                 await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
+                await self._observe(record)
                 if self.retrieval is not None and record.final.strip():
                     self.retrieval.add(record.route, record.findings, record.final, record_id=record.record_id)
                 metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()

@@ -38,6 +38,9 @@ from model.fallback import FallbackDrafter
 from model.retrieval import RetrievalDrafter
 from model.routing import RoutingTable
 from model.settings import ModelSettings
+from ops.drift.settings import DriftSettings
+from ops.drift.stage import DriftStage
+from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
 from ops.store import Store
 from schemas import topics
@@ -95,18 +98,19 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
         stack.push_async_callback(publisher.stop)
         client = InferenceClient.from_settings(config.model)
         stack.push_async_callback(client.aclose)
+        store = Store(c.database_url).create()  # drafts and edits; the dashboard reads it too
+        stack.callback(store.close)
         faust_app = None
         if "consumers" in config.roles:
-            store = Store(c.database_url).create()
-            stack.callback(store.close)
             poster = DraftPoster(g)
             stack.push_async_callback(poster.close)
             retrieval = RetrievalDrafter(support=factual_consistency)
             indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
             log.info("retrieval_indexed", reports=indexed)
             drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client
+            drift = await asyncio.to_thread(DriftStage, store, DriftSettings())
             flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
-                        drafter=drafter, poster=poster, retrieval=retrieval)
+                        drafter=drafter, poster=poster, retrieval=retrieval, drift=drift)
             faust_app = build_app(flow)
             await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
 
@@ -124,7 +128,8 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
             await mllp.start(g.mllp_host, g.mllp_port)
             stack.push_async_callback(mllp.stop)
             mllp_port = mllp.port
-        server = _Server(uvicorn.Config(create_app(g, publisher, readiness), host=g.http_host, port=g.http_port,
+        routers = [dashboard_router(store, g.fhir_bearer_token, min_samples=DriftSettings().min_samples)]
+        server = _Server(uvicorn.Config(create_app(g, publisher, readiness, routers=routers), host=g.http_host, port=g.http_port,
                                         log_level="warning", lifespan="off", access_log=False))
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -179,9 +179,16 @@ class _FhirIntake:
         return response
 
 
-def create_app(settings: GatewaySettings, publisher: RawPublisher, readiness: Readiness) -> FastAPI:
-    """The ASGI app; the CLI serves it with uvicorn on ``settings.http_host:http_port``."""
+def create_app(settings: GatewaySettings, publisher: RawPublisher, readiness: Readiness,
+               routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The ASGI app; the CLI serves it with uvicorn on ``settings.http_host:http_port``.
+
+    ``routers`` are mounted as they are (e.g. the drift dashboard built by ``ops.drift.web``), so
+    the edge stays free of the packages that build them.
+    """
     app = FastAPI(title="impression-gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    for router in routers:
+        app.include_router(router)
     intake = _FhirIntake(settings, publisher)
 
     @app.post("/fhir/DiagnosticReport")

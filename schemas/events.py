@@ -196,6 +196,11 @@ class EditRecord(_Contract):
     chars_removed: int = 0
     has_draft: bool = True
     final_before_draft: bool = False
+    quality: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Draft-vs-final quality scores (ops.metrics: rouge1 rouge2 rougeL bleu4 ecr uer fcr semantic); "
+                    "empty when there is no draft or no final, None where a metric is undefined",
+    )
 
 
 class DeadLetter(_Contract):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.alerts import Alert
 from schemas.events import DeadLetter, DraftImpression, EditRecord, InferenceRequest, PostResult, ReportEvent
 
 EXPORTED: tuple[type[BaseModel], ...] = (
@@ -20,6 +21,7 @@ EXPORTED: tuple[type[BaseModel], ...] = (
     PostResult,
     EditRecord,
     DeadLetter,
+    Alert,
 )
 JSON_DIR = Path(__file__).parent / "json"
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from schemas.alerts import Alert
 from schemas.events import DeadLetter, DraftImpression, EditRecord, InferenceRequest, PostResult, ReportEvent
 
 # reports.raw values are the original bytes (HL7 v2 ER7 or FHIR JSON); the format travels in the
@@ -40,6 +41,8 @@ DRAFTS_PARKED = Topic("drafts.parked", InferenceRequest)
 DRAFTS_GENERATED = Topic("drafts.generated", DraftImpression)
 DRAFTS_POSTED = Topic("drafts.posted", PostResult)
 EDITS_CAPTURED = Topic("edits.captured", EditRecord)
+# Key: the route. Drift alerts for whoever pages people (ops/drift raises them from edits.captured).
+DRIFT_ALERTS = Topic("drift.alerts", Alert)
 DEAD_LETTER = DeadLetter
 
 
@@ -55,4 +58,5 @@ FIXED_TOPICS: tuple[Topic, ...] = (
     DRAFTS_GENERATED,
     DRAFTS_POSTED,
     EDITS_CAPTURED,
+    DRIFT_ALERTS,
 )

@@ -1,0 +1,193 @@
+"""Drift aggregation: each scored ``EditRecord`` adds to running sums per group and time window.
+
+Stage: capture (after the record is stored). Input: an ``EditRecord`` (``score_record`` adds its
+quality scores first). Output: rows of ``drift_aggregates`` — per period (day, ISO week), window,
+grouping (route, modality, body system, site, radiologist, adapter, language, and route × each of
+them) and group key: the record count and, per metric, count / sum / sum of squares, so a mean or a
+standard deviation is O(1) to read and one record is O(groups) to add; history is never recomputed.
+Failure modes: the database is unreachable → ``RetryLater`` (the caller backs off and the event is
+redelivered); a redelivered record changes nothing (``drift_seen`` keeps what each record added, so
+a late draft replaces its record's contribution by the difference instead of counting it twice).
+
+Scores are on the draft against the signed final; a record without a draft (or without a final
+text) only counts in ``n`` and ``findings_length``. ``min_samples`` decides which windows count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, Connection, Date, Engine, Float, Integer, String, Table, Text, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ops.drift.window import WindowStats
+from ops.metrics import score_pair
+from ops.metrics.tokens import normalise_language, tokenize
+from ops.store import metadata
+from schemas import EditRecord, RetryLater
+
+QUALITY = ("rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer", "fcr", "semantic")
+METRICS = ("accepted", "ned", *QUALITY, "findings_length")
+DIMENSIONS = ("route", "modality", "body_system", "site", "radiologist", "adapter", "language")
+GROUPINGS: tuple[tuple[str, ...], ...] = (
+    (), *((d,) for d in DIMENSIONS), *(("route", d) for d in DIMENSIONS[1:]), ("route", "site", "adapter"),
+)
+PERIODS = ("day", "week")
+_SUMS = tuple(f"{p}_{m}" for m in METRICS for p in ("n", "s", "q"))
+
+drift_aggregates = Table(
+    "drift_aggregates",
+    metadata,
+    Column("period", String(8), primary_key=True),
+    Column("window_label", String(16), primary_key=True),  # 2025-01-14 (day) or 2025-W03 (ISO week)
+    Column("grouping", String(64), primary_key=True),  # "route,site"; "" is everything
+    Column("group_key", String(255), primary_key=True),  # "ct_chest|SITE_A"
+    Column("window_start", Date, index=True, nullable=False),
+    Column("n", Integer, nullable=False, default=0),
+    *(Column(name, Float, nullable=False, default=0.0) for name in _SUMS),
+)
+drift_seen = Table(
+    "drift_seen",
+    metadata,
+    Column("record_id", String(64), primary_key=True),
+    Column("contribution", Text, nullable=False),  # what the record added: {"groups": [...], "values": {...}}
+)
+
+
+def score_record(record: EditRecord, *, semantic: bool = False) -> EditRecord:
+    """The record with its ``quality`` scores; unchanged when there is no draft or no final text."""
+    if not (record.has_draft and record.draft.strip() and record.final.strip()):
+        return record if not record.quality else record.model_copy(update={"quality": {}})
+    scores = score_pair(record.draft, record.final, findings=record.findings, language=record.language,
+                        semantic=semantic)
+    return record.model_copy(update={"quality": {k: (None if v is None else round(v, 6))
+                                                 for k, v in scores.as_dict().items()}})
+
+
+def dimension_value(record: EditRecord, dimension: str) -> str:
+    if dimension == "adapter":
+        return f"{record.adapter_name}@{record.adapter_version}" if record.adapter_name else "(none)"
+    value = {"radiologist": record.radiologist_id, "modality": record.modality.value,
+             "body_system": record.body_system.value}.get(dimension, getattr(record, dimension, ""))
+    return str(value) or "(none)"
+
+
+def signed_time(record: EditRecord) -> datetime:
+    moment = record.signed_at or record.captured_at
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def window_of(moment: datetime, period: str) -> tuple[str, date]:
+    """(label, first day) of the day or ISO week (ISO 8601 §3.2.2: weeks start on Monday) holding ``moment``."""
+    day = moment.date()
+    if period == "day":
+        return day.isoformat(), day
+    year, week, weekday = day.isocalendar()
+    return f"{year}-W{week:02d}", day - timedelta(days=weekday - 1)
+
+
+def values_of(record: EditRecord) -> dict[str, float]:
+    """The sums one record adds: ``n`` and, per metric it defines, ``n_``/``s_``/``q_`` (count, sum, squares)."""
+    drafted = record.has_draft and bool(record.draft.strip()) and bool(record.final.strip())
+    observed: dict[str, float | None] = {}
+    if drafted:
+        observed |= {"accepted": float(record.accepted_unchanged), "ned": record.normalised_edit_distance}
+        observed |= {m: record.quality.get(m) for m in QUALITY}
+    if record.findings.strip():
+        language = normalise_language(record.language, record.findings, "")
+        observed["findings_length"] = float(len(tokenize(record.findings, language)))
+    values = {"n": 1.0}
+    for metric, value in observed.items():
+        if value is not None:
+            values |= {f"n_{metric}": 1.0, f"s_{metric}": value, f"q_{metric}": value * value}
+    return values
+
+
+def groups_of(record: EditRecord, groupings: Sequence[tuple[str, ...]] = GROUPINGS) -> list[list[str]]:
+    """[period, window label, window start (ISO date), grouping, key] of every row the record adds to."""
+    moment, rows = signed_time(record), []
+    for period in PERIODS:
+        label, start = window_of(moment, period)
+        for grouping in groupings:
+            key = "|".join(dimension_value(record, d) for d in grouping)
+            rows.append([period, label, start.isoformat(), ",".join(grouping), key])
+    return rows
+
+
+class Aggregator:
+    """Adds records to ``drift_aggregates`` in one transaction per record; reads windows back."""
+
+    def __init__(self, engine: Engine, *, min_samples: int = 20):
+        self.engine = engine
+        self.min_samples = min_samples
+        try:
+            metadata.create_all(engine, tables=[drift_aggregates, drift_seen])
+        except OperationalError as exc:
+            raise RetryLater("store_unavailable", f"cannot reach the store: {type(exc).__name__}") from exc
+
+    def add(self, record: EditRecord) -> bool:
+        """Counts one (scored) record; False when exactly this contribution was already counted."""
+        new = {"groups": groups_of(record), "values": values_of(record)}
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(select(drift_seen.c.contribution)
+                                   .where(drift_seen.c.record_id == record.record_id)).first()
+                old = json.loads(row[0]) if row else None
+                if old == new:
+                    return False
+                if old is not None:
+                    self._apply(conn, old, -1.0)
+                    conn.execute(update(drift_seen).where(drift_seen.c.record_id == record.record_id)
+                                 .values(contribution=json.dumps(new)))
+                else:
+                    conn.execute(insert(drift_seen).values(record_id=record.record_id, contribution=json.dumps(new)))
+                self._apply(conn, new, 1.0)
+        except OperationalError as exc:
+            raise RetryLater("store_unavailable", f"drift aggregate write failed: {type(exc).__name__}") from exc
+        return True
+
+    def _apply(self, conn: Connection, contribution: dict[str, Any], sign: float) -> None:
+        values = {k: sign * v for k, v in contribution["values"].items()}
+        for period, label, start, grouping, key in contribution["groups"]:
+            where = ((drift_aggregates.c.period == period) & (drift_aggregates.c.window_label == label)
+                     & (drift_aggregates.c.grouping == grouping) & (drift_aggregates.c.group_key == key))
+            increments = {name: drift_aggregates.c[name] + delta for name, delta in values.items()}
+            if conn.execute(update(drift_aggregates).where(where).values(increments)).rowcount:
+                continue
+            try:
+                with conn.begin_nested():  # a concurrent writer may insert the row first
+                    conn.execute(insert(drift_aggregates).values(
+                        period=period, window_label=label, grouping=grouping, group_key=key,
+                        window_start=date.fromisoformat(start), **({name: 0.0 for name in _SUMS} | values)))
+            except IntegrityError:
+                conn.execute(update(drift_aggregates).where(where).values(increments))
+
+    def windows(self, period: str, grouping: Sequence[str], *, since: date | None = None,
+                until: date | None = None, key_prefix: str = "") -> list[WindowStats]:
+        """Rows of one grouping, oldest window first; ``until`` is exclusive."""
+        t = drift_aggregates.c
+        query = select(drift_aggregates).where((t.period == period) & (t.grouping == ",".join(grouping)))
+        if since is not None:
+            query = query.where(t.window_start >= since)
+        if until is not None:
+            query = query.where(t.window_start < until)
+        if key_prefix:
+            query = query.where(t.group_key.startswith(key_prefix, autoescape=True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.window_start, t.group_key)).mappings().all()
+        return [WindowStats.from_row(dict(r), tuple(grouping), self.min_samples) for r in rows]
+
+
+def fold(records: Iterable[EditRecord], grouping: Sequence[str], period: str,
+         min_samples: int = 20) -> list[WindowStats]:
+    """The same windows computed in memory from records (a grouping not kept in the table)."""
+    found: dict[tuple[str, str], WindowStats] = {}
+    for record in records:
+        [[_, label, start, _, key]] = [g for g in groups_of(record, [tuple(grouping)]) if g[0] == period]
+        stats = found.setdefault((start, key), WindowStats(tuple(grouping), key, period, label,
+                                                            date.fromisoformat(start), min_samples=min_samples))
+        stats.add(values_of(record))
+    return [found[k] for k in sorted(found)]

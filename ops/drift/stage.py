@@ -1,0 +1,69 @@
+"""The drift stage as the capture agent calls it: score, aggregate, detect, keep and count alerts.
+
+Stage: capture → drift. Input: the ``EditRecord`` the capture stage made. Output: the record with
+its quality scores (``score``, before it is stored) and the ``Alert``s it raised (``observe``, after
+it is stored; the caller sends them to ``drift.alerts``). Failure modes: the store is unreachable →
+``RetryLater`` (nothing is half-counted: aggregation is one transaction, and a redelivered record
+is neither aggregated nor observed twice). At start the monitor is rebuilt by replaying the stored
+records in capture order (O(history), once per process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import structlog
+from sqlalchemy import Engine, select
+
+from ops.drift import metrics
+from ops.drift.aggregate import Aggregator, score_record
+from ops.drift.detect import DriftMonitor
+from ops.drift.history import AlertLog
+from ops.drift.settings import DriftSettings
+from ops.store import Store, edit_records
+from schemas import EditRecord
+from schemas.alerts import Alert
+
+log = structlog.get_logger("ops.drift")
+
+
+def stored_records(engine: Engine, batch: int = 1000) -> Iterator[EditRecord]:
+    """Every stored record in capture order, streamed (the replay that rebuilds the monitor)."""
+    t = edit_records.c
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+            select(t.body).order_by(t.captured_at, t.record_id))
+        for (body,) in result:
+            yield EditRecord.model_validate_json(body)
+
+
+class DriftStage:
+    def __init__(self, store: Store, settings: DriftSettings | None = None, *, rebuild: bool = True):
+        self.settings = settings or DriftSettings()
+        self.aggregator = Aggregator(store.engine, min_samples=self.settings.min_samples)
+        self.alerts = AlertLog(store.engine)
+        self.monitor = DriftMonitor(self.settings)
+        if rebuild:
+            self.monitor = DriftMonitor.rebuild(
+                (self.score(r) for r in stored_records(store.engine)), self.settings)
+            for route in self.monitor.routes():
+                metrics.publish_quality(route, self.monitor.rolling(route))
+
+    def score(self, record: EditRecord) -> EditRecord:
+        """The record with its quality scores (kept as they are when already scored)."""
+        if record.quality:
+            return record
+        return score_record(record, semantic=self.settings.semantic)
+
+    def observe(self, record: EditRecord) -> list[Alert]:
+        """Aggregates and watches one stored record; the alerts it raised, each kept and counted once."""
+        record = self.score(record)
+        self.aggregator.add(record)
+        raised = [a for a in self.monitor.observe(record) if self.alerts.save(a)]
+        if record.route:
+            metrics.publish_quality(record.route, self.monitor.rolling(record.route))
+        for alert in raised:
+            metrics.count_alert(alert.route, alert.metric)
+            log.warning("drift_alert", alert_id=alert.alert_id, route=alert.route, metric=alert.metric,
+                        detector=alert.detector, record_id=record.record_id)
+        return raised
