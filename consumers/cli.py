@@ -95,6 +95,8 @@ async def _until_signal(main: Any) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from consumers.demo import run_demo
 
+    if args.log_level == "warning":  # the demo's own output is the show; JSON logs only for errors
+        logs.configure("error")
     return asyncio.run(_until_signal(run_demo(args)))
 
 

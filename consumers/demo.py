@@ -96,8 +96,40 @@ async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox) -> int:
                 ("edit", f"accepted unchanged: {record.accepted_unchanged}, edit distance {record.edit_distance} "
                          f"({record.normalised_edit_distance:.0%}), +{record.chars_added}/-{record.chars_removed} chars"),
             ])
-    print("\n" + ("demo finished: every report drafted, posted and captured" if ok else "demo incomplete (see above)"))
     return 0 if ok else 1
+
+
+async def fallback_step(ports: Ports, store: Store, worker: Any) -> bool:
+    """Stops the model worker and sends a new study: the retrieval drafter drafts it from the
+    most similar signed report of the same route (and says so)."""
+    print("\n-- 3. the model worker stops; a new chest X-ray arrives --")
+    await asyncio.to_thread(worker.stop)
+    message = (SAMPLE_DIR / "02_xr_chest.prelim.hl7").read_bytes().replace(b"DEMO1002", b"DEMO1007")
+    client = MllpClient(MllpTarget("127.0.0.1", ports.mllp))
+    try:
+        print(f"  sent DEMO1007 (worker down)           → {ack_code(await client.send(message))}")
+    finally:
+        await client.close()
+    if not await wait_for(lambda: store.latest_draft("DEMO1007"), "the fallback draft", 120):
+        return False
+    draft = store.latest_draft("DEMO1007")
+    assert draft is not None
+    show("DEMO1007 XR/chest (en), worker down", [
+        ("draft", draft.text), ("made by", f"{draft.drafter.value}: route {draft.route}, {draft.model}, "
+                                           f"index {draft.adapter_version}, {draft.latency_ms:.0f} ms")])
+    return draft.drafter.value == "retrieval"
+
+
+def drift_step(store: Store, out_dir: Path) -> None:
+    from ops.drift.render import render
+    from ops.drift.report import build_report
+
+    report = build_report(store.engine, by=("route",), min_samples=1)
+    print("\n-- 4. drift report (quality of drafts against the signed finals, per route) --")
+    print(render(report, "table"))
+    html = out_dir / "drift-report.html"
+    html.write_text(render(report, "html"), encoding="utf-8")
+    print(f"\n  HTML report: {html.resolve()}")
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -106,8 +138,15 @@ async def run_demo(args: argparse.Namespace) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
     for leftover in db.parent.glob("demo.db*"):
         leftover.unlink()
+    worker = None
+    if not args.model_url:
+        from model.serve import start_demo_worker
+
+        print("starting the local vLLM worker with the demo model (builds it on first use)…", flush=True)
+        worker = await asyncio.to_thread(start_demo_worker, data_dir)
     inbox = await DraftInbox().start()
-    options = argparse.Namespace(role="all", mllp_port=0, http_port=0, model_url=args.model_url, data_dir=data_dir,
+    options = argparse.Namespace(role="all", mllp_port=0, http_port=0, data_dir=data_dir,
+                                 model_url=args.model_url or (worker.url if worker else None),
                                  draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}")
     try:
         async with embedded_parts(config_from_args(options), options) as config:
@@ -120,10 +159,20 @@ async def run_demo(args: argparse.Namespace) -> int:
                   f"broker {config.consumer.kafka_bootstrap}, model worker {config.model.model_url}")
             store = Store(config.consumer.database_url).create()
             try:
-                return await walkthrough(ready.result(), store, inbox)
+                ok = await walkthrough(ready.result(), store, inbox) == 0
+                if worker is not None:
+                    ok = await fallback_step(ready.result(), store, worker) and ok
+                drift_step(store, db.parent)
+                print(f"\n  dashboard while serving: http://127.0.0.1:{ready.result().http}/dashboard "
+                      f"(run `impression-gateway serve --embedded` to keep it up)")
+                print("\n" + ("demo finished: every report drafted, posted and captured" if ok
+                              else "demo incomplete (see above)"))
+                return 0 if ok else 1
             finally:
                 stop.set()
                 await serving
                 store.close()
     finally:
         await inbox.stop()
+        if worker is not None:
+            worker.stop()
