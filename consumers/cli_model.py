@@ -1,12 +1,15 @@
-"""``impression-gateway model train | serve | adapters list``: LoRA training, the vLLM worker, the registry.
+"""``impression-gateway model train | serve | eval | adapters list``: LoRA training, the vLLM worker, evaluation, the registry.
 
-Stage: retrain (train), serve (the LLM worker), operations (list).
+Stage: retrain (train, eval), serve (the LLM worker), operations (list).
 Input: command-line arguments; defaults from ``ModelSettings`` (data dir, registry file).
 Output: ``train`` prints one JSON line (adapter name, version, path, card, held-out losses);
 ``serve`` prints one JSON line with the URL and served models once vLLM answers, then runs until
-SIGINT/SIGTERM and stops vLLM; ``adapters list`` prints a table of the registry.
+SIGINT/SIGTERM and stops vLLM; ``eval`` prints a table (or one JSON object) of the metrics per route and overall
+(``consumers.evaluate``); ``adapters list`` prints a table of the registry.
 Failure modes (exit status): 2 for refused input (an incompatible adapter, named with its problems;
-a malformed export or registry; no base model); 1 when vLLM fails to start (its log path is printed).
+a malformed export or registry; no base model; an unreadable eval file or an adapter the server
+does not serve); 1 when vLLM fails to start (its log path is printed), when the model server cannot
+be reached, or when ``eval`` skipped or failed to draft some rows (the metrics are still printed).
 Heavy imports (torch, transformers, vLLM) happen inside the handlers.
 """
 
@@ -100,6 +103,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from consumers import evaluate as ev
+    from model.routing import RoutingTable
+    from model.serve import VllmStartError
+
+    settings = _settings(args)
+    if args.model_url:
+        settings = settings.model_copy(update={"model_url": args.model_url})
+    if args.drafter == "retrieval" and args.index is None:
+        return _refuse("--drafter retrieval needs --index PAST_FILE")
+    try:
+        table = RoutingTable.load(args.routing_table)
+        rows, skipped = ev.load_rows(args.data)
+        if not rows:
+            raise ev.EvalInputError(f"{args.data}: no row with both findings and impression")
+        if args.drafter == "retrieval":
+            drafter, indexed = ev.retrieval_drafter(args.index, table)
+            print(json.dumps({"indexed": indexed, "index": str(args.index)}), file=sys.stderr)
+            result = asyncio.run(ev.evaluate(drafter, "retrieval", rows, skipped, table, concurrency=args.concurrency))
+        else:
+            result = asyncio.run(ev.evaluate_adapter(settings, args.adapter, rows, skipped, table, concurrency=args.concurrency))
+    except (ev.EvalInputError, ValueError) as exc:
+        return _refuse(str(exc))
+    except (httpx.HTTPError, VllmStartError) as exc:
+        print(json.dumps({"error": "model_unavailable", "reason": type(exc).__name__}), file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_dict()) if args.format == "json" else ev.render_table(result))
+    return 1 if result.skipped or result.failed else 0
+
+
 def cmd_adapters_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
@@ -154,10 +191,28 @@ def _add_serve(model_sub: Any) -> None:
     p.set_defaults(handler=cmd_serve)
 
 
+def _add_eval(model_sub: Any) -> None:
+    p = model_sub.add_parser("eval", help="draft a findings/impression dataset with an adapter or the retrieval "
+                             "drafter; ROUGE, BLEU-4, ECR/UER/FCR per route and overall")
+    p.add_argument("--data", type=Path, required=True, help="CSV or JSONL with findings, impression "
+                   "(optional modality, body_system, site, language)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--adapter", help="served model name to draft every row with (an adapter, or the base)")
+    which.add_argument("--drafter", choices=["retrieval"], help="the CPU retrieval drafter (needs --index)")
+    p.add_argument("--index", type=Path, help="past reports to index for --drafter retrieval (same format as --data)")
+    p.add_argument("--model-url", help="OpenAI-compatible server (env IG_MODEL_MODEL_URL; none: start the local demo worker)")
+    p.add_argument("--routing-table", type=Path, help="routing table TOML (default model/routes.toml)")
+    p.add_argument("--concurrency", type=int, default=8, help="drafts in flight (default 8)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output (default table)")
+    _common(p)
+    p.set_defaults(handler=cmd_eval)
+
+
 def register(sub: Any, model_sub: Any) -> None:
-    """Add ``model train``, ``model serve`` and ``model adapters list`` to the ``model`` command."""
+    """Add ``model train``, ``model serve``, ``model eval`` and ``model adapters list`` to the ``model`` command."""
     _add_train(model_sub)
     _add_serve(model_sub)
+    _add_eval(model_sub)
     adapters = model_sub.add_parser("adapters", help="the adapter registry")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     p = adapters_sub.add_parser("list", help="table of the registry: name, route, version, status, scores, path")

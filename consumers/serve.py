@@ -104,7 +104,7 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
         if "consumers" in config.roles:
             poster = DraftPoster(g)
             stack.push_async_callback(poster.close)
-            retrieval = RetrievalDrafter(support=factual_consistency)
+            retrieval = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings))
             indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
             log.info("retrieval_indexed", reports=indexed)
             drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client

@@ -61,16 +61,20 @@ def capture_final(event: ReportEvent, draft: DraftImpression | None) -> EditReco
         "record_id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"edit|{event.event_id}")),
         "accession": event.accession,
         "event_id": event.event_id,
+        "patient_id": event.patient_id,
         "site": event.site,
         "modality": event.modality,
         "body_system": event.body_system,
         "language": event.language,
+        "procedure_code": event.procedure_code,
+        "procedure_text": event.procedure_text,
         "findings": event.findings,
         "final": event.impression,
         "final_status": event.status,
         "radiologist_id": event.radiologist_id,
         "signed_at": event.observed_at,
         "has_draft": False,
+        "phi": list(event.phi),
     }
     if draft is not None:
         fields.update(_draft_fields(draft))

@@ -11,6 +11,7 @@ migration of history to read it back; the columns are what queries and aggregati
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
@@ -157,6 +159,34 @@ class Store:
                 select(edit_records.c.body).order_by(edit_records.c.captured_at.desc()).limit(limit)
             ).all()
         return [EditRecord.model_validate_json(r[0]) for r in rows]
+
+    def _edit_query(self, since: datetime | None, until: datetime | None, site: str | None) -> Any:
+        query = select(edit_records.c.body)
+        if since is not None:
+            query = query.where(edit_records.c.captured_at >= since)
+        if until is not None:
+            query = query.where(edit_records.c.captured_at < until)
+        if site:
+            query = query.where(edit_records.c.site == site)
+        return query
+
+    def count_edit_records(self, *, since: datetime | None = None, until: datetime | None = None,
+                           site: str | None = None) -> int:
+        """How many records ``iter_edit_records`` with the same arguments yields (for a progress bar)."""
+        inner = self._edit_query(since, until, site).subquery()
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
+
+    def iter_edit_records(self, *, since: datetime | None = None, until: datetime | None = None,
+                          site: str | None = None, batch: int = 500) -> Iterator[EditRecord]:
+        """Edit records captured in [since, until), oldest first (ties by record id), streamed in batches.
+
+        ``yield_per`` keeps memory flat whatever the store holds (a server-side cursor on PostgreSQL).
+        """
+        query = self._edit_query(since, until, site).order_by(edit_records.c.captured_at, edit_records.c.record_id)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=batch).execute(query):
+                yield EditRecord.model_validate_json(row[0])
 
     def close(self) -> None:
         self.engine.dispose()

@@ -117,6 +117,11 @@ class ReportEvent(_Contract):
     observed_at: datetime | None = None
     received_at: datetime = Field(default_factory=utcnow)
     hl7_version: str = ""
+    phi: list[str] = Field(
+        default_factory=list,
+        description="Exact PHI strings of this report (patient ids, name parts, birth date, address, phone, "
+                    "email; accession/placer/filler numbers) so exports can scrub and check them; never logged",
+    )
 
 
 class RouteSpec(_Contract):
@@ -173,11 +178,14 @@ class EditRecord(_Contract):
     accession: str
     event_id: str = Field(description="The event id of the signed (final/amended) report")
     draft_event_id: str = ""
+    patient_id: str = Field("", description="PID-3 / Patient identifier: groups a patient's reports (export splits)")
     route: str = ""
     site: str = ""
     modality: Modality = Modality.OT
     body_system: BodySystem = BodySystem.OTHER
     language: str = "en"
+    procedure_code: str = ""
+    procedure_text: str = Field("", description="As the prompt named the study, so exports rebuild the prompt served")
     adapter_name: str = ""
     adapter_version: str = ""
     prompt_version: str = ""
@@ -201,6 +209,7 @@ class EditRecord(_Contract):
         description="Draft-vs-final quality scores (ops.metrics: rouge1 rouge2 rougeL bleu4 ecr uer fcr semantic); "
                     "empty when there is no draft or no final, None where a metric is undefined",
     )
+    phi: list[str] = Field(default_factory=list, description="The signed report's PHI strings (ReportEvent.phi)")
 
 
 class DeadLetter(_Contract):

@@ -70,3 +70,15 @@ def test_edit_metrics_ignore_rewrapping_and_count_changes() -> None:
     m = edit_metrics("Right lower lobe pneumonia.", "Left lower lobe pneumonia.")
     assert (m["edit_distance"], m["chars_added"], m["chars_removed"]) == (4, 3, 4)  # "Right" → "Left"
     assert edit_metrics("", "任何")["normalised_edit_distance"] == 1.0
+
+
+def test_edit_records_stream_oldest_first_within_range(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    base = datetime(2024, 3, 1, tzinfo=UTC)
+    for n in range(5):
+        made = capture_final(event(ReportStatus.FINAL, "Effusion.", f"e-{n}"), None)
+        store.save_edit(made.model_copy(update={"captured_at": base + timedelta(days=n)}))
+    got = list(store.iter_edit_records(since=base + timedelta(days=1), until=base + timedelta(days=4), batch=2))
+    assert [r.event_id for r in got] == ["e-1", "e-2", "e-3"]
+    assert store.count_edit_records(since=base + timedelta(days=1), until=base + timedelta(days=4)) == 3

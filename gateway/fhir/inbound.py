@@ -22,6 +22,7 @@ from typing import Any
 from gateway.classify import classify_procedure
 from gateway.fhir import codes
 from gateway.fhir.content import report_texts
+from gateway.fhir.phi import report_phi
 from gateway.fhir.references import Resolver, identifier_of_type, index_bundle, reference_key, type_of
 from gateway.fhir.validate import (
     INVALID,
@@ -113,15 +114,17 @@ def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Co
     findings, impression = report_texts(report, resolver, root, text_codes)
     code, text = codes.procedure(report.code)
     modality, body = _classify(code, text, report.category, settings)
+    patient_id = reference_key(report.subject, resolver, _PATIENT, prefer="MR")
     return ReportEvent(
         event_id=event_id_for(ctx.sender, control_id), source=Source.FHIR, message_control_id=control_id,
         sender=ctx.sender, accession=accession, placer_order_number=placer, filler_order_number=filler,
-        patient_id=reference_key(report.subject, resolver, _PATIENT, prefer="MR"),
+        patient_id=patient_id,
         site=_site(report, resolver) or settings.site, modality=modality, body_system=body,
         procedure_code=code, procedure_text=text, findings=findings, impression=impression, status=status,
         language=detect_language(findings or impression) if (findings or impression) else "en",
         radiologist_id=_first_key(report.resultsInterpreter, resolver, _INTERPRETER),
         observed_at=codes.observed_at(report), received_at=ctx.received_at,
+        phi=report_phi(report, resolver, (accession, placer, filler, patient_id)),
     )
 
 

@@ -24,6 +24,7 @@ from gateway.classify import classify_procedure
 from gateway.hl7.er7 import Delimiters, Segment, get, split_segments
 from gateway.hl7.msh import MshInfo, peek_msh
 from gateway.hl7.observations import ObxCodes, ReportText, read_observations
+from gateway.hl7.pid import pid_phi
 from gateway.hl7.tables import ORDER_STATUS, RESULT_STATUS, charset_codec
 from gateway.hl7.ts import parse_ts
 from gateway.report_text import detect_language
@@ -162,4 +163,5 @@ def _normalise(raw: bytes, msh: MshInfo, settings: GatewaySettings, received_at:
         observed_at=parse_ts(get(obr, 7, d=d)),
         received_at=received_at,
         hl7_version=msh.version,
+        phi=pid_phi(pid, d, (accession, placer, filler)),
     )
