@@ -31,12 +31,12 @@ from model.retrieval import RetrievalDrafter
 from model.routing import RoutingTable
 from model.settings import ModelSettings
 from ops.metrics import FIELDS, Pair, aggregate, factual_consistency, score_pairs
+from ops.metrics.cli import read_rows
 from schemas import BodySystem, DraftImpression, InferenceRequest, Modality, ReportEvent, ReportStatus, Source
 from schemas.errors import GatewayError
 from schemas.events import event_id_for
 
 METRICS = tuple(name for name in FIELDS if name != "semantic")  # semantic: not asked for here
-_JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _CJK = re.compile(r"[\u3400-\u9fff]")
 # Common spellings that are not DICOM codes; anything else unknown is OT (PS3.3 C.7.3.1.1.1).
 _MODALITY_ALIASES = {"CR": Modality.XR, "DX": Modality.XR, "PET": Modality.PT, "PET/CT": Modality.PT, "MRI": Modality.MR}
@@ -75,19 +75,7 @@ class EvalResult:
 def read_table(path: Path) -> Iterator[dict[str, Any] | None]:
     """Rows of a CSV (header row) or JSONL file as dicts; None for a JSONL line that is not an object."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            jsonl = path.suffix.lower() in _JSONL_SUFFIXES or (path.suffix.lower() != ".csv" and handle.read(1) == "{")
-            handle.seek(0)
-            if not jsonl:
-                yield from csv.DictReader(handle)
-                return
-            for line in handle:
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        row = None
-                    yield row if isinstance(row, dict) else None
+        yield from read_rows(path)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise EvalInputError(f"{path}: {type(exc).__name__}") from None
 

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from gateway.fhir.references import Resolver, type_of
+from gateway.hl7.pid import unique_phi
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
@@ -65,9 +66,4 @@ def report_phi(report: Any, resolver: Resolver, order_numbers: tuple[str, ...] =
             values.append(str(subject.identifier.value))
         if subject.display:
             values.append(str(subject.display))
-    seen: dict[str, None] = {}
-    for value in values:
-        value = " ".join(value.split())
-        if value:
-            seen.setdefault(value, None)
-    return list(seen)
+    return unique_phi(values)

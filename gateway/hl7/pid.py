@@ -73,6 +73,11 @@ def pid_phi(pid: Segment | None, d: Delimiters, order_numbers: tuple[str, ...] =
         for field in (13, 14):
             for xtn in _repetitions(pid, field, d):
                 values += _phone_values(xtn)
+    return unique_phi(values)
+
+
+def unique_phi(values: list[str]) -> list[str]:
+    """PHI values with whitespace normalised, empty ones dropped, first occurrence order kept."""
     seen: dict[str, None] = {}
     for value in values:
         value = " ".join(value.split())

@@ -24,8 +24,10 @@ from ops.metrics.score import Pair, aggregate, score_pairs
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any] | None]:
-    """Rows as dicts (None for a JSONL line that is not an object)."""
+def read_rows(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Rows of a CSV (header row) or JSONL file as dicts (None for a JSONL line that is not an object).
+
+    Also used by ``model eval``: one reader for every findings/impression table the CLI takes."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         head = handle.read(1)
         handle.seek(0)
@@ -57,7 +59,7 @@ def run_metrics(path: Path, *, semantic: bool, out: TextIO) -> int:
     pairs: list[Pair] = []
     skipped = 0
     try:
-        for row in _rows(path):
+        for row in read_rows(path):
             pair = _pair(row)
             if pair is None:
                 skipped += 1
