@@ -114,7 +114,7 @@ COMMANDS = {"normalize": cmd_normalize, "serve": cmd_serve, "demo": cmd_demo}
 # Modules that add commands: each has ``register(subparsers, model_subparsers)`` and sets
 # ``handler`` on its parsers (``args.handler(args) -> exit status``). Heavy imports stay inside handlers.
 PLUGINS: tuple[str, ...] = ("consumers.cli_model", "consumers.cli_metrics", "consumers.cli_drift",
-                            "consumers.cli_export")
+                            "consumers.cli_export", "consumers.cli_retrain")
 
 
 def main(argv: list[str] | None = None) -> int:

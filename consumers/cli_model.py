@@ -218,3 +218,6 @@ def register(sub: Any, model_sub: Any) -> None:
     p = adapters_sub.add_parser("list", help="table of the registry: name, route, version, status, scores, path")
     _common(p)
     p.set_defaults(handler=cmd_adapters_list)
+    from consumers.cli_retrain import register_adapters
+
+    register_adapters(adapters_sub)  # promote, rollback

@@ -201,7 +201,7 @@ async def evaluate_adapter(settings: ModelSettings, adapter: str, rows: Sequence
         worker = await asyncio.to_thread(start_demo_worker, settings.data_dir)
         settings = settings.model_copy(update={"model_url": worker.url})
     try:
-        async with InferenceClient.from_settings(settings) as client:
+        async with InferenceClient.from_settings(settings, route_adapters={}) as client:  # --adapter decides
             served = await client.served_models()
             if adapter not in served:
                 raise EvalInputError(f"the server does not serve {adapter!r} (it serves {', '.join(sorted(served))})")

@@ -2,7 +2,8 @@
 
 Stage: infer.
 Input: ``InferenceRequest`` (the report event and its resolved route; ``route.adapter`` is the served
-model name: a LoRA adapter registered with the server, or ``base``). Output: ``DraftImpression``
+model name: a LoRA adapter registered with the server, or ``base``; a route the adapter registry has a
+serving adapter for drafts with that adapter instead, see ``route_adapters``). Output: ``DraftImpression``
 (drafter LLM, adapter name and version, prompt version, latency of the answering call).
 Failure modes:
 - ``RetryLater("model_unavailable")``: connection refused/reset, timeouts, 408/429 or 5xx, still so
@@ -51,6 +52,7 @@ class InferenceClient:
         max_tokens: int = 128,
         temperature: float = 0.0,
         adapter_versions: Mapping[str, str] | None = None,
+        route_adapters: Mapping[str, str] | None = None,
     ):
         if not base_url:
             raise ValueError("no model server URL configured (IG_MODEL_MODEL_URL)")
@@ -60,15 +62,23 @@ class InferenceClient:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.adapter_versions = dict(adapter_versions or {})
+        # route -> the registry's serving adapter: a promoted adapter (served under its own name) replaces
+        # the routing table's adapter name, so drafts use and carry the new version after a worker restart.
+        self.route_adapters = dict(route_adapters or {})
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
         self._jitter = random.Random()  # not for security: spreads retries of many workers apart
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings, *, adapter_versions: Mapping[str, str] | None = None) -> InferenceClient:
-        """A client per the settings; adapter versions from the adapter registry (else the demo manifest) unless given."""
+    def from_settings(cls, settings: ModelSettings, *, adapter_versions: Mapping[str, str] | None = None,
+                      route_adapters: Mapping[str, str] | None = None) -> InferenceClient:
+        """A client per the settings, read once at start: adapter versions and each route's serving adapter
+        from the adapter registry (else versions from the demo manifest, no route overrides) unless given."""
+        has_registry = settings.registry_path.is_file()
         if adapter_versions is None:
-            source = settings.registry_path if settings.registry_path.is_file() else settings.manifest_path
-            adapter_versions = registry.adapter_versions(source)
+            adapter_versions = registry.adapter_versions(settings.registry_path if has_registry else settings.manifest_path)
+        if route_adapters is None:
+            serving = registry.load_registry(settings.registry_path).serving() if has_registry else ()
+            route_adapters = {entry.route: entry.name for entry in serving}
         return cls(
             settings.model_url,
             timeout_s=settings.timeout_s,
@@ -77,6 +87,7 @@ class InferenceClient:
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             adapter_versions=adapter_versions,
+            route_adapters=route_adapters,
         )
 
     async def aclose(self) -> None:
@@ -102,7 +113,7 @@ class InferenceClient:
 
     async def draft(self, request: InferenceRequest) -> DraftImpression:
         messages, prompt_version = render_messages(request)
-        event, adapter = request.event, request.route.adapter
+        event, adapter = request.event, self.route_adapters.get(request.route.name, request.route.adapter)
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter)
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
         started = time.monotonic()

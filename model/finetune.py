@@ -2,8 +2,8 @@
 
 Stage: retrain (``impression-gateway model train``).
 Input: a ``FinetuneJob``: a JSONL export (one ``{"messages": [system, user, assistant]}`` per line,
-the assistant message being the signed impression), the route, the base model directory, LoRA and
-optimiser hyperparameters, where to write, the registry file.
+the assistant message being the signed impression; optionally a second one held out for evaluation),
+the route, the base model directory, LoRA and optimiser hyperparameters, where to write, the registry file.
 Output: a peft adapter directory plus ``training_card.json`` and ``TRAINING_CARD.md`` beside it
 (data hash, hyperparameters, wall time, held-out loss before/after), and a ``candidate`` entry in
 the registry; returned as a ``FinetuneResult``.
@@ -44,6 +44,7 @@ class FinetuneJob:
     out_dir: Path | None = None  # default <registry dir>/<route>/<version>
     name: str | None = None  # served name; default <route>-<version>
     export_id: str | None = None  # default <export file stem>-<data hash prefix>
+    eval_export: Path | None = None  # held-out records (e.g. the export's validation split); default: split from export
     rank: int = 64
     alpha: int = 128
     dropout: float = 0.05
@@ -142,7 +143,8 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
     """Run the job end to end: split, train, save adapter and card, register as candidate."""
     started = time.monotonic()
     data_hash = hashlib.sha256(Path(job.export).read_bytes()).hexdigest()
-    train_set, eval_set = split_heldout(read_export(job.export), job.eval_share, job.seed)
+    held = read_export(job.eval_export) if job.eval_export and Path(job.eval_export).is_file() else []
+    train_set, eval_set = (read_export(job.export), held) if held else split_heldout(read_export(job.export), job.eval_share, job.seed)
     version = f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{data_hash[:8]}"
     name = job.name or f"{job.route}-{version}"
     out = Path(job.out_dir or Path(job.registry_path).parent / job.route / version)

@@ -79,6 +79,9 @@ class VllmLaunch:
     kv_cache_space_gib: int = 1
     max_num_seqs: int = 16
     extra_args: tuple[str, ...] = ()
+    # Lets a running server take adapters at runtime (POST /v1/load_lora_adapter, model.lora_runtime):
+    # retrain evaluates a candidate on the serving worker, and promotion reaches it without a restart.
+    runtime_lora_updating: bool = False
 
     @property
     def weights_name(self) -> str:
@@ -122,6 +125,7 @@ class VllmLaunch:
             "VLLM_DO_NOT_TRACK": "1",
             "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_space_gib),
             "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1" if self.runtime_lora_updating else "0",
         }
 
 

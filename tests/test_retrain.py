@@ -1,0 +1,228 @@
+"""Retrain: the promotion gate (pure), promote/rollback in the registry, and ONE loop on the tiny model.
+
+The loop runs ``impression-gateway retrain`` as a subprocess against a real SQLite store filled
+through ``capture_final``, a temp copy of the demo registry and ONE vLLM CPU server for the module
+(runtime LoRA updating on: retrain loads each candidate into it for the evaluation). A useless
+candidate (learning rate 0: its LoRA delta stays zero) is kept; a forced one (margin -1) is promoted,
+pushed to the worker with ``--reload-url`` and stamped on new drafts by a client built from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from model import synthetic
+from model.audit import read_audit
+from model.client import InferenceClient
+from model.demo_build import DemoModel
+from model.gate import decide
+from model.promotion import PromotionError, promote, rollback
+from model.registry import Registry, RegistryEntry, load_registry, save_registry, seed_from_manifest
+from model.serve import VllmServer
+from model.settings import ModelSettings
+from ops.capture import capture_final
+from ops.store import Store
+from schemas import ReportEvent, ReportStatus, Source
+from tests.conftest import REPO
+
+ROUTE = "ct_chest"
+GOOD = {"rougeL": 0.60, "ecr": 0.80, "fcr": 0.90, "uer": 0.05}
+
+
+def test_decide_promotes_a_better_candidate() -> None:
+    decision = decide({**GOOD, "rougeL": 0.65}, GOOD, margin=0.01, tolerance=0.02)
+    assert decision.promote and "rougeL" in decision.reason
+
+
+def test_decide_keeps_the_serving_adapter_without_enough_rouge_gain() -> None:
+    decision = decide({**GOOD, "rougeL": 0.605}, GOOD, margin=0.01, tolerance=0.02)
+    assert not decision.promote and decision.reason.startswith("rougeL")
+    assert decide({**GOOD, "rougeL": 0.50}, GOOD, margin=-1, tolerance=0.02).promote  # a negative margin forces it
+
+
+def test_decide_refuses_an_ecr_regression_even_with_better_rouge() -> None:
+    decision = decide({**GOOD, "rougeL": 0.70, "ecr": 0.70}, GOOD, margin=0.01, tolerance=0.02)
+    assert not decision.promote and decision.reason.startswith("ecr dropped")
+    assert decide({**GOOD, "rougeL": 0.70, "ecr": 0.79}, GOOD, margin=0.01, tolerance=0.02).promote  # within tolerance
+    assert not decide({**GOOD, "rougeL": 0.70, "uer": 0.10}, GOOD, margin=0.01, tolerance=0.02).promote
+    assert not decide({**GOOD, "rougeL": 0.70, "fcr": None}, GOOD, margin=0.01, tolerance=0.02).promote
+
+
+def _entry(name: str, status: str, created: str) -> RegistryEntry:
+    return RegistryEntry(name, ROUTE, f"v-{name}", Path(f"/adapters/{name}"), Path("/base"), "0" * 64, "x",
+                         status, created)  # type: ignore[arg-type]
+
+
+def test_promote_and_rollback_swap_serving_and_retired(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    registry = Registry(path)
+    for entry in (_entry("old", "serving", "2025-01-01"), _entry("new", "candidate", "2025-02-01")):
+        registry = registry.with_entry(entry)
+    save_registry(registry)
+    change = promote(path, "new")
+    assert change.serving.name == "new" and change.retired is not None and change.retired.name == "old"
+    statuses = {e.name: e.status for e in load_registry(path).entries}
+    assert statuses == {"new": "serving", "old": "retired"}
+    with pytest.raises(PromotionError):
+        promote(path, "new")
+    back = rollback(path, ROUTE)
+    assert back.serving.name == "old" and {e.name: e.status for e in load_registry(path).entries} == {
+        "new": "retired", "old": "serving"}
+    with pytest.raises(PromotionError):
+        rollback(tmp_path / "empty.json", ROUTE)
+
+
+# --- the loop on the tiny model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    root: Path
+    registry: Path
+    database_url: str
+    url: str
+
+
+def _final(i: int, item: synthetic.CorpusItem) -> ReportEvent:
+    accession, patient = f"RT{i:06d}", f"MRN55{i:04d}"
+    return ReportEvent(event_id=f"rt-{i}", source=Source.HL7V2, message_control_id=f"rt{i}", accession=accession,
+                       patient_id=patient, site="GENHOSP", modality=item.modality, body_system=item.body_system,
+                       procedure_text=item.procedure, findings=item.findings, impression=item.impression,
+                       status=ReportStatus.FINAL, language=item.language, phi=[accession, patient])
+
+
+@pytest.fixture(scope="module")
+def setup(demo_model: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    from model.serve import VllmLaunch, find_free_port
+
+    root = tmp_path_factory.mktemp("retrain")
+    registry = root / "adapters" / "registry.json"  # a copy: the session's demo registry stays as it is
+    seed_from_manifest(demo_model.manifest_path, registry)
+    url = f"sqlite:///{root / 'store.db'}"
+    store = Store(url).create()
+    for i, item in enumerate(synthetic.generate(ROUTE, 120, seed=11)):
+        store.save_edit(capture_final(_final(i, item), None))
+    store.close()
+    launch = VllmLaunch(base_dir=demo_model.base_dir, port=find_free_port(), adapters=demo_model.adapters,
+                        served_model_name=demo_model.served_model_name, identity_adapter=demo_model.identity_adapter,
+                        runtime_lora_updating=True, max_loras=4)
+    with VllmServer(launch, log_path=root / "vllm.log") as server:
+        yield Setup(root, registry, url, server.url)
+
+
+def retrain(setup: Setup, *args: str) -> tuple[dict[str, object], float]:
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "consumers.cli", "retrain", "--route", ROUTE, "--registry",
+                           str(setup.registry), "--data-dir", str(setup.root), "--database-url", setup.database_url,
+                           "--model-url", setup.url, "--r", "8", "--alpha", "16", "--batch-size", "8", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.monotonic() - started
+
+
+def _serving(registry: Path) -> dict[str, str]:
+    return {e.route: e.name for e in load_registry(registry).serving()}
+
+
+@pytest.mark.slow
+async def test_retrain_keeps_a_worse_candidate_and_promotes_a_forced_one(setup: Setup) -> None:
+    before = _serving(setup.registry)
+    kept, kept_s = retrain(setup, "--steps", "1", "--lr", "0")  # a zero LoRA: the base model, worse than the demo adapter
+    assert kept["decision"] == "keep" and str(kept["reason"]).startswith("rougeL"), kept
+    assert _serving(setup.registry) == before  # the serving adapters did not change
+    audit = read_audit(setup.registry)
+    assert len(audit) == 1 and audit[0]["run_id"] == kept["run_id"] and audit[0]["decision"] == "keep"
+    export_dir = Path(audit[0]["inputs"]["export"]["dir"])
+    manifest = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["deid"]["check"]["passed"] and manifest["export_id"] == audit[0]["inputs"]["export"]["id"]
+    assert (export_dir / ROUTE / "train.jsonl").is_file() and audit[0]["scores"]["rows"] > 0
+    assert audit[0]["scores"]["serving"]["rougeL"] > audit[0]["scores"]["candidate"]["rougeL"]
+    assert load_registry(setup.registry).get(str(kept["candidate"])).status == "candidate"  # type: ignore[union-attr]
+
+    promoted, promoted_s = retrain(setup, "--steps", "10", "--lr", "5e-3", "--margin", "-1", "--tolerance", "1",
+                                   "--reload-url", setup.url)
+    assert promoted["decision"] == "promote", promoted
+    registry = load_registry(setup.registry)
+    new = registry.serving_adapter(ROUTE)
+    assert new is not None and new.name == promoted["candidate"] and new.name != before[ROUTE]
+    assert registry.get(before[ROUTE]).status == "retired"  # type: ignore[union-attr]
+    assert [r["decision"] for r in read_audit(setup.registry)] == ["keep", "promote"]
+    settings = ModelSettings(model_url=setup.url, adapter_registry=setup.registry, data_dir=setup.root)
+    item = next(item for item in synthetic.generate(ROUTE, 20, seed=5) if item.abnormal)
+    async with InferenceClient.from_settings(settings) as client:  # as the worker builds it at (re)start
+        draft = await client.draft(synthetic.as_request(item, 0, adapter=ROUTE))  # the routing table's name
+    assert draft.adapter_name == new.name and draft.adapter_version == new.version and draft.text.strip()
+    print(f"retrain kept {kept_s:.1f} s, promoted {promoted_s:.1f} s (subprocess, server shared)")
+
+
+
+def _cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "consumers.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_people_promote_and_roll_back_through_the_cli_and_are_audited(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    save_registry(Registry(path).with_entry(_entry("old", "serving", "2025-01-01")).with_entry(_entry("new", "candidate", "2025-02-01")))
+    done = _cli("model", "adapters", "promote", "new", "--registry", path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["serving"]["name"] == "new" and "model serve --registry" in done.stdout
+    assert _cli("model", "adapters", "rollback", "--route", ROUTE, "--registry", path).returncode == 0
+    assert load_registry(path).serving_adapter(ROUTE).name == "old"  # type: ignore[union-attr]
+    assert [(r["kind"], r["trigger"]) for r in read_audit(path)] == [("promote", "manual"), ("rollback", "manual")]
+    refused = _cli("model", "adapters", "promote", "nope", "--registry", path)
+    assert refused.returncode == 2 and "nope" in refused.stderr
+
+
+def test_scheduled_retrain_runs_until_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    path = tmp_path / "adapters" / "registry.json"
+    process = subprocess.Popen([sys.executable, "-m", "consumers.cli", "retrain", "--route", ROUTE, "--every", "1h",
+                                "--registry", str(path), "--data-dir", str(tmp_path),
+                                "--database-url", f"sqlite:///{tmp_path / 'empty.db'}"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())  # an empty store: the run is refused, nothing trained
+    assert first["decision"] == "refused" and first["trigger"] == "schedule"
+    assert "next_run_at" in json.loads(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)  # stops the wait for the next run
+    assert process.wait(timeout=30) == 0
+    assert [r["decision"] for r in read_audit(path)] == ["refused"]
+
+
+def test_a_drift_alert_for_the_route_triggers_a_run(tmp_path: Path) -> None:
+    import signal
+
+    from ops.drift.history import AlertLog
+    from ops.store import Store
+    from schemas.alerts import Alert, AlertKind
+
+    db = f"sqlite:///{tmp_path / 'alerts.db'}"
+    path = tmp_path / "adapters" / "registry.json"
+    process = subprocess.Popen([sys.executable, "-m", "consumers.cli", "retrain", "--route", ROUTE, "--on-drift-alert",
+                                "--poll", "1s", "--registry", str(path), "--data-dir", str(tmp_path),
+                                "--database-url", db], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # watching; no alert yet, so no run
+        assert read_audit(path) == []
+        store = Store(db).create()
+        AlertLog(store.engine).save(Alert(alert_id="a1", route=ROUTE, metric="rougeL", kind=AlertKind.QUALITY,
+                                          detector="cusum", window="2026-W47", baseline=0.6, current=0.45,
+                                          change=-0.15, n_reference=200, n_current=30))
+        store.close()
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())  # the store holds no reports: refused, nothing trained
+        assert first["trigger"] == "drift-alert" and first["decision"] == "refused"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert [r["trigger"] for r in read_audit(path)] == ["drift-alert"]
