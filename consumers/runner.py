@@ -35,13 +35,13 @@ def _picked(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def config_from_args(args: argparse.Namespace, **extra: dict[str, Any]) -> ServeConfig:
-    roles = {"all": {"gateway", "consumers"}}.get(getattr(args, "role", "all"), {getattr(args, "role", "all")})
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    role = getattr(args, "role", "all")
     return ServeConfig(
-        gateway=GatewaySettings(**{**_picked(args, GATEWAY_OPTIONS), **extra.get("gateway", {})}),
-        consumer=ConsumerSettings(**{**_picked(args, CONSUMER_OPTIONS), **extra.get("consumer", {})}),
-        model=ModelSettings(**{**_picked(args, MODEL_OPTIONS), **extra.get("model", {})}),
-        roles=frozenset(roles),
+        gateway=GatewaySettings(**_picked(args, GATEWAY_OPTIONS)),
+        consumer=ConsumerSettings(**_picked(args, CONSUMER_OPTIONS)),
+        model=ModelSettings(**_picked(args, MODEL_OPTIONS)),
+        roles=frozenset({"gateway", "consumers"} if role == "all" else {role}),
     )
 
 
