@@ -3,8 +3,9 @@
 Stage: retrain (train, eval), serve (the LLM worker), operations (list).
 Input: command-line arguments; defaults from ``ModelSettings`` (data dir, registry file).
 Output: ``train`` prints one JSON line (adapter name, version, path, card, held-out losses);
-``serve`` prints one JSON line with the URL and served models once vLLM answers, then runs until
-SIGINT/SIGTERM and stops vLLM; ``eval`` prints a table (or one JSON object) of the metrics per route and overall
+``serve`` runs the worker supervisor (``model.worker``): one JSON line ``{"event": "ready", "url", …}``
+once vLLM answers, one ``{"event": "swapped", …}`` per generation change, until SIGINT/SIGTERM stop
+it and its vLLM (SIGHUP re-reads the registry); ``eval`` prints a table (or one JSON object) of the metrics per route and overall
 (``consumers.evaluate``); ``adapters list`` prints a table of the registry.
 Failure modes (exit status): 2 for refused input (an incompatible adapter, named with its problems;
 a malformed export or registry; no base model; an unreadable eval file or an adapter the server
@@ -17,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from model.registry import ManifestError, Registry, load_registry
 from model.settings import DEMO_MODEL_DIR, ModelSettings
+
+SWAP_CHOICES = ("rolling", "runtime", "restart")  # model.worker.SWAP_MODES, without importing the worker here
 
 
 def _settings(args: argparse.Namespace) -> ModelSettings:
@@ -62,45 +62,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM as SIGINT: unwinds through VllmServer.start/stop like Ctrl-C
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from model.adapter_check import AdapterRefused
-    from model.launch import LaunchError, plan_launch
-    from model.serve import VllmServer, VllmStartError, find_free_port
+    import asyncio
+
+    from model.worker import WorkerOptions, run_worker
 
     settings = _settings(args)
     try:
-        registry = load_registry(settings.registry_path)
-        launch = plan_launch(registry, port=args.port or find_free_port(args.host), host=args.host,
-                             base_dir=args.base, max_lora_rank=args.max_lora_rank)
-    except (AdapterRefused, LaunchError, ManifestError) as exc:
+        load_registry(settings.registry_path)
+    except ManifestError as exc:
         return _refuse(str(exc))
-    if args.max_model_len:
-        launch = replace(launch, max_model_len=args.max_model_len)
-    server = VllmServer(launch, log_path=settings.data_dir / "logs" / f"vllm-{launch.port}.log")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
-    try:
-        server.start()  # a signal during start-up stops the half-started server too
-        print(json.dumps({"url": server.url, "models": sorted([launch.weights_name, *launch.lora_modules]),
-                          "startup_s": round(server.startup_s or 0, 1), "log": str(server.log_path)}), flush=True)
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(1.0)
-        print(json.dumps({"error": "vllm_exited", "log": str(server.log_path)}), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    except VllmStartError as exc:
-        print(json.dumps({"error": "vllm_start", "log": str(server.log_path)}), file=sys.stderr)
-        print(str(exc), file=sys.stderr)
-        return 1
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the shutdown short
-        server.stop()
+    options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=args.host,
+                            port=args.port, base_dir=args.base, swap=args.swap, runtime_lora=args.runtime_lora,
+                            max_lora_rank=args.max_lora_rank, max_model_len=args.max_model_len, watch_s=args.watch,
+                            drain_s=args.drain, vllm_args=tuple(args.vllm_arg or ()))
+    return asyncio.run(run_worker(options))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -181,12 +157,28 @@ def _add_train(model_sub: Any) -> None:
 
 
 def _add_serve(model_sub: Any) -> None:
-    p = model_sub.add_parser("serve", help="run vLLM's OpenAI-compatible server: the base + every serving adapter")
+    p = model_sub.add_parser("serve", help="the LLM worker: vLLM with the base + every serving adapter behind a stable "
+                             "URL that follows the registry (promotions swap the worker without dropping requests)")
     p.add_argument("--base", type=Path, help="base model directory (default: the registry's base)")
-    p.add_argument("--port", type=int, default=0, help="listen port (default: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--max-lora-rank", type=int, help="refuse adapters of a higher rank (vLLM's own limit is 256)")
+    p.add_argument("--port", type=int, default=0, help="listen port of the front (default: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address of the front (default 127.0.0.1; "
+                   "vLLM itself always listens on a private loopback port)")
+    p.add_argument("--swap", choices=SWAP_CHOICES, default="rolling",
+                   help="how a registry change reaches the worker: rolling (default; a second vLLM, switch, drain, stop "
+                   "the old), runtime (load the new adapters into the running vLLM; rolling when refused), restart "
+                   "(stop, then start: one server's memory, 503 + Retry-After between)")
+    p.add_argument("--runtime-lora", action="store_true",
+                   help="let clients load adapters at runtime (POST /v1/load_lora_adapter), e.g. retrain evaluating a "
+                   "candidate on this worker; implied by --swap runtime")
+    p.add_argument("--watch", type=float, default=2.0, help="seconds between registry checks (default 2; SIGHUP or "
+                   "POST /ig/reload: now)")
+    p.add_argument("--drain", type=float, default=120.0, help="seconds the old generation gets to finish in-flight "
+                   "requests after a swap (default 120)")
+    p.add_argument("--max-lora-rank", type=int, help="refuse adapters of a higher rank (vLLM's own limit is 256); "
+                   "with runtime LoRA, also the rank vLLM reserves")
     p.add_argument("--max-model-len", type=int, help="context length (default 512, the demo model's)")
+    p.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra vLLM argument, repeatable, e.g. "
+                   "--vllm-arg=--gpu-memory-utilization=0.45 for rolling swaps on one GPU")
     _common(p)
     p.set_defaults(handler=cmd_serve)
 

@@ -3,11 +3,12 @@
 Stage: retrain (``consumers.retrain``) and operations (manual registry changes).
 Input: command-line arguments; defaults from ``ModelSettings`` (data dir, registry) and
 ``ConsumerSettings`` (store URL). Output: one JSON line per retrain run (run id, decision, reason,
-candidate and serving scores, audit file; on promote the rolling-restart command for the worker) and
+candidate and serving scores, audit file; on promote whether and when the worker serves it) and
 one JSON line per promote/rollback; every run and change is appended to ``audit.jsonl`` beside the registry.
 Failure modes (exit status): 0 promoted or kept; 2 refused (PHI check failed, no data for the route,
 unknown adapter, no retired version to roll back to, a malformed registry); 1 on an error in a run
-(training, the worker; the audit record names the error type). ``--every`` runs until SIGINT/SIGTERM,
+(training, the worker; the audit record names the error type) or when ``--worker-url`` did not serve
+the promoted adapter within ``--serve-timeout``. ``--every`` runs until SIGINT/SIGTERM,
 which stop it between runs (a run in progress finishes first); a failed scheduled run is reported
 and the schedule goes on.
 """
@@ -61,7 +62,7 @@ def _job(args: argparse.Namespace, trigger: str) -> Any:
                       reload_url=args.reload_url or "", since=args.since, until=args.until, margin=args.margin,
                       tolerance=args.tolerance, steps=args.steps, epochs=args.epochs, rank=args.r, alpha=args.alpha,
                       learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed, window=args.window,
-                      trigger=trigger)  # type: ignore[arg-type]  # argparse choices = TRIGGERS
+                      trigger=trigger, worker_url=args.worker_url or "", serve_timeout_s=args.serve_timeout)  # type: ignore[arg-type]  # argparse choices = TRIGGERS
 
 
 def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +75,12 @@ def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
     out["serving"] = (record.get("serving") or {}).get("name")
     out["scores"] = {side: {k: (scores.get(side) or {}).get(k) for k in pick} for side in ("candidate", "serving")}
     out["audit"] = str(audit_path(job.registry_path))
-    if record.get("decision") == "promote" and not record.get("reloaded"):
-        # Rolling restart: the worker reads the registry at start; restart it to serve the new version.
-        out["restart"] = f"impression-gateway model serve --registry {job.registry_path}"
+    if record.get("decision") == "promote":
+        out["served"] = record.get("served") or f"{_NOT_WATCHED}; pass --worker-url to wait for it"
     return out
+
+
+_NOT_WATCHED = "not waited for: a worker supervisor (model serve) watching this registry swaps to the new adapter"
 
 
 def _once(job: Any) -> int:
@@ -92,6 +95,10 @@ def _once(job: Any) -> int:
         print(json.dumps({"error": "retrain_failed", "reason": type(exc).__name__}), file=sys.stderr)
         return 1
     print(json.dumps(_summary(job, record), default=str), flush=True)
+    if (record.get("served") or {}).get("error"):
+        print(json.dumps({"error": "not_served", "reason": record["served"]["error"],
+                          "worker_error": record["served"].get("last_error")}, default=str), file=sys.stderr)
+        return 1  # promoted in the registry, but the worker did not follow: an operator must look
     return 2 if record["decision"] == "refused" else 0
 
 
@@ -147,7 +154,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
               "retired": change.retired and {"name": change.retired.name, "version": change.retired.version}}
     append_audit(settings.registry_path, record)
     print(json.dumps({**{k: record[k] for k in ("run_id", "route", "serving", "retired")}, "action": action,
-                      "restart": f"impression-gateway model serve --registry {settings.registry_path}"}))
+                      "served": _NOT_WATCHED}))
     return 0
 
 
@@ -190,7 +197,10 @@ def register(sub: Any, model_sub: Any) -> None:
     p.add_argument("--window", type=int, default=20, help="newest held-out records scored separately (default 20)")
     p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: DATABASE_URL / IG_DATABASE_URL)")
     p.add_argument("--model-url", help="worker with runtime LoRA updating to evaluate on (default: start one)")
-    p.add_argument("--reload-url", help="on promote, POST /v1/load_lora_adapter of the new adapter to this worker")
+    p.add_argument("--worker-url", help="the worker supervisor (model serve) to wait for after a promotion: the run "
+                   "ends when it answers the route with the new adapter (audited as 'served')")
+    p.add_argument("--serve-timeout", type=duration_s, default=900.0, help="how long to wait for --worker-url (default 15m)")
+    p.add_argument("--reload-url", help="on promote, also POST /v1/load_lora_adapter of the new adapter to this plain vLLM")
     p.add_argument("--trigger", choices=TRIGGERS, default="manual", help="recorded in the audit (default manual)")
     p.add_argument("--every", type=duration_s, help="run on a schedule (e.g. 7d) until SIGINT/SIGTERM")
     p.add_argument("--on-drift-alert", action="store_true",

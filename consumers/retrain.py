@@ -10,9 +10,11 @@ Steps: ``run_export`` for the route into ``<data dir>/retrain/<route>-<run id>``
 PHI check) → ``finetune`` on ``<route>/train.jsonl`` with ``validation.jsonl`` held out (registers a
 ``candidate``) → ``retrain_eval`` on a worker serving both (runtime-loaded into ``model_url``, else a
 vLLM started from the registry) → ``model.gate.decide`` → on promote, ``model.promotion.promote``
-(one atomic registry update) and, with ``reload_url``, the adapter runtime-loaded into that worker.
-Otherwise the serving worker picks the new version up on restart (``model serve`` reads the registry
-at start; so does the inference client, which then stamps the new version on drafts).
+(one atomic registry update). The worker supervisor (``model serve``, ``model.worker``) watching the
+registry then swaps its vLLM (rolling restart by default, runtime adapter loading when enabled); with
+``worker_url`` the run waits until that worker answers the route with the new adapter and records when
+(``served``), or that it did not within ``serve_timeout_s``. With ``reload_url`` the adapter is also
+runtime-loaded into a plain vLLM at that URL. Drafts carry the version of the adapter that answered.
 Failure modes: a failed PHI check or an export without train/test records ends the run with decision
 ``refused`` (audited, nothing trained); errors from training, the worker or the store are audited
 with decision ``error`` (type only) and raised.
@@ -32,11 +34,12 @@ from consumers.export import MANIFEST, run_export
 from consumers.retrain_eval import evaluate_pair, worker_for
 from model.audit import Trigger, append_audit, new_run_id, who
 from model.finetune import FinetuneJob, finetune
-from model.gate import decide
+from model.gate import decide_with_window
 from model.lora_runtime import load_adapter
 from model.promotion import promote
 from model.registry import Registry, load_registry, now_utc
 from model.serve import adapter_rank
+from model.worker import wait_served
 from ops.export.manifest import ExportArgs
 from ops.store import Store
 
@@ -62,6 +65,8 @@ class RetrainJob:
     seed: int = 0
     window: int = 20
     trigger: Trigger = "manual"
+    worker_url: str = ""  # the worker supervisor (``model serve``): wait until it serves the promoted adapter
+    serve_timeout_s: float = 900.0
 
 
 def _export(job: RetrainJob, out: Path) -> tuple[dict[str, Any] | None, str]:
@@ -99,7 +104,8 @@ def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, 
     with worker_for(registry, candidate, model_url=job.model_url, data_dir=job.data_dir) as url:
         pair = asyncio.run(evaluate_pair(url, candidate.name, serving_name, folder / "test.jsonl", job.route,
                                          window=job.window))
-    decision = decide(pair.candidate, pair.serving, margin=job.margin, tolerance=job.tolerance)
+    decision = decide_with_window(pair.candidate, pair.serving, pair.candidate_window, pair.serving_window,
+                                  margin=job.margin, tolerance=job.tolerance)
     record["serving"] = {"name": serving_name, "version": serving.version if serving else ""}
     record["scores"] = {"candidate": pair.candidate, "serving": pair.serving, "candidate_window": pair.candidate_window,
                         "serving_window": pair.serving_window, "rows": pair.rows, "window": pair.window,
@@ -111,6 +117,8 @@ def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, 
         if job.reload_url:
             load_adapter(job.reload_url, candidate.name, candidate.path)
             record["reloaded"] = job.reload_url
+        if job.worker_url:
+            record["served"] = wait_served(job.worker_url, job.route, candidate.name, timeout_s=job.serve_timeout_s)
 
 
 def _run(job: RetrainJob, record: dict[str, Any], out: Path) -> None:

@@ -3,7 +3,10 @@
 Stage: infer.
 Input: ``InferenceRequest`` (the report event and its resolved route; ``route.adapter`` is the served
 model name: a LoRA adapter registered with the server, or ``base``; a route the adapter registry has a
-serving adapter for drafts with that adapter instead, see ``route_adapters``). Output: ``DraftImpression``
+serving adapter for drafts with that adapter instead, see ``route_adapters``). Behind the worker
+supervisor (``model.worker``, ``model serve``) the answer's ``X-IG-Adapter``/``X-IG-Adapter-Version``
+headers name the adapter that drafted; the client stamps those and asks for that adapter from then on,
+so a promotion reaches the drafts without a consumer restart. Output: ``DraftImpression``
 (drafter LLM, adapter name and version, prompt version, latency of the answering call).
 Failure modes:
 - ``RetryLater("model_unavailable")``: connection refused/reset, timeouts, 408/429 or 5xx, still so
@@ -31,6 +34,7 @@ import structlog
 
 from model import registry
 from model.prompts import render_messages
+from model.serve import ADAPTER_HEADER, VERSION_HEADER
 from model.settings import ModelSettings
 from schemas.errors import Reject, RetryLater
 from schemas.events import Drafter, DraftImpression, InferenceRequest
@@ -117,7 +121,9 @@ class InferenceClient:
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter)
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
         started = time.monotonic()
-        body, latency_s, attempts = await self._complete(payload, request, bound)
+        body, latency_s, attempts, headers = await self._complete(payload, request, bound)
+        if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names who drafted
+            adapter = self._learn(request.route.name, served, headers.get(VERSION_HEADER, ""))
         try:
             choice = body["choices"][0]
             text = str(choice["message"].get("content") or "").strip()
@@ -151,8 +157,17 @@ class InferenceClient:
         ceiling = self.backoff_base_s * 2 ** (retry - 1)
         return self._jitter.uniform(ceiling / 2, ceiling)
 
-    async def _complete(self, payload: dict[str, Any], request: InferenceRequest, bound: Any) -> tuple[dict[str, Any], float, int]:
-        """POST the completion with bounded retries; returns (body, latency of the answering call, attempts)."""
+    def _learn(self, route: str, adapter: str, version: str) -> str:
+        """Remember the adapter a worker supervisor answered a route with (after a promotion: the new one)."""
+        if self.route_adapters.get(route) != adapter or self.adapter_versions.get(adapter) != version:
+            log.info("draft.adapter_changed", route=route, adapter=adapter, version=version)
+            self.route_adapters[route] = adapter
+            self.adapter_versions[adapter] = version
+        return adapter
+
+    async def _complete(self, payload: dict[str, Any], request: InferenceRequest,
+                        bound: Any) -> tuple[dict[str, Any], float, int, httpx.Headers]:
+        """POST the completion with bounded retries; returns (body, latency of the answering call, attempts, headers)."""
         ids = {"message_control_id": request.event.message_control_id, "accession": request.event.accession}
         failure = ""
         for attempt in range(self.retries + 1):
@@ -167,7 +182,7 @@ class InferenceClient:
                 status = response.status_code
                 if status < 400:
                     try:
-                        return response.json(), time.monotonic() - started, attempt + 1
+                        return response.json(), time.monotonic() - started, attempt + 1, response.headers
                     except ValueError:
                         raise RetryLater("model_bad_response", f"status {status} with a body that is not JSON", **ids) from None
                 if status not in RETRYABLE_STATUS and status < 500:

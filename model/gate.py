@@ -11,6 +11,10 @@ Rules (all must hold to promote):
 - ROUGE-L: candidate ≥ serving + ``margin`` (a negative margin accepts a worse candidate, e.g. to force a rollout);
 - ECR and FCR (entity coverage, factual consistency; higher is better): candidate ≥ serving − ``tolerance``;
 - UER (unsupported entity rate; lower is better): candidate ≤ serving + ``tolerance``.
+
+``decide_with_window`` adds the newest window (the most recent held-out records): there the candidate
+must not regress either, ROUGE-L included (candidate ≥ serving − ``tolerance``), so an adapter that
+wins on old cases but loses on how the radiologists report now is kept out.
 """
 
 from __future__ import annotations
@@ -60,3 +64,15 @@ def decide(candidate_scores: Scores, serving_scores: Scores, *, margin: float = 
         return Decision(False, regression)
     return Decision(True, f"rougeL: candidate {_fmt(new)} >= serving {_fmt(old)} + margin {margin:g}; "
                           f"ecr/fcr/uer within tolerance {tolerance:g}")
+
+
+def decide_with_window(candidate_scores: Scores, serving_scores: Scores, candidate_window: Scores, serving_window: Scores,
+                       *, margin: float = 0.01, tolerance: float = 0.02) -> Decision:
+    """``decide`` on all held-out records, then no regression beyond ``tolerance`` on the newest window."""
+    overall = decide(candidate_scores, serving_scores, margin=margin, tolerance=tolerance)
+    if not overall.promote:
+        return overall
+    recent = decide(candidate_window, serving_window, margin=-tolerance, tolerance=tolerance)
+    if not recent.promote:
+        return Decision(False, f"newest window: {recent.reason}")
+    return Decision(True, f"{overall.reason}; newest window: no regression beyond {tolerance:g}")

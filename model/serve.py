@@ -33,6 +33,9 @@ from types import TracebackType
 
 import httpx
 
+# Headers of the worker supervisor's answers (``model.worker``): the adapter that drafted, its registry
+# version, the live generation. ``model.client`` stamps drafts with the first two.
+ADAPTER_HEADER, VERSION_HEADER, GENERATION_HEADER = "X-IG-Adapter", "X-IG-Adapter-Version", "X-IG-Generation"
 # LoRA ranks vLLM pre-allocates for (``--max-lora-rank`` choices); an adapter's rank is rounded up.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)
 
@@ -82,6 +85,8 @@ class VllmLaunch:
     # Lets a running server take adapters at runtime (POST /v1/load_lora_adapter, model.lora_runtime):
     # retrain evaluates a candidate on the serving worker, and promotion reaches it without a restart.
     runtime_lora_updating: bool = False
+    # Reserve LoRA slots of at least this rank (adapters loaded at runtime may be larger than those at start).
+    min_lora_rank: int = 8
 
     @property
     def weights_name(self) -> str:
@@ -98,7 +103,7 @@ class VllmLaunch:
 
     @property
     def max_lora_rank(self) -> int:
-        return vllm_lora_rank(max((adapter_rank(path) for path in self.lora_modules.values()), default=8))
+        return vllm_lora_rank(max([self.min_lora_rank, *(adapter_rank(path) for path in self.lora_modules.values())]))
 
     @property
     def url(self) -> str:

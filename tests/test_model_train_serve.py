@@ -2,19 +2,19 @@
 every serving adapter (the new one included), after refusing incompatible adapters up front.
 
 Real parts only: the commands run as subprocesses (``python -m consumers.cli``), training uses peft on
-the demo base, and ONE vLLM CPU server is started (by ``model serve``) for the whole module.
+the demo base, and ONE worker (``model serve --swap runtime``: the supervisor and its vLLM CPU server) runs
+for the whole module: promotions and rollbacks reach it at runtime, a change it cannot serve leaves it as
+it is, a killed vLLM is restarted. The rolling swap (the default) is exercised by the retrain loop test.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -27,10 +27,12 @@ from model import synthetic
 from model.adapter_check import adapter_problems
 from model.client import InferenceClient
 from model.demo_build import DemoModel
+from model.promotion import promote, rollback
 from model.prompts import render_messages
-from model.registry import Registry, load_registry, save_registry, seed_from_manifest
-from model.serve import find_free_port
+from model.registry import load_registry, save_registry, seed_from_manifest
+from schemas.events import DraftImpression
 from tests.conftest import REPO
+from tests.worker_proc import Worker, running_worker
 
 pytestmark = pytest.mark.slow
 ROUTE = "ct_chest"
@@ -140,57 +142,83 @@ def test_adapter_on_another_base_is_refused(demo_model: DemoModel) -> None:
     assert len(problems) == 1 and "trained on a different base model" in problems[0]
 
 
-def _promoted(registry: Registry, name: str) -> Registry:
-    """The registry with ``name`` serving its route and the route's former adapter retired (test setup;
-    promotion proper is a later issue)."""
-    new = registry.get(name)
-    assert new is not None
-    for entry in registry.entries:
-        if entry.route == new.route and entry.status == "serving":
-            registry = registry.with_entry(replace(entry, status="retired"))
-    return registry.with_entry(replace(new, status="serving"))
-
-
 @pytest.fixture(scope="module")
-def served(trained: Trained) -> Iterator[tuple[str, float]]:
-    """``model serve`` on the registry with the trained adapter serving; yields (url, startup seconds)."""
-    save_registry(_promoted(load_registry(trained.registry_path), str(trained.output["name"])))
-    process = subprocess.Popen([sys.executable, "-m", "consumers.cli", "model", "serve", "--registry",
-                                str(trained.registry_path), "--port", str(find_free_port()), "--data-dir",
-                                str(trained.registry_path.parents[1])],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in process.stdout or ():
-            lines.put(line)
-        lines.put("")  # stdout closed: the command ended
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        first = lines.get(timeout=300)
-        assert first, f"model serve ended before it was ready: {process.wait()} {(process.stderr or ()).read()[-3000:]}"
-        ready = json.loads(first)
-        yield str(ready["url"]), float(ready["startup_s"])
-    finally:
-        process.send_signal(signal.SIGTERM)  # the command stops its vLLM process group, then exits 0
-        try:
-            code = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait()
-        assert code == 0
+def served(trained: Trained) -> Iterator[Worker]:
+    """``model serve --swap runtime`` on the registry with the trained adapter promoted (ONE vLLM for the module)."""
+    promote(trained.registry_path, str(trained.output["name"]))
+    with running_worker(trained.registry_path, trained.registry_path.parents[1], "--swap", "runtime") as worker:
+        yield worker
+    assert worker.exit_code == 0  # SIGTERM: the command stops its vLLM process groups, then exits 0
 
 
-async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served: tuple[str, float], trained: Trained) -> None:
-    url, startup_s = served
-    name = str(trained.output["name"])
-    models = {m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]}
-    assert models == {"base", "base-weights", name, "xr_chest", "ct_head_zh"}, models  # demo ct_chest retired
+async def _draft(url: str, adapter: str) -> DraftImpression:
     item = next(item for item in synthetic.generate(ROUTE, 50, seed=7) if item.abnormal)
-    registry = load_registry(trained.registry_path)
-    versions = {entry.name: entry.version for entry in registry.serving()}
-    async with InferenceClient(url, timeout_s=60, retries=1, adapter_versions=versions) as client:
-        draft = await client.draft(synthetic.as_request(item, 0, adapter=name))
+    async with InferenceClient(url, timeout_s=60, retries=3, backoff_base_s=2.0) as client:  # no registry: the worker says
+        return await client.draft(synthetic.as_request(item, 0, adapter=adapter))
+
+
+async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served: Worker, trained: Trained) -> None:
+    name = str(trained.output["name"])
+    models = {m["id"] for m in httpx.get(f"{served.url}/v1/models", timeout=10).json()["data"]}
+    assert models == {"base", "base-weights", name, "xr_chest", "ct_head_zh"}, models  # demo ct_chest retired
+    draft = await _draft(served.url, name)
     assert draft.text.strip() and draft.adapter_name == name and draft.adapter_version == trained.output["version"]
-    print(f"train {trained.wall_s:.1f} s (subprocess), serve startup {startup_s:.1f} s")
+    routed = await _draft(served.url, ROUTE)  # the routing table's (now retired) name: the route's serving adapter answers
+    assert routed.adapter_name == name and routed.adapter_version == trained.output["version"]
+    assert served.status()["routes"][ROUTE] == {"adapter": name, "version": trained.output["version"]}
+    print(f"train {trained.wall_s:.1f} s (subprocess), serve startup {served.ready['startup_s']:.1f} s")
+
+
+async def test_a_rollback_reaches_the_running_worker_without_a_restart(served: Worker, trained: Trained) -> None:
+    before = served.status()
+    done = cli("adapters", "rollback", "--route", ROUTE, "--registry", trained.registry_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    swapped = served.next_event("swapped", timeout_s=60)
+    assert swapped["mode"] == "runtime" and swapped["routes"][ROUTE]["adapter"] == ROUTE, swapped
+    deadline = time.monotonic() + 30  # the retired adapter is unloaded once its in-flight requests are done
+    while str(trained.output["name"]) in (after := served.status())["served"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after["backend"] == before["backend"] and after["generation"] == before["generation"] + 1  # same vLLM
+    assert ROUTE in after["served"] and str(trained.output["name"]) not in after["served"], after
+    draft = await _draft(served.url, str(trained.output["name"]))  # a client that still asks for the retired one
+    demo_version = load_registry(trained.registry_path).get(ROUTE).version  # type: ignore[union-attr]
+    assert draft.adapter_name == ROUTE and draft.adapter_version == demo_version and draft.text.strip()
+
+
+def test_a_change_the_worker_cannot_serve_leaves_the_live_generation(served: Worker, trained: Trained,
+                                                                     demo_model: DemoModel) -> None:
+    before = served.status()
+    bad = broken_adapter(demo_model, trained.registry_path.parent, "xr_saves_head", modules_to_save=["lm_head"])
+    registry = load_registry(trained.registry_path)
+    demo_entry = registry.get("xr_chest")
+    assert demo_entry is not None
+    save_registry(registry.with_entry(replace(demo_entry, name="xr_saves_head", path=bad, status="candidate")))
+    promote(trained.registry_path, "xr_saves_head")
+    deadline = time.monotonic() + 60
+    while not (status := served.status())["last_error"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status["last_error"] and "modules_to_save" in status["last_error"]["reason"], status
+    assert status["generation"] == before["generation"] and status["routes"]["xr_chest"]["adapter"] == "xr_chest"
+    assert httpx.get(f"{served.url}/health/ready", timeout=10).status_code == 200
+    rollback(trained.registry_path, "xr_chest")  # back to what serves: the error clears on the next look
+    deadline = time.monotonic() + 30
+    while served.status()["last_error"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert served.status()["last_error"] is None
+
+
+def test_a_dead_vllm_is_restarted_and_the_front_says_503_meanwhile(served: Worker) -> None:
+    before = served.status()
+    os.killpg(int(before["backend_pid"]), signal.SIGKILL)
+    deadline, unavailable = time.monotonic() + 240, 0
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{served.url}/v1/models", timeout=10)
+        if response.status_code == 503:
+            unavailable += 1
+            assert response.headers["Retry-After"] == "5" and response.json()["error"]["code"] == 503
+        elif response.status_code == 200 and served.status()["generation"] != before["generation"]:
+            break
+        time.sleep(0.5)
+    after = served.status()
+    assert after["ready"] and after["generation"] > before["generation"] and after["restarts"] == 1, after
+    assert unavailable > 0 and after["backend_pid"] != before["backend_pid"]
