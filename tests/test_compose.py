@@ -19,8 +19,9 @@ def test_production_stack_has_every_part() -> None:
     kafka_env = services["kafka"]["environment"]
     assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
     assert "zookeeper" not in services
-    vllm_cmd = services["vllm"]["command"]
-    assert "--enable-lora" in vllm_cmd and "--lora-modules" in vllm_cmd
+    worker = services["vllm"]["command"]
+    assert worker[:1] == ["impression-gateway"] and "model" in worker and "serve" in worker  # the supervisor
+    assert "--registry" in worker and services["retrain"]["profiles"] == ["retrain"]
     assert services["gateway"]["environment"]["DATABASE_URL"].startswith("postgresql")
 
 
@@ -29,7 +30,7 @@ def test_every_service_command_is_a_cli_command() -> None:
     ours = {name: s for name, s in _compose()["services"].items() if "build" in s}
     assert ours, "no service runs our image"
     for name, service in ours.items():
-        argv = service["command"]
+        argv = [arg.replace("${RETRAIN_ROUTE:-ct_chest}", "ct_chest") for arg in service["command"]]
         assert argv[0] == "impression-gateway", name
         args = parser.parse_args(argv[1:])  # SystemExit (a test failure) on an unknown command/option
-        assert args.command == "serve", name
+        assert args.command in {"serve", "model", "retrain"}, name

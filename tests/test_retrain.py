@@ -25,7 +25,7 @@ from model import synthetic
 from model.audit import read_audit
 from model.client import InferenceClient
 from model.demo_build import DemoModel
-from model.gate import decide
+from model.gate import decide, decide_with_window
 from model.promotion import PromotionError, promote, rollback
 from model.registry import Registry, RegistryEntry, load_registry, save_registry, seed_from_manifest
 from ops.capture import capture_final
@@ -55,6 +55,18 @@ def test_decide_refuses_an_ecr_regression_even_with_better_rouge() -> None:
     assert decide({**GOOD, "rougeL": 0.70, "ecr": 0.79}, GOOD, margin=0.01, tolerance=0.02).promote  # within tolerance
     assert not decide({**GOOD, "rougeL": 0.70, "uer": 0.10}, GOOD, margin=0.01, tolerance=0.02).promote
     assert not decide({**GOOD, "rougeL": 0.70, "fcr": None}, GOOD, margin=0.01, tolerance=0.02).promote
+
+
+def test_the_newest_window_can_veto_a_promotion() -> None:
+    better = {**GOOD, "rougeL": 0.70}
+    assert decide_with_window(better, GOOD, better, GOOD, margin=0.01, tolerance=0.02).promote
+    assert decide_with_window(better, GOOD, {**GOOD, "rougeL": 0.59}, GOOD, margin=0.01, tolerance=0.02).promote  # within
+    veto = decide_with_window(better, GOOD, {**GOOD, "rougeL": 0.50}, GOOD, margin=0.01, tolerance=0.02)
+    assert not veto.promote and veto.reason.startswith("newest window: rougeL"), veto
+    veto = decide_with_window(better, GOOD, {**GOOD, "fcr": 0.80}, GOOD, margin=0.01, tolerance=0.02)
+    assert not veto.promote and veto.reason.startswith("newest window: fcr dropped"), veto
+    overall = decide_with_window({**GOOD, "rougeL": 0.605}, GOOD, better, GOOD, margin=0.01, tolerance=0.02)
+    assert not overall.promote and overall.reason.startswith("rougeL")  # the overall gate still decides first
 
 
 def _entry(name: str, status: str, created: str) -> RegistryEntry:
@@ -101,16 +113,47 @@ def _final(i: int, item: synthetic.CorpusItem) -> ReportEvent:
                        status=ReportStatus.FINAL, language=item.language, phi=[accession, patient])
 
 
+def _fill_store(url: str, n: int) -> None:
+    store = Store(url).create()
+    for i, item in enumerate(synthetic.generate(ROUTE, n, seed=11)):
+        store.save_edit(capture_final(_final(i, item), None))
+    store.close()
+
+
+def test_a_pid_value_in_the_export_refuses_the_run_before_training(demo_model: DemoModel, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's own export with a real patient id planted in a train line before the real PHI check runs."""
+    import consumers.export
+    from consumers.retrain import RetrainJob, run_retrain
+
+    registry = tmp_path / "adapters" / "registry.json"
+    seed_from_manifest(demo_model.manifest_path, registry)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _fill_store(url, 40)
+    real_check = consumers.export.check_export
+
+    def plant_then_check(store: Store, root: Path, args: object = None) -> object:
+        train = next(root.glob("*/train.jsonl"))
+        row = json.loads(train.read_text(encoding="utf-8").splitlines()[0])
+        row["messages"][-1]["content"] += " Patient MRN550003."  # the MRN of report 3 (see _final)
+        train.write_text(json.dumps(row) + "\n", encoding="utf-8")
+        return real_check(store, root, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(consumers.export, "check_export", plant_then_check)
+    record = run_retrain(RetrainJob(route=ROUTE, registry_path=registry, data_dir=tmp_path, database_url=url))
+    assert record["decision"] == "refused" and "PHI check failed" in record["reason"], record
+    assert "candidate" not in record and not any(Path(record["inputs"]["export"]["dir"]).rglob("*.jsonl"))
+    assert [r["decision"] for r in read_audit(registry)] == ["refused"]
+    assert {e.status for e in load_registry(registry).entries} == {"serving"}  # nothing trained or registered
+
+
 @pytest.fixture(scope="module")
 def setup(demo_model: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("retrain")
     registry = root / "adapters" / "registry.json"  # a copy: the session's demo registry stays as it is
     seed_from_manifest(demo_model.manifest_path, registry)
     url = f"sqlite:///{root / 'store.db'}"
-    store = Store(url).create()
-    for i, item in enumerate(synthetic.generate(ROUTE, 120, seed=11)):
-        store.save_edit(capture_final(_final(i, item), None))
-    store.close()
+    _fill_store(url, 120)
     # The worker as a hospital runs it: the supervisor (rolling swaps, the default) with runtime LoRA on, so
     # retrain evaluates each candidate on it instead of starting a vLLM of its own.
     with running_worker(registry, root, "--runtime-lora") as worker:
@@ -204,7 +247,7 @@ def test_people_promote_and_roll_back_through_the_cli_and_are_audited(tmp_path: 
     save_registry(Registry(path).with_entry(_entry("old", "serving", "2025-01-01")).with_entry(_entry("new", "candidate", "2025-02-01")))
     done = _cli("model", "adapters", "promote", "new", "--registry", path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["serving"]["name"] == "new" and "model serve --registry" in done.stdout
+    assert json.loads(done.stdout)["serving"]["name"] == "new" and "worker supervisor" in json.loads(done.stdout)["served"]
     assert _cli("model", "adapters", "rollback", "--route", ROUTE, "--registry", path).returncode == 0
     assert load_registry(path).serving_adapter(ROUTE).name == "old"  # type: ignore[union-attr]
     assert [(r["kind"], r["trigger"]) for r in read_audit(path)] == [("promote", "manual"), ("rollback", "manual")]
