@@ -205,11 +205,16 @@ def register(sub: Any, model_sub: Any) -> None:
     _add_train(model_sub)
     _add_serve(model_sub)
     _add_eval(model_sub)
-    adapters = model_sub.add_parser("adapters", help="the adapter registry")
+    for parent in (sub, model_sub):  # ``impression-gateway adapters …`` and ``impression-gateway model adapters …``
+        _add_adapters(parent)
+
+
+def _add_adapters(parent: Any) -> None:
+    from consumers.cli_retrain import register_adapters
+
+    adapters = parent.add_parser("adapters", help="the adapter registry: list, promote, rollback (audited)")
     adapters_sub = adapters.add_subparsers(dest="adapters_command", required=True)
     p = adapters_sub.add_parser("list", help="table of the registry: name, route, version, status, scores, path")
     _common(p)
     p.set_defaults(handler=cmd_adapters_list)
-    from consumers.cli_retrain import register_adapters
-
     register_adapters(adapters_sub)  # promote, rollback

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from ops.drift.aggregate import Aggregator, fold, score_record
+from ops.drift.aggregate import Aggregator, dimension_value, fold, score_record
 from ops.drift.detect import DriftMonitor
 from ops.drift.settings import DriftSettings
 from ops.drift.stage import DriftStage
 from ops.store import Store
 from schemas import EditRecord
+from schemas.events import Drafter
 from tests.conftest import REPO
 from tests.drift_stream import NEW_WORDS, VOCABULARY, synthetic_record
 
@@ -101,6 +102,16 @@ def test_score_record_needs_a_draft_and_a_final() -> None:
     scored = score_record(base.model_copy(update={"draft": "Small right pleural effusion.",
                                                   "final": "Small right pleural effusion."}))
     assert scored.quality["rougeL"] == 1.0 and scored.quality["ecr"] == 1.0 and scored.quality["semantic"] is None
+
+
+def test_adapter_groups_llm_drafts_by_version_and_retrieval_drafts_as_one() -> None:
+    base = EditRecord(record_id="r", accession="A", event_id="e")
+    llm = base.model_copy(update={"adapter_name": "ct_chest-v2", "adapter_version": "v2", "drafter": Drafter.LLM})
+    assert dimension_value(llm, "adapter") == "ct_chest-v2@v2"  # before/after a promotion: two groups
+    retrieval = [base.model_copy(update={"adapter_name": "retrieval", "adapter_version": f"n{n}",
+                                         "drafter": Drafter.RETRIEVAL}) for n in (300, 301)]
+    assert {dimension_value(r, "adapter") for r in retrieval} == {"retrieval"}  # the index grows: still one group
+    assert dimension_value(base, "adapter") == "(none)"
 
 
 def test_aggregates_are_incremental_idempotent_and_survive_a_restart(store: Store) -> None:

@@ -245,7 +245,7 @@ def _cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess
 def test_people_promote_and_roll_back_through_the_cli_and_are_audited(tmp_path: Path) -> None:
     path = tmp_path / "registry.json"
     save_registry(Registry(path).with_entry(_entry("old", "serving", "2025-01-01")).with_entry(_entry("new", "candidate", "2025-02-01")))
-    done = _cli("model", "adapters", "promote", "new", "--registry", path)
+    done = _cli("adapters", "promote", "new", "--registry", path)  # top level, as people type it; also under model
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["serving"]["name"] == "new" and "worker supervisor" in json.loads(done.stdout)["served"]
     assert _cli("model", "adapters", "rollback", "--route", ROUTE, "--registry", path).returncode == 0

@@ -28,6 +28,7 @@ from ops.metrics import score_pair
 from ops.metrics.tokens import normalise_language, tokenize
 from ops.store import metadata
 from schemas import EditRecord, RetryLater
+from schemas.events import Drafter
 
 QUALITY = ("rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer", "fcr", "semantic")
 METRICS = ("accepted", "ned", *QUALITY, "findings_length")
@@ -69,6 +70,8 @@ def score_record(record: EditRecord, *, semantic: bool = False) -> EditRecord:
 
 def dimension_value(record: EditRecord, dimension: str) -> str:
     if dimension == "adapter":
+        if record.drafter == Drafter.RETRIEVAL:  # its version is the index size, new with every final: one group
+            return record.adapter_name or "retrieval"
         return f"{record.adapter_name}@{record.adapter_version}" if record.adapter_name else "(none)"
     value = {"radiologist": record.radiologist_id, "modality": record.modality.value,
              "body_system": record.body_system.value}.get(dimension, getattr(record, dimension, ""))
