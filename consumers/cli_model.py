@@ -68,10 +68,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from model.worker import WorkerOptions, run_worker
 
     settings = _settings(args)
-    try:
-        load_registry(settings.registry_path)
-    except ManifestError as exc:
-        return _refuse(str(exc))
     options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=args.host,
                             port=args.port, base_dir=args.base, swap=args.swap, runtime_lora=args.runtime_lora,
                             max_lora_rank=args.max_lora_rank, max_model_len=args.max_model_len, watch_s=args.watch,

@@ -56,7 +56,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from model.registry import Registry, load_registry, now_utc
+from model.lora_runtime import RuntimeLoraError, load_adapter, served_models, unload_adapter
+from model.registry import ManifestError, Registry, load_registry, now_utc
 from model.serve import ADAPTER_HEADER, GENERATION_HEADER, VERSION_HEADER, VllmServer, find_free_port
 
 log = structlog.get_logger(__name__)
@@ -103,7 +104,6 @@ class Backend:
 
     server: VllmServer
     served: set[str] = field(default_factory=set)
-    in_flight: int = 0
 
     @property
     def url(self) -> str:
@@ -143,7 +143,12 @@ class Generation:
 
 
 class SwapError(RuntimeError):
-    """A generation could not be brought up; the message names the reason (no report text)."""
+    """A generation could not be brought up; the message names the reason (no report text). ``refused``: the
+    registry or an adapter was refused before vLLM started (exit 2 at start-up), else vLLM failed (exit 1)."""
+
+    def __init__(self, reason: str, *, refused: bool = False):
+        super().__init__(reason)
+        self.refused = refused
 
 
 class Supervisor:
@@ -193,7 +198,7 @@ class Supervisor:
         try:
             launch = await asyncio.to_thread(self._plan, registry, find_free_port())
         except (AdapterRefused, LaunchError, ValueError) as exc:
-            raise SwapError(f"refused: {exc}") from None
+            raise SwapError(f"refused: {exc}", refused=True) from None
         number = self._number + 1
         server = VllmServer(launch, log_path=self.options.log_dir / f"vllm-gen{number}-{launch.port}.log",
                             startup_timeout_s=self.options.startup_timeout_s)
@@ -206,7 +211,7 @@ class Supervisor:
         if self._closing:  # shut down while it started: do not leave it running
             await asyncio.to_thread(server.stop)
             raise SwapError("shutting down")
-        missing = backend.served - await self._listed(backend)
+        missing = backend.served - await asyncio.to_thread(served_models, backend.url)
         if missing:
             await asyncio.to_thread(server.stop)
             raise SwapError(f"vLLM does not list {sorted(missing)}")
@@ -214,11 +219,6 @@ class Supervisor:
         log.info("worker.generation_up", generation=number, port=launch.port, startup_s=round(time.monotonic() - started, 1),
                  adapters=sorted(launch.lora_modules))
         return Generation(number, backend, registry)
-
-    async def _listed(self, backend: Backend) -> set[str]:
-        response = await self._http.get(f"{backend.url}/v1/models", timeout=10.0)
-        response.raise_for_status()
-        return {str(model["id"]) for model in response.json()["data"]}
 
     async def _drain(self, generation: Generation) -> None:
         """Wait until the requests that ``generation`` took have been answered (at most ``drain_s``)."""
@@ -235,13 +235,12 @@ class Supervisor:
             return
         for name in sorted(old.backend.served - _names(new)):  # runtime swap: the retired adapters leave
             with suppress(Exception):
-                await asyncio.to_thread(_unload, old.backend.url, name)
+                await asyncio.to_thread(unload_adapter, old.backend.url, name)
                 old.backend.served.discard(name)
 
     async def _runtime_swap(self, old: Generation, registry: Registry) -> Generation | None:
         """Load the new serving adapters into the live vLLM; None when that is not possible (then roll)."""
         from model.adapter_check import AdapterRefused, check_adapters
-        from model.lora_runtime import RuntimeLoraError, load_adapter
 
         if (registry.base_path, registry.base_config_sha256) != (old.registry.base_path, old.registry.base_config_sha256):
             return None
@@ -292,7 +291,11 @@ class Supervisor:
 
     async def start(self) -> Generation:
         """The first generation, from the registry as it is now; raises ``SwapError``."""
-        generation = await self._start_generation(load_registry(self.options.registry_path))
+        try:
+            registry = load_registry(self.options.registry_path)
+        except ManifestError as exc:
+            raise SwapError(f"refused: {exc}", refused=True) from None
+        generation = await self._start_generation(registry)
         self.live = generation
         GENERATION.set(generation.number)
         return generation
@@ -407,19 +410,17 @@ class Supervisor:
 
 
 class _Release:
-    """Counts a forwarded request against its generation and backend, exactly once."""
+    """Counts a forwarded request against its generation, exactly once."""
 
     def __init__(self, generation: Generation):
         self.generation, self.done = generation, False
         generation.in_flight += 1
-        generation.backend.in_flight += 1
         IN_FLIGHT.inc()
 
     def __call__(self) -> None:
         if not self.done:
             self.done = True
             self.generation.in_flight -= 1
-            self.generation.backend.in_flight -= 1
             IN_FLIGHT.dec()
 
 
@@ -427,12 +428,6 @@ def _names(generation: Generation) -> set[str]:
     """Names the generation's registry serves (plus the base) on its backend."""
     launch = generation.backend.server.launch
     return {launch.weights_name, launch.served_model_name, *(e.name for e in generation.registry.serving())}
-
-
-def _unload(url: str, name: str) -> None:
-    from model.lora_runtime import unload_adapter
-
-    unload_adapter(url, name)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -514,9 +509,8 @@ async def run_worker(options: WorkerOptions) -> int:
         try:
             generation = await supervisor.start()
         except SwapError as exc:
-            print(json.dumps({"error": "refused" if str(exc).startswith("refused") else "vllm_start", "reason": str(exc)}),
-                  file=sys.stderr)
-            return 2 if str(exc).startswith("refused") else 1
+            print(json.dumps({"error": "refused" if exc.refused else "vllm_start", "reason": str(exc)}), file=sys.stderr)
+            return 2 if exc.refused else 1
         except asyncio.CancelledError:
             return 0
         finally:
