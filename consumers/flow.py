@@ -27,8 +27,8 @@ from gateway.fhir.inbound import parse_fhir
 from gateway.hl7 import normalise_hl7
 from gateway.post import DraftPoster
 from gateway.settings import GatewaySettings
-from model.retrieval import RetrievalDrafter
-from model.routing import RoutingTable, route_event
+from model.inference.retrieval import RetrievalDrafter
+from model.inference.routing import RoutingTable, route_event
 from ops.capture import attach_late_draft, capture_final
 from ops.drift.stage import DriftStage
 from ops.store import Store

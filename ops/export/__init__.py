@@ -1,5 +1,5 @@
 """Export of training data from the capture store: de-identification, patient splits, filters, dedup, check.
 
-Pure logic only (no model, no store I/O); ``consumers.export`` streams records through it and
-renders prompts with ``model.prompts``.
+Pure logic only (no model, no store I/O); ``ops.export.run`` streams records through it and
+renders prompts with ``model.inference.prompts``.
 """

@@ -1,0 +1,193 @@
+"""``demo``: the whole flow on embedded parts with the bundled synthetic sample.
+
+Starts ``serve --embedded`` on free loopback ports (Tansu broker, SQLite store, local vLLM worker
+with the demo model) plus a draft inbox standing in for the RIS, sends the preliminary reports
+(HL7 v2 over MLLP and FHIR over HTTP, English and Chinese, six routes), shows each draft beside its
+findings, then sends the signed finals and shows what was captured. Exit 0 when every report was
+drafted and every final captured; 1 otherwise (with what is missing). The sample is synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cli.serve import config_from_args, until_signal
+from consumers import logs
+from consumers.embedded import embedded_parts
+from consumers.serve import Ports, run
+from gateway.draft_inbox import DraftInbox
+from gateway.files import normalize_paths
+from gateway.mllp import MllpClient, MllpTarget, ack_code
+from ops.store import Store
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+WAIT_S = 600.0
+
+
+def sample(phase: str) -> list[Path]:
+    return sorted(p for p in SAMPLE_DIR.iterdir() if p.name.split(".")[1] == phase)
+
+
+async def send(path: Path, ports: Ports) -> str:
+    """Sends one sample file the way a hospital system would; returns the ACK / HTTP status."""
+    if path.suffix == ".hl7":
+        client = MllpClient(MllpTarget("127.0.0.1", ports.mllp))
+        try:
+            return ack_code(await client.send(path.read_bytes()))
+        finally:
+            await client.close()
+    endpoint = "/fhir" if b'"Bundle"' in path.read_bytes()[:200] else "/fhir/DiagnosticReport"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}") as http:
+        response = await http.post(endpoint, content=path.read_bytes(), headers={"Content-Type": "application/fhir+json"})
+    return f"HTTP {response.status_code}"
+
+
+async def wait_for(check: Any, what: str, timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(check):
+            return True
+        await asyncio.sleep(0.5)
+    print(f"!! timed out waiting for {what}")
+    return False
+
+
+def show(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n== {title} " + "=" * max(0, 74 - len(title)))
+    for label, text in rows:
+        print(textwrap.fill(text, width=100, initial_indent=f"  {label:<11}", subsequent_indent=" " * 13))
+
+
+async def replay(phase: str, ports: Ports) -> list[dict[str, Any]]:
+    events = [e for e in normalize_paths(sample(phase)) if "error" not in e]
+    for path in sample(phase):
+        print(f"  sent {path.name:<28} → {await send(path, ports)}")
+    return events
+
+
+async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox) -> int:
+    print("\n-- 1. preliminary reports (findings only) --")
+    prelims = await replay("prelim", ports)
+    accessions = [e["accession"] for e in prelims]
+    ok = await wait_for(lambda: all(store.latest_draft(a) for a in accessions), "drafts")
+    for event in prelims:
+        draft = store.latest_draft(event["accession"])
+        if draft is not None:
+            show(f"{event['accession']} {event['modality']}/{event['body_system']} ({event['language']})", [
+                ("findings", event["findings"]),
+                ("draft", draft.text or "(empty)"),
+                ("made by", f"{draft.drafter.value}: route {draft.route}, adapter {draft.adapter_name}"
+                            f"@{draft.adapter_version or '-'}, prompt {draft.prompt_version}, {draft.latency_ms:.0f} ms"),
+            ])
+    ok = ok and await wait_for(lambda: len(inbox.received) >= len(accessions) - 2, "drafts posted to the RIS", 60)
+    print(f"\n  the RIS inbox received {len(inbox.received)} ORU^R01 drafts with OBX-11 = P over MLLP")
+    print("\n-- 2. signed finals --")
+    await replay("final", ports)
+    ok = ok and await wait_for(lambda: all(store.signed_records(a) for a in accessions), "captured finals")
+    for accession in accessions:
+        for record in store.signed_records(accession):
+            show(f"{accession} captured", [
+                ("draft", record.draft or "(no draft)"), ("final", record.final),
+                ("edit", f"accepted unchanged: {record.accepted_unchanged}, edit distance {record.edit_distance} "
+                         f"({record.normalised_edit_distance:.0%}), +{record.chars_added}/-{record.chars_removed} chars"),
+            ])
+    return 0 if ok else 1
+
+
+async def fallback_step(ports: Ports, store: Store, worker: Any) -> bool:
+    """Stops the model worker and sends a new study: the retrieval drafter drafts it from the
+    most similar signed report of the same route (and says so)."""
+    print("\n-- 3. the model worker stops; a new chest X-ray arrives --")
+    await asyncio.to_thread(worker.stop)
+    message = (SAMPLE_DIR / "02_xr_chest.prelim.hl7").read_bytes().replace(b"DEMO1002", b"DEMO1007")
+    client = MllpClient(MllpTarget("127.0.0.1", ports.mllp))
+    try:
+        print(f"  sent DEMO1007 (worker down)           → {ack_code(await client.send(message))}")
+    finally:
+        await client.close()
+    if not await wait_for(lambda: store.latest_draft("DEMO1007"), "the fallback draft", 120):
+        return False
+    draft = store.latest_draft("DEMO1007")
+    assert draft is not None
+    show("DEMO1007 XR/chest (en), worker down", [
+        ("draft", draft.text), ("made by", f"{draft.drafter.value}: route {draft.route}, {draft.model}, "
+                                           f"index {draft.adapter_version}, {draft.latency_ms:.0f} ms")])
+    return draft.drafter.value == "retrieval"
+
+
+def drift_step(store: Store, out_dir: Path) -> None:
+    from ops.drift.render import render
+    from ops.drift.report import build_report
+
+    report = build_report(store.engine, by=("route",), min_samples=1)
+    print("\n-- 4. drift report (quality of drafts against the signed finals, per route) --")
+    print(render(report, "table"))
+    html = out_dir / "drift-report.html"
+    html.write_text(render(report, "html"), encoding="utf-8")
+    print(f"\n  HTML report: {html.resolve()}")
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or ".data")
+    db = data_dir / "demo" / "demo.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in db.parent.glob("demo.db*"):
+        leftover.unlink()
+    worker = None
+    if not args.model_url:
+        from model.worker.vllm import start_demo_worker
+
+        print("starting the local vLLM worker with the demo model (builds it on first use)…", flush=True)
+        worker = await asyncio.to_thread(start_demo_worker, data_dir)
+    inbox = await DraftInbox().start()
+    options = argparse.Namespace(role="all", mllp_port=0, http_port=0, data_dir=data_dir,
+                                 model_url=args.model_url or (worker.url if worker else None),
+                                 draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}")
+    try:
+        async with embedded_parts(config_from_args(options), store=False) as config:
+            stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+            serving = asyncio.create_task(run(config, stop, on_ready=ready.set_result))
+            await asyncio.wait([serving, ready], return_when=asyncio.FIRST_COMPLETED)
+            if serving.done():
+                serving.result()
+            print(f"serving: MLLP 127.0.0.1:{ready.result().mllp}, HTTP http://127.0.0.1:{ready.result().http}, "
+                  f"broker {config.consumer.kafka_bootstrap}, model worker {config.model.model_url}")
+            store = Store(config.consumer.database_url).create()
+            try:
+                ok = await walkthrough(ready.result(), store, inbox) == 0
+                if worker is not None:
+                    ok = await fallback_step(ready.result(), store, worker) and ok
+                drift_step(store, db.parent)
+                print(f"\n  dashboard while serving: http://127.0.0.1:{ready.result().http}/dashboard "
+                      f"(run `impression-gateway serve --embedded` to keep it up)")
+                print("\n" + ("demo finished: every report drafted, posted and captured" if ok
+                              else "demo incomplete (see above)"))
+                return 0 if ok else 1
+            finally:
+                stop.set()
+                await serving
+                store.close()
+    finally:
+        await inbox.stop()
+        if worker is not None:
+            worker.stop()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="serve --embedded on free ports, replay the synthetic sample, show drafts and edits")
+    p.add_argument("--data-dir", type=Path, help="where the demo keeps its model, store and logs (default .data)")
+    p.add_argument("--model-url", help="use this model worker instead of starting the local vLLM")
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.log_level == "warning":  # the demo's own output is the show; JSON logs only for errors
+        logs.configure("error")
+    return asyncio.run(until_signal(run_demo(args)))

@@ -1,0 +1,61 @@
+"""The ``impression-gateway`` command: one module per command group, imported explicitly.
+
+Input: the command line. Output: what the command prints; its exit status. Failure modes: input
+errors never print a traceback (JSON lines with a code and a reason; exit 1 or 2, per command).
+Heavy imports (faust, torch, vLLM) happen inside the handlers, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cli import adapters, demo, drift, export, metrics, model, retrain, serve
+from consumers import logs
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from gateway.files import normalize_paths
+
+    ok = True
+    for line in normalize_paths(args.paths):
+        ok = ok and "error" not in line
+        print(json.dumps(line, ensure_ascii=False, default=str))
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="impression-gateway",
+                                     description="Event-driven gateway that turns radiology findings into draft impressions.")
+    parser.add_argument("--log-level", default="warning", help="log level of the JSON logs on stdout (default warning)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("normalize", help="print the ReportEvent of each HL7 message / FHIR resource in PATH…")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.set_defaults(handler=cmd_normalize)
+    # In the order of the flow: the edge and its consumers, the model, the offline jobs.
+    serve.register(sub)
+    demo.register(sub)
+    model_sub = model.register(sub)
+    adapters.register(sub)
+    adapters.register(model_sub)  # also ``impression-gateway model adapters …``
+    metrics.register(sub)
+    drift.register(sub)
+    export.register(sub)
+    retrain.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    handler: Handler = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The inference client: one ``InferenceRequest`` → one ``DraftImpression`` from an OpenAI-compatible server.
+
+Stage: infer.
+Input: ``InferenceRequest`` (the report event and its resolved route; ``route.adapter`` is the served
+model name: a LoRA adapter registered with the server, or ``base``; a route the adapter registry has a
+serving adapter for drafts with that adapter instead, see ``route_adapters``). Behind the worker
+supervisor (``model.worker.supervisor``, ``model serve``) the answer's ``X-IG-Adapter``/``X-IG-Adapter-Version``
+headers name the adapter that drafted (the supervisor answers a retired adapter's name with the route's
+serving adapter); the client stamps those, so a promotion reaches the drafts without a consumer restart. Output: ``DraftImpression``
+(drafter LLM, adapter name and version, prompt version, latency of the answering call).
+Failure modes:
+- ``RetryLater("model_unavailable")``: connection refused/reset, timeouts, 408/429 or 5xx, still so
+  after ``retries`` retries with exponential backoff and jitter. The worker is down or overloaded.
+- ``RetryLater("model_bad_response")``: a 2xx whose body is not a chat completion.
+- ``Reject("model_rejected")``: any other 4xx (unknown adapter 404, prompt too long 400). The
+  reason carries the status only; the server's message may echo the prompt.
+- ``Reject("model_empty_draft")``: the model answered with nothing (greedy decoding would repeat it).
+- ``Reject("prompt_unknown")`` from ``model.inference.prompts`` when the route names no existing template.
+
+Logs carry ids, adapter, status and timings, never the prompt or the draft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+
+from model.adapters import registry
+from model.inference.prompts import render_messages
+from model.settings import ModelSettings
+from model.worker.vllm import ADAPTER_HEADER, VERSION_HEADER
+from schemas.errors import Reject, RetryLater
+from schemas.events import Drafter, DraftImpression, InferenceRequest
+
+log = structlog.get_logger(__name__)
+RETRYABLE_STATUS = frozenset({408, 429})  # plus every 5xx
+
+
+class InferenceClient:
+    """``async with InferenceClient(url) as client: draft = await client.draft(request)``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_base_s: float = 0.5,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        adapter_versions: Mapping[str, str] | None = None,
+        route_adapters: Mapping[str, str] | None = None,
+    ):
+        if not base_url:
+            raise ValueError("no model server URL configured (IG_MODEL_MODEL_URL)")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff_base_s = backoff_base_s
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.adapter_versions = dict(adapter_versions or {})
+        # route -> the registry's serving adapter: a promoted adapter (served under its own name) replaces
+        # the routing table's adapter name, so drafts use and carry the new version after a worker restart.
+        self.route_adapters = dict(route_adapters or {})
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._jitter = random.Random()  # not for security: spreads retries of many workers apart
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings, *, adapter_versions: Mapping[str, str] | None = None,
+                      route_adapters: Mapping[str, str] | None = None) -> InferenceClient:
+        """A client per the settings, read once at start: adapter versions and each route's serving adapter
+        from the adapter registry (else versions from the demo manifest, no route overrides) unless given."""
+        has_registry = settings.registry_path.is_file()
+        if adapter_versions is None:
+            adapter_versions = registry.adapter_versions(settings.registry_path if has_registry else settings.manifest_path)
+        if route_adapters is None:
+            serving = registry.load_registry(settings.registry_path).serving() if has_registry else ()
+            route_adapters = {entry.route: entry.name for entry in serving}
+        return cls(
+            settings.model_url,
+            timeout_s=settings.timeout_s,
+            retries=settings.retries,
+            backoff_base_s=settings.backoff_base_s,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            adapter_versions=adapter_versions,
+            route_adapters=route_adapters,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> InferenceClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def served_models(self) -> list[str]:
+        """The model names the server accepts (base and adapters); raises ``httpx.HTTPError``."""
+        response = await self._http.get("/v1/models")
+        response.raise_for_status()
+        return [str(entry["id"]) for entry in response.json().get("data", [])]
+
+    async def ready(self) -> bool:
+        try:
+            return (await self._http.get("/v1/models")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def draft(self, request: InferenceRequest) -> DraftImpression:
+        messages, prompt_version = render_messages(request)
+        event, adapter = request.event, self.route_adapters.get(request.route.name, request.route.adapter)
+        bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter)
+        payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        started = time.monotonic()
+        body, latency_s, attempts, headers = await self._complete(payload, request, bound)
+        version = self.adapter_versions.get(adapter, "")
+        if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names the adapter that drafted
+            adapter, version = served, headers.get(VERSION_HEADER, "")
+        try:
+            choice = body["choices"][0]
+            text = str(choice["message"].get("content") or "").strip()
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise RetryLater("model_bad_response", "the completion has no choices[0].message",
+                             message_control_id=event.message_control_id, accession=event.accession) from None
+        if not text:  # greedy decoding would only repeat it; dead-letter so a person or a fallback drafter sees it
+            bound.warning("draft.empty", finish_reason=choice.get("finish_reason"))
+            raise Reject("model_empty_draft", "the model returned an empty draft",
+                         message_control_id=event.message_control_id, accession=event.accession)
+        bound.info("draft.generated", latency_ms=round(latency_s * 1000, 1), total_ms=round((time.monotonic() - started) * 1000, 1),
+                   attempts=attempts, finish_reason=choice.get("finish_reason"),
+                   completion_tokens=(body.get("usage") or {}).get("completion_tokens"), prompt_version=prompt_version,
+                   served_adapter=adapter, adapter_version=version)
+        return DraftImpression(
+            event_id=event.event_id,
+            accession=event.accession,
+            site=event.site,
+            route=request.route.name,
+            text=text,
+            drafter=Drafter.LLM,
+            adapter_name=adapter,
+            adapter_version=version,
+            prompt_version=prompt_version,
+            model=adapter,
+            latency_ms=latency_s * 1000,
+            event=event,
+        )
+
+    def _backoff_s(self, retry: int) -> float:
+        """Exponential backoff with jitter: retry n waits between half and all of base * 2**(n-1)."""
+        ceiling = self.backoff_base_s * 2 ** (retry - 1)
+        return self._jitter.uniform(ceiling / 2, ceiling)
+
+    async def _complete(self, payload: dict[str, Any], request: InferenceRequest,
+                        bound: Any) -> tuple[dict[str, Any], float, int, httpx.Headers]:
+        """POST the completion with bounded retries; returns (body, latency of the answering call, attempts, headers)."""
+        ids = {"message_control_id": request.event.message_control_id, "accession": request.event.accession}
+        failure = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._backoff_s(attempt))
+            started = time.monotonic()
+            try:
+                response = await self._http.post("/v1/chat/completions", json=payload)
+            except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+                failure = type(exc).__name__
+            else:
+                status = response.status_code
+                if status < 400:
+                    try:
+                        return response.json(), time.monotonic() - started, attempt + 1, response.headers
+                    except ValueError:
+                        raise RetryLater("model_bad_response", f"status {status} with a body that is not JSON", **ids) from None
+                if status not in RETRYABLE_STATUS and status < 500:
+                    bound.warning("draft.rejected", status=status)
+                    raise Reject("model_rejected", f"model server answered status {status}", **ids)
+                failure = f"status {status}"
+            bound.warning("draft.attempt_failed", attempt=attempt + 1, error=failure)
+        raise RetryLater("model_unavailable", f"{failure} after {self.retries + 1} attempts", **ids)

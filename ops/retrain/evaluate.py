@@ -1,0 +1,227 @@
+"""``impression-gateway model eval``: a findings → impression dataset through one drafter, then the metrics.
+
+Stage: retrain (evaluation of an adapter or of the retrieval drafter before it serves).
+Input: a CSV or JSONL file with ``findings`` and ``impression`` (optional ``modality``,
+``body_system``, ``site``, ``language``; other columns ignored). Each row is routed like a live
+report (``RoutingTable.resolve`` on a ``ReportEvent`` built from it) and drafted by either an
+OpenAI-compatible server with ``model=<adapter>`` for every row (``InferenceClient``, the route's
+prompt template) or a ``RetrievalDrafter`` indexed from a second file of past reports.
+Output: ``EvalResult``: ROUGE-1/2/L, BLEU-4, ECR/UER/FCR (``ops.metrics``) overall and per route,
+with the rows skipped (no findings or no impression, a JSONL line that is not an object) and the
+rows the server refused or failed (``Reject``/``RetryLater`` after the client's retries) counted.
+Failure modes: ``EvalInputError`` for an unreadable file or one without a usable row.
+Logs carry ids only (the client's and drafter's own lines); no text is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from model.inference.client import InferenceClient
+from model.inference.retrieval import RetrievalDrafter
+from model.inference.routing import RoutingTable
+from model.settings import ModelSettings
+from ops.metrics import FIELDS, Pair, aggregate, factual_consistency, score_pairs
+from ops.metrics.rows import read_rows
+from schemas import BodySystem, DraftImpression, InferenceRequest, Modality, ReportEvent, ReportStatus, Source
+from schemas.errors import GatewayError
+from schemas.events import event_id_for
+
+METRICS = tuple(name for name in FIELDS if name != "semantic")  # semantic: not asked for here
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# Common spellings that are not DICOM codes; anything else unknown is OT (PS3.3 C.7.3.1.1.1).
+_MODALITY_ALIASES = {"CR": Modality.XR, "DX": Modality.XR, "PET": Modality.PT, "PET/CT": Modality.PT, "MRI": Modality.MR}
+
+
+class EvalInputError(ValueError):
+    """The dataset cannot be evaluated: unreadable, or no row with both findings and impression."""
+
+
+class Drafter(Protocol):
+    async def draft(self, request: InferenceRequest) -> DraftImpression: ...
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    index: int  # 1-based position in the file (ids of the synthetic events, never text)
+    findings: str
+    impression: str
+    event: ReportEvent
+
+
+@dataclass
+class EvalResult:
+    drafter: str
+    overall: dict[str, Any]
+    routes: dict[str, dict[str, Any]]
+    rows: int
+    skipped: int
+    failed: dict[str, int] = field(default_factory=dict)  # error code → rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"drafter": self.drafter, "rows": self.rows, "skipped": self.skipped, "failed": self.failed,
+                "overall": self.overall, "routes": self.routes}
+
+
+def read_table(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Rows of a CSV (header row) or JSONL file as dicts; None for a JSONL line that is not an object."""
+    try:
+        yield from read_rows(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise EvalInputError(f"{path}: {type(exc).__name__}") from None
+
+
+def _text(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def event_for(row: dict[str, Any], index: int, source_name: str) -> ReportEvent:
+    """The preliminary ``ReportEvent`` a row stands for (unknown modality → OT, body system → other)."""
+    modality_text = _text(row, "modality").upper()
+    modality = _MODALITY_ALIASES.get(modality_text) or (
+        Modality(modality_text) if modality_text in Modality.__members__ else Modality.OT)
+    system_text = _text(row, "body_system").lower().replace(" ", "_").replace("-", "_")
+    body_system = BodySystem(system_text) if system_text in {b.value for b in BodySystem} else BodySystem.OTHER
+    findings = _text(row, "findings")
+    language = _text(row, "language").lower() or ("zh" if _CJK.search(findings) else "en")
+    accession = f"EVAL-{source_name}-{index:06d}"
+    return ReportEvent(event_id=event_id_for("eval", accession), source=Source.HL7V2, message_control_id=accession,
+                       sender="eval", accession=accession, site=_text(row, "site"), modality=modality,
+                       body_system=body_system, findings=findings, status=ReportStatus.PRELIMINARY, language=language)
+
+
+def load_rows(path: Path) -> tuple[list[EvalRow], int]:
+    """The usable rows of ``path`` and how many were skipped (no findings, no impression, not an object)."""
+    rows: list[EvalRow] = []
+    skipped = 0
+    for index, raw in enumerate(read_table(path), start=1):
+        if raw is None or not _text(raw, "findings") or not _text(raw, "impression"):
+            skipped += 1
+            continue
+        rows.append(EvalRow(index, _text(raw, "findings"), _text(raw, "impression"), event_for(raw, index, path.stem)))
+    return rows, skipped
+
+
+def requests_for(rows: Sequence[EvalRow], table: RoutingTable, adapter: str | None) -> list[InferenceRequest]:
+    """One request per row on its resolved route; ``adapter`` (if given) replaces every route's adapter."""
+    requests = []
+    for row in rows:
+        route = table.resolve(row.event)
+        if adapter is not None:
+            route = route.model_copy(update={"adapter": adapter})
+        requests.append(InferenceRequest(event=row.event, route=route))
+    return requests
+
+
+async def draft_all(drafter: Drafter, requests: Sequence[InferenceRequest], *, concurrency: int = 8,
+                    progress: bool = True) -> tuple[list[DraftImpression | None], dict[str, int]]:
+    """Drafts in request order (None where the drafter raised) and the failures by error code."""
+    gate = asyncio.Semaphore(concurrency)
+    failed: dict[str, int] = {}
+    bar = tqdm(total=len(requests), desc="drafting", unit="draft", disable=not progress)
+
+    async def one(request: InferenceRequest) -> DraftImpression | None:
+        async with gate:
+            try:
+                return await drafter.draft(request)
+            except GatewayError as exc:
+                failed[exc.code] = failed.get(exc.code, 0) + 1
+                return None
+            finally:
+                bar.update(1)
+
+    try:
+        drafts = await asyncio.gather(*(one(request) for request in requests))
+    finally:
+        bar.close()
+    return list(drafts), failed
+
+
+def _summary(pairs: list[Pair]) -> dict[str, Any]:
+    summary = aggregate(score_pairs(pairs))
+    return {"n": summary["pairs"], **{name: summary[name] for name in METRICS},
+            "counts": {name: summary["counts"][name] for name in METRICS}, "languages": summary["languages"]}
+
+
+def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Metric means overall and per route (routes sorted by name) over the rows that got a draft."""
+    by_route: dict[str, list[Pair]] = {}
+    for row, draft in zip(rows, drafts, strict=True):
+        if draft is not None:
+            by_route.setdefault(draft.route, []).append(Pair(draft.text, row.impression, row.findings, row.event.language))
+    routes = {route: _summary(pairs) for route, pairs in sorted(by_route.items())}
+    return _summary([pair for pairs in by_route.values() for pair in pairs]), routes
+
+
+async def evaluate(drafter: Drafter, name: str, rows: Sequence[EvalRow], skipped: int, table: RoutingTable, *,
+                   adapter: str | None = None, concurrency: int = 8, progress: bool = True) -> EvalResult:
+    """Draft every row with ``drafter`` and score the drafts against the rows' impressions."""
+    drafts, failed = await draft_all(drafter, requests_for(rows, table, adapter), concurrency=concurrency, progress=progress)
+    overall, routes = score(rows, drafts)
+    return EvalResult(drafter=name, overall=overall, routes=routes, rows=len(rows), skipped=skipped, failed=failed)
+
+
+def _support(findings: str, impression: str) -> float | None:
+    """The retrieval drafter's (findings, impression) order onto ``factual_consistency(impression, findings)``."""
+    return factual_consistency(impression, findings)
+
+
+def retrieval_drafter(past: Path, table: RoutingTable) -> tuple[RetrievalDrafter, int]:
+    """A ``RetrievalDrafter`` indexed with the usable rows of ``past``, each under its resolved route."""
+    rows, _ = load_rows(past)
+    if not rows:
+        raise EvalInputError(f"{past}: no row with both findings and impression to index")
+    drafter = RetrievalDrafter(support=_support)
+    for row in rows:
+        drafter.add(table.resolve(row.event).name, row.findings, row.impression, record_id=f"past-{row.index}")
+    return drafter, len(rows)
+
+
+async def evaluate_adapter(settings: ModelSettings, adapter: str, rows: Sequence[EvalRow], skipped: int,
+                           table: RoutingTable, *, concurrency: int = 8, progress: bool = True) -> EvalResult:
+    """``evaluate`` against ``settings.model_url``, or a local demo worker started (and stopped) for it.
+
+    Raises ``EvalInputError`` when the server does not serve ``adapter``, ``httpx.HTTPError`` when it
+    cannot be reached, ``VllmStartError`` when the demo worker does not start.
+    """
+    worker = None
+    if not settings.model_url:
+        from model.worker.vllm import start_demo_worker  # torch and vLLM: only when no server is configured
+
+        worker = await asyncio.to_thread(start_demo_worker, settings.data_dir)
+        settings = settings.model_copy(update={"model_url": worker.url})
+    try:
+        async with InferenceClient.from_settings(settings, route_adapters={}) as client:  # --adapter decides
+            served = await client.served_models()
+            if adapter not in served:
+                raise EvalInputError(f"the server does not serve {adapter!r} (it serves {', '.join(sorted(served))})")
+            return await evaluate(client, adapter, rows, skipped, table, adapter=adapter,
+                                  concurrency=concurrency, progress=progress)
+    finally:
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+
+
+def render_table(result: EvalResult) -> str:
+    """One line per route and one ``overall`` line: n and the metric means ('-' = undefined)."""
+    header = ("ROUTE", "N", *(name.upper() for name in METRICS))
+    lines = [header]
+    for route, summary in [*result.routes.items(), ("overall", result.overall)]:
+        lines.append((route, str(summary["n"]), *("-" if summary[m] is None else f"{summary[m]:.4f}" for m in METRICS)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    body = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+            for line in lines]
+    failed = sum(result.failed.values())
+    notes = f"drafter {result.drafter}: {result.rows} rows, {result.skipped} skipped (no findings or impression)"
+    notes += f", {failed} failed to draft {json.dumps(result.failed)}" if failed else ""
+    return "\n".join([notes, *body])

@@ -1,0 +1,162 @@
+"""Retrain stage: export → LoRA candidate → evaluation against the serving adapter → gate → promote → audit.
+
+Input: a ``RetrainJob`` (route, store URL, registry, data dir, optional model/reload URLs, gate margin
+and tolerance, LoRA hyperparameters, trigger). Output: the run's audit record (also appended to
+``<registry dir>/audit.jsonl``): run id, trigger, who, inputs (export id and manifest hash, base,
+hyperparameters), both adapters' scores on the same held-out patients (the export's ``test`` split)
+and on its newest window, the decision and its reason, timestamps.
+
+Steps: ``run_export`` for the route into ``<data dir>/retrain/<route>-<run id>`` (split by patient,
+PHI check) → ``finetune`` on ``<route>/train.jsonl`` with ``validation.jsonl`` held out (registers a
+``candidate``) → ``retrain_eval`` on a worker serving both (runtime-loaded into ``model_url``, else a
+vLLM started from the registry) → ``ops.retrain.gate.decide`` → on promote, ``model.adapters.promotion.promote``
+(one atomic registry update). The worker supervisor (``model serve``, ``model.worker.supervisor``) watching the
+registry then swaps its vLLM (rolling restart by default, runtime adapter loading when enabled); with
+``worker_url`` the run waits until that worker answers the route with the new adapter and records when
+(``served``), or that it did not within ``serve_timeout_s``. With ``reload_url`` the adapter is also
+runtime-loaded into a plain vLLM at that URL. Drafts carry the version of the adapter that answered.
+Failure modes: a failed PHI check or an export without train/test records ends the run with decision
+``refused`` (audited, nothing trained); errors from training, the worker or the store are audited
+with decision ``error`` (type only) and raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from model.adapters.promotion import promote
+from model.adapters.registry import Registry, load_registry, now_utc
+from model.adapters.runtime import load_adapter
+from model.training.finetune import FinetuneJob, finetune
+from model.worker.supervisor import wait_served
+from model.worker.vllm import adapter_rank
+from ops.export.manifest import ExportArgs
+from ops.export.run import MANIFEST, run_export
+from ops.retrain.audit import Trigger, append_audit, new_run_id, who
+from ops.retrain.gate import decide_with_window
+from ops.retrain.heldout import evaluate_pair, worker_for
+from ops.store import Store
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    route: str
+    registry_path: Path
+    data_dir: Path
+    database_url: str
+    model_url: str = ""  # a worker with runtime LoRA updating; empty: start one for the evaluation
+    reload_url: str = ""  # on promote, runtime-load the new adapter into this worker
+    since: datetime | None = None
+    until: datetime | None = None
+    margin: float = 0.01
+    tolerance: float = 0.02
+    steps: int | None = None
+    epochs: float = 3.0
+    rank: int | None = None  # default: the serving adapter's rank (fits the running worker), else 64
+    alpha: int | None = None  # default 2 × rank
+    learning_rate: float = 2e-4
+    batch_size: int = 16
+    seed: int = 0
+    window: int = 20
+    trigger: Trigger = "manual"
+    worker_url: str = ""  # the worker supervisor (``model serve``): wait until it serves the promoted adapter
+    serve_timeout_s: float = 900.0
+
+
+def _export(job: RetrainJob, out: Path) -> tuple[dict[str, Any] | None, str]:
+    """The export's manifest (None when the PHI check failed) and the sha256 of its file."""
+    store = Store(job.database_url).create()
+    try:
+        result = run_export(store, out, ExportArgs(since=job.since, until=job.until, route=job.route))
+    finally:
+        store.close()
+    if result.manifest is None:
+        return None, ""
+    return result.manifest, hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest()
+
+
+def _hyper(job: RetrainJob, registry: Registry) -> dict[str, Any]:
+    serving = registry.serving_adapter(job.route)
+    rank = job.rank or (adapter_rank(serving.path) if serving else 64)
+    return {"rank": rank, "alpha": job.alpha or 2 * rank, "learning_rate": job.learning_rate, "steps": job.steps,
+            "epochs": job.epochs, "batch_size": job.batch_size, "seed": job.seed}
+
+
+def _train(job: RetrainJob, registry: Registry, folder: Path, export_id: str, hyper: dict[str, Any]) -> Any:
+    base = registry.base_path or job.data_dir / "demo-model" / "base"
+    return finetune(FinetuneJob(
+        export=folder / "train.jsonl", eval_export=folder / "validation.jsonl", route=job.route, base_dir=base,
+        registry_path=job.registry_path, export_id=export_id, rank=hyper["rank"], alpha=hyper["alpha"],
+        dropout=0.0, epochs=job.epochs, learning_rate=job.learning_rate, max_steps=job.steps,
+        batch_size=job.batch_size, seed=job.seed, progress=False))
+
+
+def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, candidate: Any) -> None:
+    registry = load_registry(job.registry_path)
+    serving = registry.serving_adapter(job.route)
+    serving_name = serving.name if serving else registry.served_model_name  # no adapter yet: against the base
+    with worker_for(registry, candidate, model_url=job.model_url, data_dir=job.data_dir) as url:
+        pair = asyncio.run(evaluate_pair(url, candidate.name, serving_name, folder / "test.jsonl", job.route,
+                                         window=job.window))
+    decision = decide_with_window(pair.candidate, pair.serving, pair.candidate_window, pair.serving_window,
+                                  margin=job.margin, tolerance=job.tolerance)
+    record["serving"] = {"name": serving_name, "version": serving.version if serving else ""}
+    record["scores"] = {"candidate": pair.candidate, "serving": pair.serving, "candidate_window": pair.candidate_window,
+                        "serving_window": pair.serving_window, "rows": pair.rows, "window": pair.window,
+                        "skipped": pair.skipped, "failed": pair.failed}
+    record["decision"], record["reason"] = ("promote" if decision.promote else "keep"), decision.reason
+    if decision.promote:
+        change = promote(job.registry_path, candidate.name)
+        record["retired"] = change.retired.name if change.retired else None
+        if job.reload_url:
+            load_adapter(job.reload_url, candidate.name, candidate.path)
+            record["reloaded"] = job.reload_url
+        if job.worker_url:
+            record["served"] = wait_served(job.worker_url, job.route, candidate.name, timeout_s=job.serve_timeout_s)
+
+
+def _run(job: RetrainJob, record: dict[str, Any], out: Path) -> None:
+    manifest, manifest_sha = _export(job, out)
+    folder = out / job.route
+    record["inputs"]["export"] = {"dir": str(out), "id": manifest and manifest["export_id"],
+                                  "manifest_sha256": manifest_sha, "counts": manifest and manifest["counts"]["by_split"]}
+    if manifest is None:
+        record["decision"], record["reason"] = "refused", "export PHI check failed; files removed"
+        return
+    if not (folder / "train.jsonl").is_file() or not (folder / "test.jsonl").is_file():
+        record["decision"], record["reason"] = "refused", "export has no train or no test records for the route"
+        return
+    registry = load_registry(job.registry_path)
+    record["inputs"]["base"] = {"path": str(registry.base_path), "config_sha256": registry.base_config_sha256}
+    result = _train(job, registry, folder, str(manifest["export_id"]), record["inputs"]["hyperparameters"])
+    entry = result.entry
+    record["candidate"] = {"name": entry.name, "version": entry.version, "path": str(entry.path),
+                           "card": str(result.card_path), "training": result.card["evaluation"]}
+    _evaluate_and_decide(job, record, folder, entry)
+
+
+def run_retrain(job: RetrainJob) -> dict[str, Any]:
+    """One retrain run end to end; returns (and audits) its record."""
+    run_id, started = new_run_id(), time.monotonic()
+    registry = load_registry(job.registry_path)
+    record: dict[str, Any] = {
+        "run_id": run_id, "kind": "retrain", "trigger": job.trigger, "who": who(), "route": job.route,
+        "started_at": now_utc(), "inputs": {"selection": {"since": job.since, "until": job.until},
+                                            "gate": {"margin": job.margin, "tolerance": job.tolerance},
+                                            "hyperparameters": _hyper(job, registry)},
+        "decision": "error", "reason": ""}
+    try:
+        _run(job, record, job.data_dir / "retrain" / f"{job.route}-{run_id}")
+    except BaseException as exc:
+        record["reason"] = f"{type(exc).__name__}"
+        raise
+    finally:
+        record["finished_at"], record["wall_s"] = now_utc(), round(time.monotonic() - started, 1)
+        append_audit(job.registry_path, record)
+    return record

@@ -1,0 +1,166 @@
+"""Browser test of the built-in drift dashboard: the real HTTP app (uvicorn on a loopback port)
+over a real SQLite store filled through the real capture → score → aggregate → detect code, driven
+in Debian's headless Chromium through chromedriver (W3C WebDriver over HTTP). The numbers and plot
+points the page shows must be those of ``/api/drift/summary``; report text needs the token."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.http import RecordingPublisher, create_app
+from gateway.settings import GatewaySettings
+from ops.capture import capture_final
+from ops.drift.settings import DriftSettings
+from ops.drift.stage import DriftStage
+from ops.drift.web import dashboard_router
+from ops.store import Store
+from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
+from tests.harness.webdriver import Browser, free_port
+
+TOKEN = "dashboard-test-token"
+ROUTES = {"ct_chest": (Modality.CT, BodySystem.CHEST, 30), "xr_chest": (Modality.XR, BodySystem.CHEST, 24),
+          "mr_head": (Modality.MR, BodySystem.HEAD, 8)}
+SENTENCES = ("Small right pleural effusion.", "No pneumothorax.", "Stable 6 mm nodule in the right upper lobe.",
+             "Mild cardiomegaly.", "No acute intracranial abnormality.", "Left lower lobe atelectasis.",
+             "No focal consolidation.", "Possible early pneumonia in the left lower lobe.")
+
+
+def _event(route: str, i: int, status: ReportStatus, impression: str, at: datetime, rng: random.Random) -> ReportEvent:
+    modality, body, _ = ROUTES[route]
+    return ReportEvent(event_id=f"{route}-{i}-{status.value}", source=Source.HL7V2, message_control_id=f"{route}{i}",
+                       accession=f"ACC-{route}-{i}", status=status, site=rng.choice(("SITE_A", "SITE_B")),
+                       modality=modality, body_system=body, findings=" ".join(rng.sample(SENTENCES, 4)),
+                       impression=impression, radiologist_id=f"RAD{rng.randint(1, 4)}", observed_at=at)
+
+
+def fill(store: Store, stage: DriftStage, rng: random.Random) -> int:
+    """Three weeks of drafts and signed finals per route; ct_chest drafts get worse in the last week."""
+    start, count = datetime.now(UTC) - timedelta(days=20), 0
+    for route, (_, _, per_week) in ROUTES.items():
+        for i in range(per_week * 3):
+            at = start + timedelta(days=21 * i / (per_week * 3), minutes=rng.randint(0, 60))
+            final = " ".join(rng.sample(SENTENCES, 2))
+            worse = route == "ct_chest" and i >= per_week * 2
+            text = " ".join(rng.sample(SENTENCES, 2)) if worse or rng.random() < 0.3 else final
+            version = "v2" if route == "ct_chest" and i >= per_week else "v1"
+            prelim = _event(route, i, ReportStatus.PRELIMINARY, "", at - timedelta(hours=1), rng)
+            store.save_draft(DraftImpression(event_id=prelim.event_id, accession=prelim.accession, site=prelim.site,
+                                             route=route, text=text, adapter_name=route, adapter_version=version,
+                                             model=route, event=prelim, created_at=at - timedelta(hours=1)))
+            signed = _event(route, i, ReportStatus.FINAL, final, at, rng)
+            record = stage.score(capture_final(signed, store.latest_draft(signed.accession)))
+            assert store.save_edit(record)
+            stage.observe(record)
+            count += 1
+    return count
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'dashboard.db'}").create()
+    settings = DriftSettings(min_samples=20, reference_size=30, batch=5)
+    stage = DriftStage(store, settings, rebuild=False)
+    n = fill(store, stage, random.Random(11))
+
+    async def ready() -> dict[str, bool]:
+        return {"store": True}
+
+    app = create_app(GatewaySettings(fhir_bearer_token=TOKEN), RecordingPublisher(), ready,
+                     routers=[dashboard_router(store, TOKEN, min_samples=settings.min_samples)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", n
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    opened = Browser(tmp_path / "profile")
+    yield opened
+    opened.close()
+
+
+POINTS = """return [...document.querySelectorAll('#charts circle.point')].map(c => ({route: c.dataset.route,
+  window: c.dataset.window, metric: c.dataset.metric, value: Number(c.dataset.value),
+  cx: Number(c.getAttribute('cx')), cy: Number(c.getAttribute('cy'))}));"""
+ROUTE_ROWS = """return [...document.querySelectorAll('#routes tbody tr')].map(r => [r.dataset.route,
+  Object.fromEntries([...r.querySelectorAll('td[data-metric]')].map(td => [td.dataset.metric, td.textContent]))]);"""
+
+
+def test_the_dashboard_shows_what_the_summary_says(served: tuple[str, int], browser: Browser, tmp_path: Path) -> None:
+    base, n = served
+    summary = httpx.get(f"{base}/api/drift/summary").json()
+    assert summary["totals"]["n"] == n and summary["alerts"], "the fixture should have raised an alert"
+    browser.get(f"{base}/dashboard")
+    assert browser.wait_for("return document.body.dataset.ready") == "1"
+    totals = browser.script("return Object.fromEntries([...document.querySelectorAll('.totals b')]"
+                            ".map(b => [b.dataset.metric, b.textContent]))")
+    assert int(totals["n"]) == n and int(totals["drafted"]) == summary["totals"]["drafted"]
+    for metric in ("rougeL", "ecr", "uer", "accepted"):
+        assert float(totals[metric]) == pytest.approx(summary["totals"][metric], abs=5.001e-4)  # shown to 3 decimals
+    rows = dict(browser.script(ROUTE_ROWS))
+    assert set(rows) == set(ROUTES)
+    for route in summary["routes"]:
+        shown = rows[route["route"]]
+        assert int(shown["n"]) == route["n"] and int(shown["drafted"]) == route["drafted"]
+        assert float(shown["rougeL"]) == pytest.approx(route["rougeL"], abs=5.001e-4)  # shown to 3 decimals
+    points = browser.script(POINTS)
+    expected = {(r, w["window"], m): w[m] for r, ws in summary["series"].items() for w in ws
+                for m in ("rougeL", "accepted") if w[m] is not None}
+    assert {(p["route"], p["window"], p["metric"]): p["value"] for p in points} == pytest.approx(expected)
+    for p in points:  # the drawn height is the value (page.py: y = 10 + (1 - v) * 110)
+        assert p["cy"] == pytest.approx(10 + (1 - p["value"]) * 110, abs=0.01)
+    worst = browser.script("return [...document.querySelectorAll('#worst li')].map(li => li.dataset.route)")
+    assert worst == [w["route"] for w in summary["worst_routes"]] and worst[0] == "ct_chest"
+    assert browser.script("return document.querySelectorAll('#alerts tbody tr').length") == len(summary["alerts"])
+    adapters = browser.script("return [...document.querySelectorAll('#adapters tbody tr')]"
+                              ".map(r => r.cells[1].textContent)")
+    assert adapters == [a["adapter"] for a in summary["adapters"]] and "ct_chest@v2" in adapters
+    browser.screenshot(tmp_path / "dashboard.png")
+    assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_drill_down_shows_examples_only_with_the_token(served: tuple[str, int], browser: Browser,
+                                                       tmp_path: Path) -> None:
+    base, _ = served
+    assert httpx.get(f"{base}/api/drift/examples", params={"route": "ct_chest"}).status_code == 401
+    api = httpx.get(f"{base}/api/drift/examples", params={"route": "ct_chest"},
+                    headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    browser.get(f"{base}/dashboard")
+    assert browser.wait_for("return document.body.dataset.ready") == "1"
+    page = browser.script("return document.documentElement.outerHTML")
+    assert api["examples"][0]["record_id"] not in page and api["examples"][0]["final"] not in page
+    browser.click('a.drill[data-route="ct_chest"]')
+    days = httpx.get(f"{base}/api/drift/series", params={"route": "ct_chest"}).json()["day"]
+    drawn = browser.wait_for("const c = document.querySelectorAll('#detail-chart circle.point');"
+                             "return c.length ? c.length : null")
+    assert drawn == sum(1 for d in days for m in ("rougeL", "accepted") if d[m] is not None)
+    browser.click("#load-examples")
+    assert browser.wait_for("return document.getElementById('examples').dataset.loaded") == "error-401"
+    browser.type("#token", TOKEN)
+    browser.click("#load-examples")
+    loaded = browser.wait_for("const l = document.getElementById('examples').dataset.loaded;"
+                              "return l && !l.startsWith('error') ? l : null")
+    assert int(loaded) == len(api["examples"]) == 10
+    shown = browser.script("return [...document.querySelectorAll('#examples .pair')].map(p => p.dataset.record)")
+    assert shown == [e["record_id"] for e in api["examples"]]
+    finals = browser.script("return [...document.querySelectorAll('#examples .final')].map(p => p.textContent)")
+    assert finals == [f"final: {e['final']}" for e in api["examples"]]
+    browser.screenshot(tmp_path / "drill-down.png")

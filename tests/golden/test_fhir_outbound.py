@@ -1,0 +1,193 @@
+"""build_draft_bundle (structure, R4B-valid, AI provenance) and post_draft_fhir against a real HTTP
+server on a loopback port (aiohttp), scripted per test: 2xx, 5xx, 4xx, a signed report, no server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from aiohttp import web
+from fhir.resources.R4B.bundle import Bundle
+
+from gateway.fhir.inbound import parse_fhir
+from gateway.fhir.outbound import DRAFT_IDENTIFIER_SYSTEM, build_draft_bundle, post_draft_fhir
+from gateway.settings import GatewaySettings
+from schemas import DraftImpression, Reject, RetryLater, Skip
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "fhir" / "dr_contained_observation.json"
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+DRAFT_TEXT = "No acute cardiopulmonary abnormality on this synthetic draft."
+
+
+def make_draft(**changes: Any) -> DraftImpression:
+    event = parse_fhir(FIXTURE.read_bytes(), settings=GatewaySettings())[0]
+    fields: dict[str, Any] = {"event_id": event.event_id, "accession": event.accession, "route": "ct_chest",
+                              "text": DRAFT_TEXT, "adapter_name": "ct_chest", "adapter_version": "2024.03.1",
+                              "prompt_version": "impression_v1", "model": "ct_chest", "event": event}
+    return DraftImpression(**(fields | changes))
+
+
+def entries(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["resource"]["resourceType"]: e for e in bundle["entry"]}
+
+
+def test_bundle_is_an_r4b_valid_transaction() -> None:
+    bundle = build_draft_bundle(make_draft(), now=NOW)
+    assert bundle["type"] == "transaction"
+    assert Bundle.model_validate(bundle).type == "transaction"
+    assert [e["request"]["method"] for e in bundle["entry"]] == ["POST", "POST"]
+
+
+def test_report_is_preliminary_with_the_original_ids_and_code() -> None:
+    draft = make_draft()
+    report_entry = entries(build_draft_bundle(draft, now=NOW, accession_system="urn:oid:1.2.3"))["DiagnosticReport"]
+    report = report_entry["resource"]
+    assert report["status"] == "preliminary"
+    assert report["conclusion"] == DRAFT_TEXT
+    assert report["subject"] == {"reference": "Patient/syn-pat-001"}
+    assert report["code"]["coding"][0]["code"] == "30745-4" and report["code"]["text"] == "CT chest without contrast"
+    accession = [i for i in report["identifier"] if i.get("type", {}).get("coding", [{}])[0].get("code") == "ACSN"]
+    assert accession == [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                               "code": "ACSN"}]}, "value": "SYN-ACC-1001", "system": "urn:oid:1.2.3"}]
+    assert {"system": DRAFT_IDENTIFIER_SYSTEM, "value": draft.event_id} in report["identifier"]
+    assert {"code": "ai-generated"}.items() <= report["meta"]["tag"][0].items()
+    assert report["meta"]["security"][0]["code"] == "AIAST"
+
+
+def test_conditional_create_is_keyed_on_the_drafts_own_identifier() -> None:
+    draft = make_draft()
+    request = entries(build_draft_bundle(draft, now=NOW))["DiagnosticReport"]["request"]
+    assert request["url"] == "DiagnosticReport"
+    assert request["ifNoneExist"] == f"identifier={DRAFT_IDENTIFIER_SYSTEM}|{draft.event_id}"
+    # The same draft always gets the same urn:uuid, so a retried Bundle is byte-for-byte the same report.
+    first, again = (entries(build_draft_bundle(draft))["DiagnosticReport"] for _ in range(2))
+    assert first["fullUrl"] == again["fullUrl"]
+
+
+def test_provenance_targets_the_report_and_names_the_drafter() -> None:
+    bundle = build_draft_bundle(make_draft(), now=NOW)
+    found = entries(bundle)
+    provenance = found["Provenance"]["resource"]
+    assert provenance["target"] == [{"reference": found["DiagnosticReport"]["fullUrl"]}]
+    assert found["DiagnosticReport"]["fullUrl"].startswith("urn:uuid:")
+    assert provenance["recorded"] == "2025-01-02T03:04:05.000+00:00"
+    assert provenance["activity"]["coding"][0]["code"] == "CREATE"
+    roles = {a["type"]["coding"][0]["code"]: a["who"] for a in provenance["agent"]}
+    label = "ct_chest adapter ct_chest@2024.03.1, prompt impression_v1, drafter llm"
+    assert roles["author"] == {"reference": "#drafter", "display": label}
+    assert provenance["contained"][0]["deviceName"][0]["name"] == label
+    assert "AI-generated" in provenance["reason"][0]["text"] and provenance["policy"]
+
+
+@dataclass
+class Scripted:
+    """A loopback FHIR server: records requests, answers what the test scripts."""
+
+    answer: Callable[[web.Request, bytes], web.Response]
+    signed_total: int = 0
+    requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    base_url: str = ""
+
+
+def transaction_response(_request: web.Request, body: bytes) -> web.Response:
+    n = len(json.loads(body)["entry"])
+    entry = [{"response": {"status": "201 Created", "location": f"DiagnosticReport/dr-{i}/_history/1"}} for i in range(n)]
+    return web.json_response({"resourceType": "Bundle", "type": "transaction-response", "entry": entry})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Scripted]:
+    scripted = Scripted(transaction_response)
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        scripted.requests.append((request.method, request.path_qs, dict(request.headers), body))
+        if request.method == "GET":
+            return web.json_response({"resourceType": "Bundle", "type": "searchset", "total": scripted.signed_total})
+        return scripted.answer(request, body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    scripted.base_url = f"http://127.0.0.1:{port}/fhir"
+    try:
+        yield scripted
+    finally:
+        await runner.cleanup()
+
+
+async def test_post_returns_the_created_report_url(server: Scripted) -> None:
+    async with httpx.AsyncClient() as client:
+        url = await post_draft_fhir(client, server.base_url + "/", make_draft(), token="s3cret")
+    assert url == f"{server.base_url}/DiagnosticReport/dr-0/_history/1"
+    (get, search, _, _), (post, path, headers, body) = server.requests
+    assert (get, post, path) == ("GET", "POST", "/fhir")
+    query = parse_qs(search.partition("?")[2])
+    assert query["identifier"] == ["SYN-ACC-1001"] and query["status"] == ["final,amended,corrected,appended"]
+    assert headers["Authorization"] == "Bearer s3cret"
+    assert headers["Content-Type"].startswith("application/fhir+json")
+    assert json.loads(body)["type"] == "transaction"
+
+
+async def test_a_signed_report_means_skip_and_no_post(server: Scripted) -> None:
+    server.signed_total = 1
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(Skip) as caught:
+            await post_draft_fhir(client, server.base_url, make_draft())
+    assert caught.value.code == "fhir_report_signed" and caught.value.accession == "SYN-ACC-1001"
+    assert [r[0] for r in server.requests] == ["GET"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
+async def test_server_errors_are_retry_later(server: Scripted, status: int) -> None:
+    server.answer = lambda _r, _b: web.Response(status=status, text="busy")
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(RetryLater) as caught:
+            await post_draft_fhir(client, server.base_url, make_draft(), check_signed=False)
+    assert str(status) in caught.value.reason
+
+
+async def test_client_errors_are_rejects_with_outcome_ids_but_no_report_text(server: Scripted) -> None:
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "required", "expression": ["DiagnosticReport.subject"],
+         "diagnostics": "Patient/syn-pat-001 not found"},
+        {"severity": "error", "code": "invalid", "diagnostics": f"bad conclusion: {DRAFT_TEXT}"}]}
+    server.answer = lambda _r, _b: web.json_response(outcome, status=422)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(Reject) as caught:
+            await post_draft_fhir(client, server.base_url, make_draft(), check_signed=False)
+    reason = caught.value.reason
+    assert caught.value.code == "fhir_draft_rejected" and "HTTP 422" in reason
+    assert "required at DiagnosticReport.subject" in reason
+    assert DRAFT_TEXT not in reason and "syn-pat-001" not in reason and "withheld" in reason
+
+
+async def test_no_server_is_retry_later() -> None:
+    with socket.socket() as probe:  # a port that was just free: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with httpx.AsyncClient(timeout=2) as client:
+        with pytest.raises(RetryLater) as caught:
+            await post_draft_fhir(client, f"http://127.0.0.1:{port}/fhir", make_draft())
+    assert caught.value.code == "fhir_unavailable"
+
+
+async def test_an_answer_without_a_location_is_rejected(server: Scripted) -> None:
+    server.answer = lambda _r, _b: web.json_response({"resourceType": "Bundle", "type": "transaction-response"})
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(Reject) as caught:
+            await post_draft_fhir(client, server.base_url, make_draft(), check_signed=False)
+    assert caught.value.code == "fhir_no_location"
