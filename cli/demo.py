@@ -1,10 +1,9 @@
 """``demo``: the whole flow on embedded parts with the bundled synthetic sample.
 
-Starts ``serve --embedded`` on free loopback ports (Tansu broker, SQLite store, local vLLM worker
-with the demo model) plus a draft inbox standing in for the RIS, sends the preliminary reports
-(HL7 v2 over MLLP and FHIR over HTTP, English and Chinese, six routes), shows each draft beside its
-findings, then sends the signed finals and shows what was captured. Exit 0 when every report was
-drafted and every final captured; 1 otherwise (with what is missing). The sample is synthetic.
+Starts ``serve --embedded`` on free loopback ports (Tansu broker, SQLite store, local vLLM worker with the demo model)
+and a draft inbox standing in for the RIS; sends the preliminaries (HL7 v2/MLLP and FHIR/HTTP, English and Chinese,
+six routes), shows each draft beside its findings, then sends the signed finals and shows what was captured.
+Exit 0 when every report was drafted and every final captured; 1 otherwise (with what is missing). Synthetic sample.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from consumers.serve import Ports, run
 from gateway.draft_inbox import DraftInbox
 from gateway.files import normalize_paths
 from gateway.mllp import MllpClient, MllpTarget, ack_code
+from gateway.settings import GatewaySettings
 from ops.store import Store
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
@@ -65,16 +65,16 @@ def show(title: str, rows: list[tuple[str, str]]) -> None:
         print(textwrap.fill(text, width=100, initial_indent=f"  {label:<11}", subsequent_indent=" " * 13))
 
 
-async def replay(phase: str, ports: Ports) -> list[dict[str, Any]]:
-    events = [e for e in normalize_paths(sample(phase)) if "error" not in e]
+async def replay(phase: str, ports: Ports, settings: GatewaySettings) -> list[dict[str, Any]]:
+    events = [e for e in normalize_paths(sample(phase), settings) if "error" not in e]
     for path in sample(phase):
         print(f"  sent {path.name:<28} → {await send(path, ports)}")
     return events
 
 
-async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox) -> int:
+async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: GatewaySettings) -> int:
     print("\n-- 1. preliminary reports (findings only) --")
-    prelims = await replay("prelim", ports)
+    prelims = await replay("prelim", ports, settings)
     accessions = [e["accession"] for e in prelims]
     ok = await wait_for(lambda: all(store.latest_draft(a) for a in accessions), "drafts")
     for event in prelims:
@@ -89,7 +89,7 @@ async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox) -> int:
     ok = ok and await wait_for(lambda: len(inbox.received) >= len(accessions) - 2, "drafts posted to the RIS", 60)
     print(f"\n  the RIS inbox received {len(inbox.received)} ORU^R01 drafts with OBX-11 = P over MLLP")
     print("\n-- 2. signed finals --")
-    await replay("final", ports)
+    await replay("final", ports, settings)
     ok = ok and await wait_for(lambda: all(store.signed_records(a) for a in accessions), "captured finals")
     for accession in accessions:
         for record in store.signed_records(accession):
@@ -161,7 +161,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                   f"broker {config.consumer.kafka_bootstrap}, model worker {config.model.model_url}")
             store = Store(config.consumer.database_url).create()
             try:
-                ok = await walkthrough(ready.result(), store, inbox) == 0
+                ok = await walkthrough(ready.result(), store, inbox, config.gateway) == 0
                 if worker is not None:
                     ok = await fallback_step(ready.result(), store, worker) and ok
                 drift_step(store, db.parent)

@@ -12,6 +12,10 @@ import sys
 from datetime import date
 from typing import Any
 
+from cli.args import add_setting, picked
+from consumers.settings import ConsumerSettings
+from ops.settings import DriftSettings
+
 
 def register(sub: Any) -> None:
     drift = sub.add_parser("drift", help="quality drift of the drafts: reports from the store")
@@ -22,20 +26,18 @@ def register(sub: Any) -> None:
     p.add_argument("--by", default="route",
                    help="comma-separated: route, modality, body_system, site, radiologist, adapter, language")
     p.add_argument("--format", choices=("table", "json", "html"), default="table")
-    p.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: DATABASE_URL / IG_DATABASE_URL)")
-    p.add_argument("--min-samples", type=int, default=None, help="minimum drafted reports for a value to count")
+    add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
+    add_setting(p, "--min-samples", DriftSettings, "min_samples", type=int)
     p.set_defaults(handler=cmd_drift_report)
 
 
 def cmd_drift_report(args: argparse.Namespace) -> int:
-    from consumers.settings import ConsumerSettings
     from ops.drift.render import render
     from ops.drift.report import build_report
-    from ops.drift.settings import DriftSettings
     from ops.store import Store
 
-    url = args.database_url or ConsumerSettings().database_url
-    min_samples = args.min_samples if args.min_samples is not None else DriftSettings().min_samples
+    url = ConsumerSettings(**picked(args, ("database_url",))).database_url
+    min_samples = DriftSettings(**picked(args, ("min_samples",))).min_samples
     store = Store(url).create()
     try:
         report = build_report(store.engine, by=args.by.split(","), since=args.since, until=args.until,

@@ -1,10 +1,9 @@
 """``impression-gateway export [--since --until --route --site --out DIR]`` and ``export check DIR``.
 
-Input: the store named by ``--database-url`` (default: the consumers' ``DATABASE_URL`` setting).
-Output: the de-identified export under ``--out`` and its manifest (a summary line of JSON on
-stdout), or the check's verdict. Failure modes: exit 1 when the PHI check finds a value (each
-finding names file and line on stderr, never the value; the export then writes no manifest and
-removes its files); exit 2 for an unusable output directory or arguments.
+Input: the store named by ``--database-url`` (default: the consumers' ``DATABASE_URL`` setting). Output: the
+de-identified export under ``--out`` and its manifest (a JSON summary line on stdout), or the check's verdict.
+Failure modes: exit 1 when the PHI check finds a value (file and line on stderr, never the value; the export then
+writes no manifest and removes its files); exit 2 for an unusable output directory or arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.args import day
+from cli.args import add_setting, day, picked
+from consumers.settings import ConsumerSettings
 
 
 def register(sub: Any) -> None:
@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--route", help="only this route")
     p.add_argument("--site", help="only this site")
     p.add_argument("--out", type=Path, default=Path("export"), help="output directory, new or empty (default ./export)")
-    p.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: DATABASE_URL / IG_DATABASE_URL)")
+    add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(handler=cmd_export)
     actions = p.add_subparsers(dest="export_command", required=False, metavar="{check}")
@@ -37,12 +37,11 @@ def register(sub: Any) -> None:
     c.set_defaults(handler=cmd_export_check)
 
 
-def _store(url: str | None) -> Any:
-    from consumers.settings import ConsumerSettings
+def _store(args: argparse.Namespace) -> Any:
     from ops.store import Store
 
-    settings = ConsumerSettings()
-    return Store(url or settings.database_url).create(), settings
+    settings = ConsumerSettings(**picked(args, ("database_url",)))
+    return Store(settings.database_url).create(), settings
 
 
 def _report(findings: list[Any]) -> None:
@@ -55,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ops.export.manifest import ExportArgs
     from ops.export.run import ExportError, run_export
 
-    store, settings = _store(args.database_url)
+    store, settings = _store(args)
     try:
         routing = RoutingTable.load(settings.routing_table)
         export_args = ExportArgs(since=args.since, until=args.until, route=args.route, site=args.site)
@@ -81,7 +80,7 @@ def cmd_export_check(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         print(f"export check: {args.dir}: not a directory", file=sys.stderr)
         return 2
-    store, _ = _store(args.database_url)
+    store, _ = _store(args)
     try:
         findings, scanned = check_export(store, args.dir)
     finally:

@@ -21,9 +21,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 def cmd_normalize(args: argparse.Namespace) -> int:
     from gateway.files import normalize_paths
+    from gateway.settings import GatewaySettings
 
     ok = True
-    for line in normalize_paths(args.paths):
+    for line in normalize_paths(args.paths, GatewaySettings()):
         ok = ok and "error" not in line
         print(json.dumps(line, ensure_ascii=False, default=str))
     return 0 if ok else 1

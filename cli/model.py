@@ -1,17 +1,9 @@
 """``impression-gateway model train | serve | eval | adapters list``: LoRA training, the vLLM worker, evaluation, the registry.
 
-Stage: retrain (train, eval), serve (the LLM worker), operations (list).
-Input: command-line arguments; defaults from ``ModelSettings`` (data dir, registry file).
-Output: ``train`` prints one JSON line (adapter name, version, path, card, held-out losses);
-``serve`` runs the worker supervisor (``model.worker.supervisor``): one JSON line ``{"event": "ready", "url", …}``
-once vLLM answers, one ``{"event": "swapped", …}`` per generation change, until SIGINT/SIGTERM stop
-it and its vLLM (SIGHUP re-reads the registry); ``eval`` prints a table (or one JSON object) of the metrics per route and overall
-(``ops.retrain.evaluate``); ``adapters list`` prints a table of the registry.
-Failure modes (exit status): 2 for refused input (an incompatible adapter, named with its problems;
-a malformed export or registry; no base model; an unreadable eval file or an adapter the server
-does not serve); 1 when vLLM fails to start (its log path is printed), when the model server cannot
-be reached, or when ``eval`` skipped or failed to draft some rows (the metrics are still printed).
-Heavy imports (torch, transformers, vLLM) happen inside the handlers.
+Stage: retrain (train, eval), serve (the LLM worker), operations (list). Input: command-line arguments; defaults
+from ``ModelSettings`` (data dir, registry file). Output: JSON lines (``train``, ``serve``), tables (``eval``, list).
+Failure modes: exit 2 for refused input (incompatible adapter, malformed export or registry, no base model, bad eval
+file); 1 when vLLM fails to start, the model server is unreachable, or ``eval`` missed rows. Details: cli/README.md.
 """
 
 from __future__ import annotations
@@ -20,13 +12,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from cli.args import add_registry_options, model_settings, refuse
+from cli.args import add_registry_options, add_setting, model_settings, picked, refuse
 from model.adapters.registry import ManifestError, Registry, load_registry
-from model.settings import DEMO_MODEL_DIR, ModelSettings
+from model.settings import DEMO_MODEL_DIR, ModelSettings, SwapMode, WorkerSettings
 
-SWAP_CHOICES = ("rolling", "runtime", "restart")  # model.worker.supervisor.SWAP_MODES, without importing the worker here
+SWAP_CHOICES = get_args(SwapMode)  # model.worker.run.SWAP_MODES, without importing the worker here
 
 
 def _base_dir(args: argparse.Namespace, settings: ModelSettings, registry: Registry) -> Path:
@@ -56,13 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from model.worker.supervisor import WorkerOptions, run_worker
+    from model.worker.run import WorkerOptions, run_worker
 
-    settings = model_settings(args)
-    options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=args.host,
-                            port=args.port, base_dir=args.base, swap=args.swap, runtime_lora=args.runtime_lora,
-                            max_lora_rank=args.max_lora_rank, max_model_len=args.max_model_len, watch_s=args.watch,
-                            drain_s=args.drain, vllm_args=tuple(args.vllm_arg or ()))
+    settings = model_settings(args, WorkerSettings(**picked(args, tuple(WorkerSettings.model_fields))))
+    w = settings.worker
+    options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=w.host,
+                            port=w.port, base_dir=w.base, swap=w.swap, runtime_lora=w.runtime_lora,
+                            max_lora_rank=w.max_lora_rank, max_model_len=w.max_model_len, watch_s=w.watch_s,
+                            drain_s=w.drain_s, vllm_args=w.vllm_args)
     return asyncio.run(run_worker(options))
 
 
@@ -76,8 +69,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ops.retrain import evaluate as ev
 
     settings = model_settings(args)
-    if args.model_url:
-        settings = settings.model_copy(update={"model_url": args.model_url})
     if args.drafter == "retrieval" and args.index is None:
         return refuse("--drafter retrieval needs --index PAST_FILE")
     try:
@@ -124,26 +115,19 @@ def _add_train(model_sub: Any) -> None:
 def _add_serve(model_sub: Any) -> None:
     p = model_sub.add_parser("serve", help="the LLM worker: vLLM with the base + every serving adapter behind a stable "
                              "URL that follows the registry (promotions swap the worker without dropping requests)")
-    p.add_argument("--base", type=Path, help="base model directory (default: the registry's base)")
-    p.add_argument("--port", type=int, default=0, help="listen port of the front (default: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address of the front (default 127.0.0.1; "
-                   "vLLM itself always listens on a private loopback port)")
-    p.add_argument("--swap", choices=SWAP_CHOICES, default="rolling",
-                   help="how a registry change reaches the worker: rolling (default; a second vLLM, switch, drain, stop "
-                   "the old), runtime (load the new adapters into the running vLLM; rolling when refused), restart "
-                   "(stop, then start: one server's memory, 503 + Retry-After between)")
-    p.add_argument("--runtime-lora", action="store_true",
-                   help="let clients load adapters at runtime (POST /v1/load_lora_adapter), e.g. retrain evaluating a "
-                   "candidate on this worker; implied by --swap runtime")
-    p.add_argument("--watch", type=float, default=2.0, help="seconds between registry checks (default 2; SIGHUP or "
-                   "POST /ig/reload: now)")
-    p.add_argument("--drain", type=float, default=120.0, help="seconds the old generation gets to finish in-flight "
-                   "requests after a swap (default 120)")
-    p.add_argument("--max-lora-rank", type=int, help="refuse adapters of a higher rank (vLLM's own limit is 256); "
-                   "with runtime LoRA, also the rank vLLM reserves")
-    p.add_argument("--max-model-len", type=int, help="context length (default 512, the demo model's)")
-    p.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra vLLM argument, repeatable, e.g. "
-                   "--vllm-arg=--gpu-memory-utilization=0.45 for rolling swaps on one GPU")
+    w = WorkerSettings
+    add_setting(p, "--base", w, "base", type=Path, default="the registry's base")
+    add_setting(p, "--port", w, "port", type=int)
+    add_setting(p, "--host", w, "host")
+    add_setting(p, "--swap", w, "swap", choices=SWAP_CHOICES)
+    add_setting(p, "--runtime-lora", w, "runtime_lora", action="store_true")
+    add_setting(p, "--watch", w, "watch_s", type=float)
+    add_setting(p, "--drain", w, "drain_s", type=float)
+    add_setting(p, "--max-lora-rank", w, "max_lora_rank", type=int)
+    add_setting(p, "--max-model-len", w, "max_model_len", type=int, default="512, the demo model's")
+    add_setting(p, "--vllm-arg", w, "vllm_args", action="append", metavar="ARG",
+                text="extra vLLM argument, repeatable, e.g. --vllm-arg=--gpu-memory-utilization=0.45 for rolling "
+                "swaps on one GPU; in the environment a JSON list")
     add_registry_options(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -157,7 +141,8 @@ def _add_eval(model_sub: Any) -> None:
     which.add_argument("--adapter", help="served model name to draft every row with (an adapter, or the base)")
     which.add_argument("--drafter", choices=["retrieval"], help="the CPU retrieval drafter (needs --index)")
     p.add_argument("--index", type=Path, help="past reports to index for --drafter retrieval (same format as --data)")
-    p.add_argument("--model-url", help="OpenAI-compatible server (env IG_MODEL_MODEL_URL; none: start the local demo worker)")
+    add_setting(p, "--model-url", ModelSettings, "model_url", text="OpenAI-compatible server",
+                default="none: start the local demo worker")
     p.add_argument("--routing-table", type=Path, help="routing table TOML (default model/inference/routes.toml)")
     p.add_argument("--concurrency", type=int, default=8, help="drafts in flight (default 8)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output (default table)")

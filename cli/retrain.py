@@ -1,8 +1,9 @@
 """``impression-gateway retrain --route NAME [--every 7d] [--on-drift-alert]``: the gated retraining loop.
 
-Input: options (defaults from ``ModelSettings`` and ``ConsumerSettings``). Output: one JSON line per
-run (decision, reason, scores, audit file, whether the worker served a promotion). Exit status: 0
-promoted or kept; 2 refused (PHI check, no data, malformed registry); 1 a failed run or not served.
+Input: options, over the environment (``RetrainSettings``, ``ModelSettings``, ``DATABASE_URL``).
+Output: one JSON line per run (decision, reason, scores, audit file, whether the worker served a
+promotion). Exit status: 0 promoted or kept; 2 refused (no route, PHI check, no data, malformed
+registry); 1 a failed run or not served.
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ import threading
 from typing import Any
 
 from cli.adapters import NOT_WATCHED
-from cli.args import add_registry_options, day, duration_s, model_settings
+from cli.args import add_registry_options, add_setting, day, duration_s, model_settings, picked, refuse
+from consumers.settings import ConsumerSettings
 from model.adapters.registry import ManifestError
-from ops.retrain.audit import TRIGGERS
+from model.settings import ModelSettings
+from ops.retrain.audit import TRIGGERS, Trigger
+from ops.settings import RetrainSettings
 
 
-def _job(args: argparse.Namespace, trigger: str) -> Any:
-    from consumers.settings import ConsumerSettings
+def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trigger: Trigger) -> Any:
     from ops.retrain.loop import RetrainJob
 
-    settings = model_settings(args)
-    return RetrainJob(route=args.route, registry_path=settings.registry_path, data_dir=settings.data_dir,
-                      database_url=args.database_url or ConsumerSettings().database_url, model_url=args.model_url or "",
-                      reload_url=args.reload_url or "", since=args.since, until=args.until, margin=args.margin,
-                      tolerance=args.tolerance, steps=args.steps, epochs=args.epochs, rank=args.r, alpha=args.alpha,
-                      learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed, window=args.window,
-                      trigger=trigger, worker_url=args.worker_url or "", serve_timeout_s=args.serve_timeout)  # type: ignore[arg-type]  # argparse choices = TRIGGERS
+    r = retrain
+    return RetrainJob(route=r.route, registry_path=model.registry_path, data_dir=model.data_dir, database_url=database_url,
+                      model_url=model.model_url, reload_url=r.reload_url, since=r.since, until=r.until, margin=r.margin,
+                      tolerance=r.tolerance, steps=r.steps, epochs=r.epochs, rank=r.rank, alpha=r.alpha,
+                      learning_rate=r.learning_rate, batch_size=r.batch_size, seed=r.seed, window=r.window,
+                      trigger=trigger, worker_url=r.worker_url, serve_timeout_s=r.serve_timeout)
 
 
 def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -68,43 +70,49 @@ def _once(job: Any) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    # The composition root of ``retrain``: each package's settings built once, options over the environment.
+    model = model_settings(args)
+    database_url = ConsumerSettings(**picked(args, ("database_url",))).database_url
+    r = RetrainSettings(**picked(args, tuple(RetrainSettings.model_fields)))
+    if not r.route:
+        return refuse("no route: pass --route NAME or set IG_RETRAIN_ROUTE")
+    if r.every is None and not r.on_drift_alert:
+        return _once(_job(r, model, database_url, r.trigger))
     from ops.retrain.schedule import run_schedule
 
-    if args.every is None and not args.on_drift_alert:
-        return _once(_job(args, args.trigger))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    run_schedule(_job(args, "schedule"), _once, stop, every_s=args.every, on_drift_alert=args.on_drift_alert,
-                 poll_s=args.poll)
+    run_schedule(_job(r, model, database_url, "schedule"), _once, stop, every_s=r.every, on_drift_alert=r.on_drift_alert,
+                 poll_s=r.poll)
     return 0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("retrain", help="export → train a candidate → evaluate vs the serving adapter → promote if better")
-    p.add_argument("--route", required=True, help="the route (as the routing table names it)")
-    p.add_argument("--since", type=day, help="first capture day of the export (YYYY-MM-DD, UTC)")
-    p.add_argument("--until", type=day, help="last capture day, exclusive (YYYY-MM-DD, UTC)")
-    p.add_argument("--margin", type=float, default=0.01, help="ROUGE-L gain needed to promote (default 0.01)")
-    p.add_argument("--tolerance", type=float, default=0.02, help="allowed ECR/FCR drop and UER rise (default 0.02)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default: --epochs over the train split)")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--r", type=int, help="LoRA rank (default: the serving adapter's, else 64)")
-    p.add_argument("--alpha", type=int, help="LoRA alpha (default 2 × rank)")
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window", type=int, default=20, help="newest held-out records scored separately (default 20)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: DATABASE_URL / IG_DATABASE_URL)")
-    p.add_argument("--model-url", help="worker with runtime LoRA updating to evaluate on (default: start one)")
-    p.add_argument("--worker-url", help="the worker supervisor (model serve) to wait for after a promotion: the run "
-                   "ends when it answers the route with the new adapter (audited as 'served')")
-    p.add_argument("--serve-timeout", type=duration_s, default=900.0, help="how long to wait for --worker-url (default 15m)")
-    p.add_argument("--reload-url", help="on promote, also POST /v1/load_lora_adapter of the new adapter to this plain vLLM")
-    p.add_argument("--trigger", choices=TRIGGERS, default="manual", help="recorded in the audit (default manual)")
-    p.add_argument("--every", type=duration_s, help="run on a schedule (e.g. 7d) until SIGINT/SIGTERM")
-    p.add_argument("--on-drift-alert", action="store_true",
-                   help="also run when the drift detectors raise an alert for the route (polls the store)")
-    p.add_argument("--poll", type=duration_s, default=60.0, help="how often to look for drift alerts (default 60s)")
+    s = RetrainSettings
+    add_setting(p, "--route", s, "route")
+    add_setting(p, "--since", s, "since", type=day)
+    add_setting(p, "--until", s, "until", type=day)
+    add_setting(p, "--margin", s, "margin", type=float)
+    add_setting(p, "--tolerance", s, "tolerance", type=float)
+    add_setting(p, "--steps", s, "steps", type=int, default="--epochs over the train split")
+    add_setting(p, "--epochs", s, "epochs", type=float)
+    add_setting(p, "--r", s, "rank", type=int, default="the serving adapter's, else 64")
+    add_setting(p, "--alpha", s, "alpha", type=int, default="2 × rank")
+    add_setting(p, "--lr", s, "learning_rate", type=float)
+    add_setting(p, "--batch-size", s, "batch_size", type=int)
+    add_setting(p, "--seed", s, "seed", type=int)
+    add_setting(p, "--window", s, "window", type=int)
+    add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
+    add_setting(p, "--model-url", ModelSettings, "model_url", text="worker with runtime LoRA updating to evaluate on",
+                default="unset: start one")
+    add_setting(p, "--worker-url", s, "worker_url")
+    add_setting(p, "--serve-timeout", s, "serve_timeout", type=duration_s)
+    add_setting(p, "--reload-url", s, "reload_url")
+    add_setting(p, "--trigger", s, "trigger", choices=TRIGGERS)
+    add_setting(p, "--every", s, "every", type=duration_s)
+    add_setting(p, "--on-drift-alert", s, "on_drift_alert", action="store_true")
+    add_setting(p, "--poll", s, "poll", type=duration_s)
     add_registry_options(p)
     p.set_defaults(handler=cmd_retrain)

@@ -1,6 +1,6 @@
-"""``impression-gateway serve``: options → the three packages' settings → ``consumers.serve.run``.
+"""``impression-gateway serve``: options → each package's settings, built once → ``consumers.serve.run``.
 
-Input: parsed options (each overrides its ``IG_*`` environment variable). Output: a running
+Input: parsed options (each overrides its environment variable, named in ``--help``). Output: a running
 gateway and/or consumers until SIGINT/SIGTERM. Failure modes: an embedded part that does not
 start raises naming its log; every process started here is stopped on the way out.
 """
@@ -16,34 +16,34 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from cli.args import picked
+from cli.args import add_setting, model_settings, picked
 from consumers.serve import Ports, ServeConfig
 from consumers.settings import ConsumerSettings
 from gateway.settings import GatewaySettings
 from model.settings import ModelSettings
+from ops.settings import OpsSettings
 
 GATEWAY_OPTIONS = ("mllp_host", "mllp_port", "http_host", "http_port", "draft_mllp_target", "fhir_server_url")
-CONSUMER_OPTIONS = ("kafka_bootstrap", "database_url", "routing_table")
-MODEL_OPTIONS = ("model_url", "data_dir")
-ROLES = ("all", "gateway", "consumers")
+CONSUMER_OPTIONS = ("role", "embedded", "kafka_bootstrap", "database_url", "routing_table")
 
 
 def add_serve_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embedded", action="store_true",
-                   help="start the Tansu broker, a SQLite store and the local vLLM worker when none is configured")
-    p.add_argument("--role", choices=ROLES, default="all",
-                   help="run the edge (MLLP + HTTP), the stream consumers, or both (default)")
-    p.add_argument("--mllp-host", help="listen address for MLLP (env IG_MLLP_HOST, default 127.0.0.1)")
-    p.add_argument("--mllp-port", type=int, help="MLLP port (env IG_MLLP_PORT, default 2575; 0 = any free port)")
-    p.add_argument("--http-host", help="listen address for HTTP (env IG_HTTP_HOST, default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, help="HTTP port (env IG_HTTP_PORT, default 8080; 0 = any free port)")
-    p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers host:port[,…] (env IG_KAFKA_BOOTSTRAP)")
-    p.add_argument("--model-url", help="OpenAI-compatible model worker base URL (env IG_MODEL_URL)")
-    p.add_argument("--draft-mllp-target", help="HOST:PORT receiving ORU^R01 drafts (env IG_DRAFT_MLLP_TARGET)")
-    p.add_argument("--fhir-server-url", help="FHIR R4 base URL receiving draft reports (env IG_FHIR_SERVER_URL)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the store (env DATABASE_URL; default SQLite)")
-    p.add_argument("--routing-table", type=Path, help="routing table TOML (env IG_ROUTING_TABLE)")
-    p.add_argument("--data-dir", type=Path, help="where embedded parts keep files (env IG_MODEL_DATA_DIR, default .data)")
+    c, g = ConsumerSettings, GatewaySettings
+    add_setting(p, "--embedded", c, "embedded", action="store_true")
+    add_setting(p, "--role", c, "role", choices=("all", "gateway", "consumers"))
+    add_setting(p, "--mllp-host", g, "mllp_host", text="listen address for MLLP")
+    add_setting(p, "--mllp-port", g, "mllp_port", type=int, text="MLLP port (0 = any free port)")
+    add_setting(p, "--http-host", g, "http_host", text="listen address for HTTP")
+    add_setting(p, "--http-port", g, "http_port", type=int, text="HTTP port (0 = any free port)")
+    add_setting(p, "--kafka-bootstrap", c, "kafka_bootstrap")
+    add_setting(p, "--model-url", ModelSettings, "model_url", text="OpenAI-compatible model worker base URL "
+                "(the consumers draft with it; the gateway role needs none)")
+    add_setting(p, "--draft-mllp-target", g, "draft_mllp_target", text="HOST:PORT receiving ORU^R01 drafts")
+    add_setting(p, "--fhir-server-url", g, "fhir_server_url", text="FHIR R4 base URL receiving draft reports")
+    add_setting(p, "--database-url", c, "database_url", default="SQLite under .data/")
+    add_setting(p, "--routing-table", c, "routing_table", type=Path, default="model/inference/routes.toml")
+    add_setting(p, "--data-dir", ModelSettings, "data_dir", type=Path,
+                text="data directory (the model's files; where embedded parts keep theirs)")
 
 
 def register(sub: Any) -> None:
@@ -54,12 +54,11 @@ def register(sub: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The composition root of ``serve``: each package's settings built once, here."""
-    role = getattr(args, "role", "all")
     return ServeConfig(
         gateway=GatewaySettings(**picked(args, GATEWAY_OPTIONS)),
         consumer=ConsumerSettings(**picked(args, CONSUMER_OPTIONS)),
-        model=ModelSettings(**picked(args, MODEL_OPTIONS)),
-        roles=frozenset({"gateway", "consumers"} if role == "all" else {role}),
+        model=model_settings(args),
+        ops=OpsSettings(),
     )
 
 
@@ -73,9 +72,10 @@ async def run_serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     async with AsyncExitStack() as stack:
-        if args.embedded:
+        if config.consumer.embedded:  # embedded parts for what neither an option nor the environment names
+            configured = config.consumer.model_fields_set
             config = await stack.enter_async_context(embedded_parts(
-                config, broker=args.kafka_bootstrap is None, store=args.database_url is None))
+                config, broker="kafka_bootstrap" not in configured, store="database_url" not in configured))
         await run(config, asyncio.Event(), on_ready=announce)
     return 0
 

@@ -1,29 +1,33 @@
-"""The streaming shell: every topic and agent, in flow order.
+"""The streaming shell: every topic and agent, in flow order. Details: consumers/README.md.
 
   reports.raw ─normalise─▶ reports.events ─route─▶ drafts.requests.<route> ─infer─▶ drafts.generated
   drafts.parked ─retry─▶ drafts.requests.<route>            drafts.generated ─post─▶ drafts.posted
   reports.events ─capture─▶ edits.captured (+ the store)
-
-Each agent is a small loop: decode, call one plain function from gateway/, model/ or ops/ (through
-``consumers.flow.Flow``), send. What a stage rejects goes to ``<topic>.dlq`` with the reason and the
-original bytes; an unexpected exception in one message is dead-lettered the same way and the loop
-goes on, so a crash of one message never stops a consumer.
+Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq`` (reason, original bytes); loop goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import faust
 
 from consumers.flow import Flow
+from consumers.settings import ConsumerSettings
+from model.inference.routing import RoutingTable
 from schemas import topics
 
 
-def build_app(flow: Flow) -> faust.App:
-    settings = flow.consumer_settings
-    app = faust.App(
+def flow_topics(routing: RoutingTable) -> list[str]:
+    """Every topic the app reads or writes, in flow order, then each one's dead-letter twin."""
+    names = [topics.REPORTS_RAW.name, topics.REPORTS_EVENTS.name, *(route.topic for route in routing.routes),
+             topics.DRAFTS_PARKED.name, topics.DRAFTS_GENERATED.name, topics.DRAFTS_POSTED.name,
+             topics.EDITS_CAPTURED.name, topics.DRIFT_ALERTS.name]
+    return names + [topics.dead_letter_of(name) for name in names]
+
+
+def _faust_app(settings: ConsumerSettings) -> faust.App:
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
         store="memory://",
@@ -38,15 +42,17 @@ def build_app(flow: Flow) -> faust.App:
         stream_wait_empty=False,
     )
 
-    def topic(*names: str) -> Any:
-        return app.topic(*names, key_type=bytes, value_type=bytes)
 
-    raw = topic(topics.REPORTS_RAW.name)
-    events = topic(topics.REPORTS_EVENTS.name)
-    requests = topic(*(route.topic for route in flow.routing.routes))
-    parked = topic(topics.DRAFTS_PARKED.name)
-    generated = topic(topics.DRAFTS_GENERATED.name)
-    flow.bind(app)
+def build_app(flow: Flow) -> faust.App:
+    settings = flow.consumer_settings
+    app = _faust_app(settings)
+    declared = {name: app.topic(name, key_type=bytes, value_type=bytes) for name in flow_topics(flow.routing)}
+    raw = declared[topics.REPORTS_RAW.name]
+    events = declared[topics.REPORTS_EVENTS.name]
+    requests = app.topic(*(route.topic for route in flow.routing.routes), key_type=bytes, value_type=bytes)
+    parked = declared[topics.DRAFTS_PARKED.name]
+    generated = declared[topics.DRAFTS_GENERATED.name]
+    flow.bind(declared)
 
     @app.agent(raw, name="normalise")
     async def normalise(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

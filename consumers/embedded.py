@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from consumers.serve import ServeConfig
@@ -99,4 +100,4 @@ async def embedded_parts(config: ServeConfig, *, broker: bool = True, store: boo
             worker = await asyncio.to_thread(start_demo_worker, data_dir)
             stack.callback(worker.stop)
             model = model.model_copy(update={"model_url": worker.url})
-        yield ServeConfig(gateway=config.gateway, consumer=consumer, model=model, roles=config.roles)
+        yield replace(config, consumer=consumer, model=model)

@@ -1,12 +1,9 @@
 """What each agent does with one record: decode, call the stage's plain function, send the result.
 
-Input: Kafka record values (bytes) and headers. Output: records on the next topic, rows in the
-store. Failure modes, per the error tree (schemas/errors.py):
-- ``Reject`` or an unexpected exception → ``<topic>.dlq`` with reason and original bytes;
-- ``Skip`` → counted, nothing sent;
-- ``RetryLater`` from the model worker → the request is parked on ``drafts.parked`` and retried
-  with capped exponential backoff, never dropped; from the store → retried in place with backoff
-  (the partition waits: later events of the study must not overtake it).
+Input: Kafka record values (bytes) and headers. Output: records on the next topic, rows in the store.
+Failure modes (schemas/errors.py): ``Reject`` or an unexpected exception → ``<topic>.dlq`` (reason, original bytes);
+``Skip`` → counted; ``RetryLater`` from the model worker → parked on ``drafts.parked`` and retried with capped backoff,
+from the store → retried in place (the partition waits). Details: consumers/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -27,6 +24,7 @@ from gateway.fhir.inbound import parse_fhir
 from gateway.hl7 import normalise_hl7
 from gateway.post import DraftPoster
 from gateway.settings import GatewaySettings
+from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable, route_event
 from ops.capture import attach_late_draft, capture_final
@@ -51,34 +49,24 @@ log = structlog.get_logger("consumers.flow")
 STORE_RETRIES = 8
 
 
-class Drafter(Protocol):
-    async def draft(self, request: InferenceRequest) -> DraftImpression: ...
-
-
 @dataclass
 class Flow:
     consumer_settings: ConsumerSettings
     gateway_settings: GatewaySettings
     store: Store
     routing: RoutingTable
-    drafter: Drafter
+    drafter: DrafterPort
     poster: DraftPoster
     retrieval: RetrievalDrafter | None = None
     drift: DriftStage | None = None
 
-    def bind(self, app: Any) -> None:
-        """Keeps send handles on the app's topics (faust sends through the app's producer)."""
-        self._app = app
-        self._topics: dict[str, Any] = {}
-
-    def _topic(self, name: str) -> Any:
-        if name not in self._topics:
-            self._topics[name] = self._app.topic(name, key_type=bytes, value_type=bytes)
-        return self._topics[name]
+    def bind(self, declared: dict[str, Any]) -> None:
+        """The app's declared topics by name (consumers/app.py): a send to any other name is a bug."""
+        self._topics = declared
 
     async def _send(self, topic: str, key: str, value: BaseModel | bytes) -> None:
         data = value if isinstance(value, bytes) else value.model_dump_json().encode()
-        await self._topic(topic).send(key=key.encode(), value=data)
+        await self._topics[topic].send(key=key.encode(), value=data)
 
     async def _dead_letter(self, stage: str, topic: str, original: bytes, error: GatewayError,
                            headers: dict[str, Any] | None = None) -> None:
@@ -87,7 +75,7 @@ class Flow:
             message_control_id=error.message_control_id, accession=error.accession,
             headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (headers or {}).items()},
         )
-        await self._send(f"{topic}.dlq", error.accession or error.message_control_id or "unknown", letter)
+        await self._send(topics.dead_letter_of(topic), error.accession or error.message_control_id or "unknown", letter)
         log.warning("dead_lettered", stage=stage, topic=topic, code=error.code,
                     control_id=error.message_control_id, accession=error.accession)
 

@@ -1,13 +1,9 @@
-"""``serve``: one asyncio loop running the MLLP listener, the HTTP app and the faust agents.
-
-Input: the three packages' settings and which roles to run (gateway, consumers, or both).
-Output: running services until ``stop`` is set; ``on_ready`` is called with the bound ports.
-Failure modes: the broker is unreachable at start → ``RuntimeError`` after the connect timeout
-(the process exits non-zero and its supervisor restarts it); once running, a broker or model
-outage degrades readiness (``/health/ready`` 503) and ACKs (AE) but never stops the loop.
-
-Gateway and consumers share the loop on purpose: faust's producer must be used from the loop it
-was created on, and one process per role is still possible (``--role``) for scaling out.
+"""``serve``: one asyncio loop running the MLLP listener, the HTTP app and the faust agents (one loop:
+faust's producer must be used from the loop it was created on; ``--role`` splits the two for scaling).
+Input: ``ServeConfig`` (each package's settings; the role). Output: running services until ``stop`` is set;
+``on_ready`` gets the bound ports. Failure modes: broker unreachable at start → ``RuntimeError`` after the
+connect timeout (exit non-zero, the supervisor restarts); once running, a broker or model outage
+degrades readiness (``/health/ready`` 503) and ACKs (AE) but never stops the loop.
 """
 
 from __future__ import annotations
@@ -16,17 +12,21 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+import faust
 import structlog
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.contrib.asgi import faust_app_running
+from sqlalchemy.engine import make_url
 
-from consumers.app import build_app
+from consumers.app import build_app, flow_topics
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
+from gateway.auth import require_bearer
 from gateway.http import create_app
 from gateway.ingest import MllpIngest
 from gateway.mllp import MllpServer, server_ssl_context
@@ -38,12 +38,11 @@ from model.inference.fallback import FallbackDrafter
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
-from ops.drift.settings import DriftSettings
 from ops.drift.stage import DriftStage
 from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
+from ops.settings import OpsSettings
 from ops.store import Store
-from schemas import topics
 
 log = structlog.get_logger("consumers.serve")
 
@@ -54,12 +53,19 @@ class Ports:
     http: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeConfig:
+    """Each package's settings, built once by the composition root (``cli/serve.py``)."""
+
     gateway: GatewaySettings
     consumer: ConsumerSettings
     model: ModelSettings
-    roles: frozenset[str] = field(default_factory=lambda: frozenset({"gateway", "consumers"}))
+    ops: OpsSettings
+
+    @property
+    def roles(self) -> frozenset[str]:
+        role = self.consumer.role
+        return frozenset({"gateway", "consumers"}) if role == "all" else frozenset({role})
 
 
 class _Server(uvicorn.Server):
@@ -83,12 +89,36 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, repli
         await admin.close()
 
 
-def flow_topics(routing: RoutingTable) -> list[str]:
-    names = [t.name for t in topics.FIXED_TOPICS] + [r.topic for r in routing.routes]
-    return names + [f"{n}.dlq" for n in names]
+def open_store(url: str) -> Store:
+    """The store of drafts and edits; a SQLite file's directory is made (the default is under .data/)."""
+    db = make_url(url)
+    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
+        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
+    return Store(url).create()
+
+
+async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Store, routing: RoutingTable
+                          ) -> tuple[faust.App, InferenceClient]:
+    """The consumers role: the model client, the poster, the retrieval index, the drift stage, the agents."""
+    g, c = config.gateway, config.consumer
+    client = InferenceClient.from_settings(config.model)
+    stack.push_async_callback(client.aclose)
+    poster = DraftPoster(g)
+    stack.push_async_callback(poster.close)
+    retrieval = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings))
+    indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
+    log.info("retrieval_indexed", reports=indexed)
+    drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client
+    drift = await asyncio.to_thread(DriftStage, store, config.ops.drift)
+    flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
+                drafter=drafter, poster=poster, retrieval=retrieval, drift=drift)
+    faust_app = build_app(flow)
+    await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
+    return faust_app, client
 
 
 async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Ports], None] | None = None) -> None:
+    """Both roles share the publisher and the store (the dashboard reads it); only the consumers need a model."""
     g, c = config.gateway, config.consumer
     routing = RoutingTable.load(c.routing_table)
     await ensure_topics(c.kafka_bootstrap, flow_topics(routing), c.topic_partitions, c.topic_replication)
@@ -96,27 +126,16 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
         publisher = KafkaRawPublisher(c.kafka_bootstrap)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
-        client = InferenceClient.from_settings(config.model)
-        stack.push_async_callback(client.aclose)
-        store = Store(c.database_url).create()  # drafts and edits; the dashboard reads it too
+        store = open_store(c.database_url)
         stack.callback(store.close)
-        faust_app = None
+        faust_app: faust.App | None = None
+        client: InferenceClient | None = None
         if "consumers" in config.roles:
-            poster = DraftPoster(g)
-            stack.push_async_callback(poster.close)
-            retrieval = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings))
-            indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
-            log.info("retrieval_indexed", reports=indexed)
-            drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client
-            drift = await asyncio.to_thread(DriftStage, store, DriftSettings())
-            flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
-                        drafter=drafter, poster=poster, retrieval=retrieval, drift=drift)
-            faust_app = build_app(flow)
-            await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
+            faust_app, client = await start_consumers(config, stack, store, routing)
 
         async def readiness() -> dict[str, bool]:
             status = {"broker": await publisher.ready()}
-            if faust_app is not None:
+            if faust_app is not None and client is not None:
                 status["consumers"] = bool(faust_app.started and not faust_app.rebalancing)
                 status["model_worker"] = await client.ready()
             return status
@@ -128,7 +147,7 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
             await mllp.start(g.mllp_host, g.mllp_port)
             stack.push_async_callback(mllp.stop)
             mllp_port = mllp.port
-        routers = [dashboard_router(store, g.fhir_bearer_token, min_samples=DriftSettings().min_samples)]
+        routers = [dashboard_router(store, require_bearer(g.fhir_bearer_token, "dashboard"), min_samples=config.ops.drift.min_samples)]
         server = _Server(uvicorn.Config(create_app(g, publisher, readiness, routers=routers), host=g.http_host, port=g.http_port,
                                         log_level="warning", lifespan="off", access_log=False))
         serving = asyncio.create_task(server.serve())

@@ -1,13 +1,9 @@
 """Classify a procedure (HL7 OBR-4 / FHIR DiagnosticReport.code) into a modality and body system.
 
-Stage: normalise (called by the HL7 v2 and FHIR parsers while building a ``ReportEvent``).
-Input: procedure code, procedure text, optional modality hint (HL7 OBR-24 diagnostic service section
-id, table 0074), optional site table. Output: ``(Modality, BodySystem)``.
-Failure modes: unknown procedures classify as ``(OT, other)``, never an error; a malformed TOML
-table raises ``ValueError`` at first use (a deployment error, caught at start-up by the settings check).
-
-The rules are data (``gateway/data/procedures.toml``): adding a site's local codes is a TOML change.
-Loaded tables and recent answers are cached; classification is pure.
+Stage: normalise (called by the HL7 v2 and FHIR parsers). Input: procedure code and text, optional modality hint
+(HL7 OBR-24, table 0074), optional site table. Output: ``(Modality, BodySystem)``; pure, cached.
+Failure modes: unknown procedures classify as ``(OT, other)``, never an error; a malformed TOML table raises
+``ValueError`` at first use (caught at start-up by the settings check). Details: gateway/README.md.
 """
 
 from __future__ import annotations

@@ -43,8 +43,7 @@ def _events(path: Path, data: bytes, settings: GatewaySettings) -> Iterator[dict
             yield _error(path, index, exc)
 
 
-def normalize_paths(paths: Iterable[Path], settings: GatewaySettings | None = None) -> Iterator[dict[str, Any]]:
-    settings = settings or GatewaySettings()
+def normalize_paths(paths: Iterable[Path], settings: GatewaySettings) -> Iterator[dict[str, Any]]:
     for path in paths:
         try:
             if path.stat().st_size > MAX_FILE_BYTES:

@@ -1,17 +1,14 @@
 """The HTTP face of the gateway: FHIR DiagnosticReport intake, health probes, Prometheus metrics.
 
-Stage: ingest. Input: FHIR R4 JSON POSTed by an EHR/RIS (a DiagnosticReport, or a Bundle of them).
-Output: the raw bytes durably on ``reports.raw`` (via a ``RawPublisher``), then 201 with an
-OperationOutcome naming the event id(s). Nothing is answered 201 before the broker confirmed.
-Failure modes, each answered with an OperationOutcome (R4 http.html#create):
-401 missing/wrong bearer token · 413 body over 5 MiB · 415 not FHIR JSON media type · 400 not JSON
-or the wrong resourceType · 422 structurally invalid resource · 503 broker unavailable (transient).
+Stage: ingest. Input: FHIR R4 JSON (a DiagnosticReport or a Bundle of them) POSTed by an EHR/RIS.
+Output: the raw bytes durably on ``reports.raw``, then 201 naming the event id(s), never before the broker
+confirmed. Failure modes, each an OperationOutcome (R4 http.html#create): 401 no valid bearer token
+(``gateway.auth``) · 413 over 5 MiB · 415 media type · 400 not JSON / wrong resourceType · 422 invalid · 503.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -23,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics
+from gateway.auth import DENIED, bearer_challenge
 from gateway.fhir.inbound import parse_fhir
 from gateway.fhir.outcome import issue, operation_outcome, outcome_of
 from gateway.fhir.validate import BAD_REQUEST_CODES
@@ -80,14 +78,10 @@ def _fhir(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def _check_auth(request: Request, token: str) -> None:
-    """RFC 6750 bearer token, compared in constant time; 401 with WWW-Authenticate (§3) when wrong."""
-    if not token:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-        return
-    challenge = 'Bearer realm="fhir"' + (', error="invalid_token"' if given else "")
-    raise _Refused(401, "login", "a valid bearer token is required", {"WWW-Authenticate": challenge})
+    """``gateway.auth``'s bearer check, answered as FHIR does: 401 with an OperationOutcome (code login)."""
+    challenge = bearer_challenge(request.headers.get("authorization", ""), token, realm="fhir")
+    if challenge is not None:
+        raise _Refused(401, "login", DENIED, {"WWW-Authenticate": challenge})
 
 
 def _check_media_type(request: Request) -> None:

@@ -1,16 +1,9 @@
-"""Ingest stage for HL7 v2 over MLLP: read MSH, check the message is one we take, publish the raw
-bytes durably, and only then ACK.
+"""Ingest stage for HL7 v2 over MLLP: read MSH, check the message is one we take, publish the raw bytes durably, then ACK.
 
 Input: one deframed MLLP message (bytes). Output: the ACK bytes (MSA-1 AA/AE/AR, MSA-2 = MSH-10).
-Failure modes:
-- MSH unreadable (empty, garbage, bad encoding characters, no MSH-10) → AR with ERR.
-- a message type other than ORU^R01 → AR (ERR 200/201: unsupported message type / event).
-- ORU^R01 without OBR or OBX segments → AE (ERR 100), never published.
-- the broker is down → AE (ERR 207) so the sender keeps the message and resends; nothing lost.
-- a duplicate (same sender and MSH-10 seen recently) → AA without a second publish.
-Deep content checks (sections, status, encoding) are the normalise stage's; what it rejects goes to
-``reports.raw.dlq`` with the original bytes. The hot path stays at byte slicing so one core can ACK
-thousands of messages a second (see bench/ingest.py).
+Failure modes: MSH unreadable → AR with ERR; not ORU^R01 → AR (ERR 200/201); no OBR/OBX → AE (ERR 100), not published;
+broker down → AE (ERR 207: the sender resends, nothing lost); a duplicate (sender, MSH-10) → AA, no second publish.
+Deep content checks are the normalise stage's (its rejects → ``reports.raw.dlq``). Details: gateway/README.md.
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ from collections import OrderedDict
 import structlog
 
 from gateway import metrics
-from gateway.hl7 import MshInfo, build_ack, peek_msh
+from gateway.hl7 import MshInfo, build_ack, check_message_type, peek_msh
 from gateway.http import RawPublisher
 from gateway.settings import GatewaySettings
 from schemas import GatewayError, Reject, RetryLater, UnsupportedMessage
@@ -30,7 +23,6 @@ from schemas.topics import CONTENT_TYPE_HL7
 
 log = structlog.get_logger("gateway.ingest")
 
-ACCEPTED_TYPES = {("ORU", "R01")}
 _SEGMENT_START = re.compile(rb"(?:^|[\r\n])(OBR|OBX)")
 
 
@@ -52,12 +44,7 @@ class RecentKeys:
 
 def check_structure(raw: bytes, msh: MshInfo) -> None:
     """The cheap checks that decide AR/AE before publishing."""
-    if (msh.message_type, msh.trigger_event) not in ACCEPTED_TYPES:
-        raise UnsupportedMessage(
-            "unsupported_message_type",
-            f"message type {msh.message_type}^{msh.trigger_event} is not accepted; send ORU^R01",
-            message_control_id=msh.message_control_id,
-        )
+    check_message_type(msh)
     found = {m.group(1) for m in _SEGMENT_START.finditer(raw)}
     for segment in ("OBR", "OBX"):
         if segment.encode() not in found:

@@ -1,13 +1,9 @@
-"""MLLP transport (HL7 v2 Minimal Lower Layer Protocol, HL7 v2.5.1 Appendix C.4): framing, an asyncio
-listener and a client that waits for the peer's ACK.
+"""MLLP transport (HL7 v2.5.1 Appendix C.4): framing, an asyncio listener, a client that waits for the peer's ACK.
 
-Input: a TCP (optionally TLS) byte stream of frames ``<VT> message <FS><CR>``.
-Output: each complete frame handed to a ``FrameHandler``; the bytes it returns are written back
-framed, in order, on the same connection.
-Failure modes: bytes outside a frame are discarded (logged as a count); a frame larger than the
-limit is answered through ``FrameHandler.oversized`` and discarded; a connection closed mid-frame
-loses only that unacknowledged frame (the sender resends it, since it never got an ACK); a handler
-exception is answered with ``FrameHandler.failed`` and never closes the listener.
+Input: a TCP (optionally TLS) byte stream of frames ``<VT> message <FS><CR>``. Output: each frame handed to a
+``FrameHandler``; the bytes it returns are written back framed, in order, on the same connection. Failure modes: bytes
+outside a frame are discarded (counted); an oversized frame → ``FrameHandler.oversized``, discarded; a handler exception
+→ ``FrameHandler.failed``, the listener stays up; a connection closed mid-frame loses only that unACKed frame (resent).
 """
 
 from __future__ import annotations

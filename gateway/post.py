@@ -1,10 +1,9 @@
 """Post stage, outbound side: deliver one draft to the reporting system as HL7 v2 and/or FHIR.
 
-Input: a ``DraftImpression``. Output: a ``PostResult`` (the target's MSA-1, the FHIR report URL).
-Failure modes: the MLLP target answers AE/CE or does not answer in time → retried with backoff up
-to ``draft_mllp_retries`` times, then ``RetryLater``; AR/CR (the target will never take it) →
-``Reject``; the FHIR server answers 5xx or is down → ``RetryLater``, 4xx → ``Reject``. A channel
-that is not configured is simply not used.
+Input: a ``DraftImpression``. Output: a ``PostResult`` (the target's MSA-1, the FHIR report URL); a channel that is not
+configured is not used. Failure modes: the MLLP target answers AE/CE or not in time → retried with backoff up to
+``draft_mllp_retries`` times, then ``RetryLater``; AR/CR (the target will never take it) → ``Reject``; the FHIR
+server answers 5xx or is down → ``RetryLater``, 4xx → ``Reject``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Durable publish of inbound messages to ``reports.raw``: the step an ACK waits for.
 
-Input: the original bytes of one message (HL7 ER7 or FHIR JSON) and its ids.
-Output: one Kafka record on ``reports.raw`` (key = sender|control id, headers = content type,
-sender, control id, received-at), acknowledged by all in-sync replicas (``acks=all``).
-Failure modes: the broker is unreachable or the send times out → ``RetryLater`` (the MLLP
-listener answers AE so the sender resends, the HTTP app answers 503); nothing is ACKed AA before
-the broker confirmed the write.
+Input: the original bytes of one message (HL7 ER7 or FHIR JSON) and its ids. Output: one Kafka record on
+``reports.raw`` (key = sender|control id; headers content type, sender, control id, received-at), ``acks=all``.
+Failure modes: broker unreachable or send timeout → ``RetryLater`` (the MLLP listener answers AE so the sender resends,
+the HTTP app answers 503); nothing is ACKed AA before the broker confirmed the write.
 """
 
 from __future__ import annotations

@@ -1,19 +1,16 @@
-"""Split free report text into findings and impression; guess its language; tidy its whitespace.
+"""Split free report text into findings and impression, and tidy its whitespace (stage: normalise).
 
-Stage: normalise (HL7 v2 single-OBX reports, FHIR ``presentedForm`` / ``conclusion`` text).
-Input: report text with or without section headings (English ``FINDINGS:``/``IMPRESSION:`` …,
-Chinese 检查所见/诊断意见 …, ASCII or full-width colon). Output: ``(findings, impression)``.
-Failure modes: none; text without any heading is all findings (``(text, "")``).
-
-Sections other than findings and impression (technique, comparison, history, indication …) are
-dropped: the drafter sees findings only, and the edit capture compares impressions only. Text before
-the first heading counts as findings when the report has no findings heading of its own; a text whose
-headings are all "other" ones (e.g. it starts with "Comparison: none.") is kept whole as findings.
+Input: HL7 v2 single-OBX or FHIR ``presentedForm`` / ``conclusion`` text, with or without headings
+(``FINDINGS:``/``IMPRESSION:`` …, 检查所见/诊断意见 …, ASCII or full-width colon). Output:
+``(findings, impression)``. Failure modes: none; text without any heading is all findings.
+Its language is ``schemas.language.detect_language``, the one detector of every package.
 """
 
 from __future__ import annotations
 
 import re
+
+from schemas.language import IDEOGRAPHIC_SPACE
 
 FINDINGS = "findings"
 IMPRESSION = "impression"
@@ -83,14 +80,13 @@ _HEADINGS: dict[str, str] = {
 _ALTERNATION = "|".join(re.escape(h).replace(r"\ ", r"\s+") for h in sorted(_HEADINGS, key=len, reverse=True))
 # A heading starts a line (after optional brackets 【 [); it is either alone on its line (colon
 # optional) or followed by a colon (ASCII or full-width ：) and text on the same line.
+_BLANK = f"[ \t{IDEOGRAPHIC_SPACE}]"  # Chinese text pads with U+3000 IDEOGRAPHIC SPACE, not U+0020
 _HEADING = re.compile(
-    rf"^[ \t\u3000]*[\[【]?(?P<name>{_ALTERNATION})[\]】]?[ \t\u3000]*"
-    rf"(?:[:：][ \t\u3000]*(?P<rest>.*)|[:：]?[ \t\u3000]*$)",
+    rf"^{_BLANK}*[\[【]?(?P<name>{_ALTERNATION})[\]】]?{_BLANK}*"
+    rf"(?:[:：]{_BLANK}*(?P<rest>.*)|[:：]?{_BLANK}*$)",
     re.IGNORECASE | re.MULTILINE,
 )
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
-_TRAILING = re.compile(r"[ \t\u3000]+$", re.MULTILINE)
+_TRAILING = re.compile(rf"{_BLANK}+$", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -106,7 +102,13 @@ def _section(name: str) -> str:
 
 
 def split_sections(text: str) -> tuple[str, str]:
-    """``(findings, impression)`` of one report; ``(text, "")`` when it has no heading at all."""
+    """``(findings, impression)`` of one report; ``(text, "")`` when it has no heading at all.
+
+    Other sections (technique, comparison, history, indication …) are dropped: the drafter sees
+    findings only, the edit capture compares impressions only. Text before the first heading is
+    findings when the report has no findings heading; a text with only "other" headings (e.g. it
+    starts with "Comparison: none.") is kept whole as findings.
+    """
     text = normalise_whitespace(text)
     matches = list(_HEADING.finditer(text))
     if not matches:
@@ -124,15 +126,3 @@ def split_sections(text: str) -> tuple[str, str]:
     if not parts[FINDINGS] and not parts[IMPRESSION]:
         return text, ""  # only "other" headings (e.g. "Comparison: none."): keep it all rather than lose it
     return "\n\n".join(parts[FINDINGS]), "\n\n".join(parts[IMPRESSION])
-
-
-def detect_language(text: str) -> str:
-    """``"zh"`` when CJK characters dominate Latin letters, else ``"en"``.
-
-    One Hanzi carries about a word, so it weighs three Latin letters: a Chinese report full of
-    "CT", "T2WI" and "mm" is still Chinese, an English report quoting one Chinese term is not.
-    """
-    cjk = len(_CJK.findall(text))
-    if not cjk:
-        return "en"
-    return "zh" if cjk * 3 >= len(_LATIN.findall(text)) else "en"

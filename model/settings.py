@@ -1,37 +1,72 @@
-"""Settings of the model package (inference client, demo model), read once at start.
+"""Settings of the model package (inference client, demo model, worker), read once at start.
 
-Input: environment variables with the prefix ``IG_MODEL_`` (e.g. ``IG_MODEL_MODEL_URL``) or keyword
-arguments from the CLI. Output: one frozen ``ModelSettings``. Failure modes: ``ValidationError`` on
-a malformed value. Nothing else in ``model/`` reads ``os.environ``.
+Input: environment variables ``IG_MODEL_URL``, ``IG_MODEL_*`` and, for the worker, ``IG_WORKER_*``,
+or keyword arguments from the CLI. Output: one frozen ``ModelSettings`` (its ``worker`` part the
+worker's). Failure modes: ``ValidationError`` on a malformed value. Nothing else in ``model/`` reads
+``os.environ``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = "demo-model"  # under data_dir
 REGISTRY_FILE = Path("adapters") / "registry.json"  # under data_dir; format in model.adapters.registry
+SwapMode = Literal["rolling", "runtime", "restart"]  # model.worker.run.SWAP_MODES
+
+
+class WorkerSettings(BaseSettings):
+    """``model serve``: the worker supervisor (vLLM behind a front that follows the registry)."""
+
+    model_config = SettingsConfigDict(env_prefix="IG_WORKER_", frozen=True, extra="ignore")
+
+    base: Path | None = Field(None, description="base model directory")
+    host: str = Field("127.0.0.1", description="listen address of the front (vLLM itself always listens on a "
+                      "private loopback port)")
+    port: int = Field(0, ge=0, description="listen port of the front (0 = any free port)")
+    swap: SwapMode = Field("rolling", description="how a registry change reaches the worker: rolling (a second "
+                           "vLLM, switch, drain, stop the old), runtime (load the new adapters into the running vLLM; "
+                           "rolling when refused), restart (stop, then start: one server's memory, 503 + Retry-After "
+                           "between)")
+    runtime_lora: bool = Field(False, description="let clients load adapters at runtime (POST /v1/load_lora_adapter), "
+                               "e.g. retrain evaluating a candidate on this worker; implied by swap runtime")
+    watch_s: float = Field(2.0, gt=0, description="seconds between registry checks (SIGHUP or POST /ig/reload: now)")
+    drain_s: float = Field(120.0, ge=0, description="seconds the old generation gets to finish in-flight requests "
+                           "after a swap")
+    max_lora_rank: int | None = Field(None, gt=0, description="refuse adapters of a higher rank (vLLM's own limit is "
+                                      "256); with runtime LoRA, also the rank vLLM reserves")
+    max_model_len: int | None = Field(None, gt=0, description="context length")
+    vllm_args: tuple[str, ...] = Field((), description="extra vLLM arguments (env: a JSON list), e.g. "
+                                       "--gpu-memory-utilization=0.45 for rolling swaps on one GPU")
 
 
 class ModelSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IG_MODEL_", frozen=True, extra="ignore")
 
-    model_url: str = Field("", description="Base URL of the OpenAI-compatible server (vLLM); empty = none configured")
-    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout (connect, read, write) in seconds")
-    retries: int = Field(3, ge=0, description="Retries after the first attempt on connection errors, timeouts and 5xx")
-    backoff_base_s: float = Field(0.5, ge=0, description="First backoff; doubles per retry, with jitter")
-    data_dir: Path = Field(Path(".data"), description="Where the demo model is built (relative to the working directory)")
+    # The one name is IG_MODEL_URL (not the prefixed field name IG_MODEL_MODEL_URL); see __init__.
+    model_url: str = Field("", validation_alias="IG_MODEL_URL",
+                           description="base URL of the OpenAI-compatible model worker (vLLM)")
+    timeout_s: float = Field(30.0, gt=0, description="per-request timeout (connect, read, write) in seconds")
+    retries: int = Field(3, ge=0, description="retries after the first attempt on connection errors, timeouts and 5xx")
+    backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles per retry, with jitter")
+    data_dir: Path = Field(Path(".data"), description="data directory: the demo model, logs, embedded parts' files")
     adapter_manifest: Path | None = Field(
-        None, description="Manifest naming the served adapters and their versions; default <data_dir>/demo-model/manifest.json"
-    )
-    adapter_registry: Path | None = Field(
-        None, description="Adapter registry file (model.adapters.registry); default <data_dir>/adapters/registry.json"
-    )
-    max_tokens: int = Field(128, gt=0)
-    temperature: float = Field(0.0, ge=0)
+        None, description="manifest naming the served adapters and their versions when there is no registry")
+    adapter_registry: Path | None = Field(None, description="adapter registry file (model.adapters.registry)")
+    max_tokens: int = Field(128, gt=0, description="most tokens of one drafted impression")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of drafts (0 = greedy)")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    def __init__(self, **values: Any) -> None:
+        # Keyword arguments use the field name. Accepting it through ``populate_by_name`` would also make
+        # pydantic-settings read IG_MODEL_MODEL_URL, a second, undocumented name.
+        if "model_url" in values:
+            values["IG_MODEL_URL"] = values.pop("model_url")
+        super().__init__(**values)
 
     @property
     def manifest_path(self) -> Path:

@@ -1,11 +1,9 @@
 """Capture stage: a signed report beside the draft it may have started from → ``EditRecord``.
 
-Input: a final/amended ``ReportEvent`` and the latest ``DraftImpression`` for its accession (or
-none). Output: an ``EditRecord`` with edit metrics (accepted unchanged, Levenshtein distance,
-characters added/removed). Failure modes: none of its own; a final without a draft is still
-recorded (``has_draft=False``) and completed by ``attach_late_draft`` when the draft turns up.
-
-Comparison is on whitespace-normalised text, so re-wrapping lines is not counted as an edit.
+Input: a final/amended ``ReportEvent`` and the latest ``DraftImpression`` for its accession (or none). Output: an
+``EditRecord`` with edit metrics (accepted unchanged, Levenshtein distance, characters added/removed) on
+whitespace-normalised text (re-wrapping lines is not an edit). Failure modes: none of its own; a final without a draft
+is still recorded (``has_draft=False``) and completed by ``attach_late_draft`` when the draft turns up.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The store of drafts and edit records (SQLAlchemy): SQLite file by default, any DATABASE_URL.
 
 Input: ``DraftImpression`` and ``EditRecord`` contracts. Output: rows, and the contracts read back.
-Failure modes: the database is unreachable → ``RetryLater`` (the stage backs off; Kafka keeps the
-event); a row that already exists is left as it is (every write is idempotent by event id, so a
-redelivered Kafka record never duplicates a row).
-
-The full contract is kept as JSON beside the indexed columns, so a schema change never needs a
-migration of history to read it back; the columns are what queries and aggregations filter on.
+Failure modes: the database is unreachable → ``RetryLater`` (the stage backs off; Kafka keeps the event); every write
+is idempotent by event id, so a redelivered record never duplicates a row. The full contract is kept as JSON beside
+the indexed columns, so a schema change never needs a migration of history. Details: ops/README.md.
 """
 
 from __future__ import annotations
@@ -87,7 +84,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Store:
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        # hide_parameters: a driver error must not carry bound values (report text, ids) into a log line.
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True, hide_parameters=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
 

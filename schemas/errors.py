@@ -1,13 +1,9 @@
 """The error tree: every error says what the shell does next.
 
-- ``Reject``: the input can never be processed (bad bytes, unsupported type). Dead-letter it (or
-  NACK it over MLLP with AE/AR) and never retry.
-- ``RetryLater``: a downstream is down (broker, model worker, draft target). Back off and retry;
-  never drop.
-- ``Skip``: not for us (a final report has nothing to draft, a cancelled order). Count and move on.
-
-Errors carry ids (MSH-10, accession) and a machine-readable ``code``; their messages never carry
-report text, names or MRNs.
+``Reject``: never processable (bad bytes, unsupported type) → dead-letter it (or NACK AE/AR over MLLP), never retry.
+``RetryLater``: a downstream is down (broker, model worker, draft target) → back off and retry; never drop.
+``Skip``: not for us (a final report has nothing to draft, a cancelled order) → count and move on.
+Errors carry ids (MSH-10, accession) and a machine-readable ``code``; messages never carry report text, names or MRNs.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 
 Input: nothing (pure data). Output: frozen pydantic v2 models with a ``schema_version``.
 Failure modes: ``pydantic.ValidationError`` on construction or ``model_validate_json`` of bad data.
-
-Every model is frozen so a stage cannot mutate what an earlier stage produced; derive a new one
-with ``model_copy(update=...)``. Text fields (findings, impression, draft text) are PHI-bearing and
-must never be logged; ids (event_id, accession, message_control_id) may be.
+Frozen (derive with ``model_copy(update=...)``); text fields are PHI, never logged; ids may be.
+Details: schemas/README.md.
 """
 
 from __future__ import annotations
@@ -75,6 +73,7 @@ class ReportStatus(enum.StrEnum):
     FINAL = "final"
     AMENDED = "amended"
     CANCELLED = "cancelled"
+    WITHDRAWN = "withdrawn"  # HL7 OBX-11 W/D (table 0085), FHIR entered-in-error: the result was wrong
 
     @property
     def is_signed(self) -> bool:
@@ -122,6 +121,19 @@ class ReportEvent(_Contract):
         description="Exact PHI strings of this report (patient ids, name parts, birth date, address, phone, "
                     "email; accession/placer/filler numbers) so exports can scrub and check them; never logged",
     )
+    status_only: bool = Field(
+        False, description="The message changes the status only (HL7 OBX-11 U, or a final without text): "
+                           "the report text is the one received earlier for the accession")
+    addendum: str = Field("", description="Addendum text (OBX-3 &ADT, an ADDENDUM: section) added after signing")
+    classified_by: str = Field(
+        "", description="Which table decided modality and body system (obr24, cpt, loinc, keyword, site, …); "
+                        "'unknown' when none did and the default route applies")
+    accession_source: str = Field(
+        "", description="Where the accession came from (OBR-18, OBR-3, ACSN identifier, basedOn, identifier, "
+                        "logical id)")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the normaliser had to assume, in words an integration engineer can act on; never PHI")
 
 
 class RouteSpec(_Contract):

@@ -31,7 +31,12 @@ class Topic:
 
     @property
     def dlq(self) -> str:
-        return f"{self.name}.dlq"
+        return dead_letter_of(self.name)
+
+
+def dead_letter_of(name: str) -> str:
+    """The dead-letter twin of a topic: ``<topic>.dlq`` (values: ``DeadLetter`` JSON)."""
+    return f"{name}.dlq"
 
 
 REPORTS_RAW = Topic("reports.raw", None)

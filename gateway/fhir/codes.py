@@ -1,11 +1,9 @@
 """FHIR codes and dates of a DiagnosticReport, mapped onto the canonical ``ReportEvent`` fields.
 
-Stage: normalise (part of ``parse_fhir``).
-Input: elements of a validated R4B DiagnosticReport. Output: ``ReportStatus``, a modality hint for
-``classify_procedure``, procedure code/text, ``observed_at``.
-Failure modes: ``FhirReject`` (``fhir_invalid``) for a status outside the R4 report-status value set
-(fhir.resources does not check required bindings) and for ``unknown``, which says nothing a
-stage could act on.
+Stage: normalise (part of ``parse_fhir``). Input: elements of a validated R4B DiagnosticReport.
+Output: ``ReportStatus``, a modality hint for ``classify_procedure``, procedure code/text, ``observed_at``.
+Failure modes: ``FhirReject`` (``fhir_invalid``) for a status outside the R4 report-status value set (fhir.resources
+does not check required bindings) and for ``unknown``, which says nothing a stage could act on.
 """
 
 from __future__ import annotations

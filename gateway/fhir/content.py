@@ -1,20 +1,9 @@
 """Findings and impression text of one FHIR DiagnosticReport.
 
-Stage: normalise (part of ``parse_fhir``).
-Input: a validated R4B DiagnosticReport, its reference resolver, the observation codes of the
-settings. Output: ``(findings, impression)``, whitespace-normalised.
-Failure modes: ``FhirReject`` (``fhir_invalid``) when a ``presentedForm`` names an unknown charset
-or its data does not decode in it. A report with no text at all yields ``("", "")``; the route stage
-decides what that means.
-
-Where the text comes from, first match wins:
-1. findings: Observations (``result`` references, else ``contained``) coded 59776-5 (LOINC
-   "Procedure findings Narrative") or another findings code of the settings, ``valueString`` or
-   ``valueCodeableConcept.text``;
-2. impression: ``DiagnosticReport.conclusion`` (R4: "Clinical conclusion (interpretation)"), else an
-   Observation with an impression code (19005-8 …);
-3. when no findings Observation exists, the whole report text (a report-coded Observation, else
-   ``presentedForm`` text/plain, else the narrative ``text.div``) split by ``split_sections``.
+Stage: normalise (part of ``parse_fhir``). Input: a validated R4B DiagnosticReport, its reference resolver, the
+settings' observation codes. Output: ``(findings, impression)``, whitespace-normalised; ``("", "")`` for no text.
+Failure modes: ``FhirReject`` (``fhir_invalid``) when a ``presentedForm`` names an unknown charset or does not decode.
+Where the text comes from (Observations, ``conclusion``, ``presentedForm``, narrative): gateway/README.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Parse a FHIR R4 DiagnosticReport, or a Bundle of them, into canonical ``ReportEvent``s.
 
 Stage: ingest (the HTTP app validates before publishing) and normalise (``reports.raw`` → events).
-Input: the request bytes (FHIR JSON), the gateway settings, the sender. Output: one ``ReportEvent``
-per DiagnosticReport (a Bundle of type collection/transaction/batch/message may carry several).
-Failure modes: ``FhirReject`` (a ``Reject``), never retried:
-- ``fhir_not_json`` / ``fhir_wrong_resource_type`` (the HTTP app answers 400);
-- ``fhir_invalid``: breaks R4 structure (``DiagnosticReport.status``/``code`` are 1..1), an R5-only
-  element, a status outside the R4 value set, no accession number, an undecodable presentedForm;
-- ``fhir_unsupported``: a Bundle type other than the four above (searchset, history, document…);
-- ``fhir_no_report``: a Bundle without any DiagnosticReport entry (all three answered 422).
-Reasons name the element path (``Bundle.entry[1].resource.status: field required``), never text.
+Input: FHIR JSON bytes, the gateway settings, the sender. Output: one ``ReportEvent`` per DiagnosticReport.
+Failure modes: ``FhirReject`` (a ``Reject``, never retried; see ``parse_fhir``), whose reason names the
+element path (``Bundle.entry[1].resource.status: field required``), never text.
 """
 
 from __future__ import annotations
@@ -35,9 +29,9 @@ from gateway.fhir.validate import (
     safe_token,
     validate,
 )
-from gateway.report_text import detect_language
 from gateway.settings import GatewaySettings
 from schemas.events import BodySystem, Modality, ReportEvent, Source, event_id_for, utcnow
+from schemas.language import detect_language
 
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "message"})
 ACCEPTED_RESOURCES: tuple[str, ...] = ("DiagnosticReport", "Bundle")
@@ -54,6 +48,11 @@ class _Context:
     body_hash: str
 
 
+# Rejects: ``fhir_not_json`` / ``fhir_wrong_resource_type`` (the HTTP app answers 400); ``fhir_invalid``:
+# breaks R4 structure (``DiagnosticReport.status``/``code`` are 1..1), an R5-only element, a status outside
+# the R4 value set, no accession number, an undecodable presentedForm; ``fhir_unsupported``: a Bundle type
+# other than collection/transaction/batch/message (searchset, history, document…); ``fhir_no_report``: a
+# Bundle without any DiagnosticReport entry (these three answered 422).
 def parse_fhir(
     body: bytes,
     *,

@@ -1,22 +1,9 @@
 """Post a draft impression to a FHIR R4 server: a preliminary DiagnosticReport plus its Provenance.
 
-Stage: post. Input: a ``DraftImpression``. Output: a transaction Bundle (``build_draft_bundle``) and,
-once POSTed to the server's base URL, the URL of the created DiagnosticReport (``post_draft_fhir``).
-Failure modes: the server is unreachable, times out, answers 5xx, 408 or 429 → ``RetryLater``; it
-answers another 4xx → ``Reject`` carrying the OperationOutcome codes, paths and diagnostics (dropped
-when they echo report text); a signed report already exists for the accession → ``Skip``.
-
-A draft never replaces a signed report, by three rules:
-1. every write is a create (POST) inside a transaction, never an update (PUT), and R4 http.html#create
-   never changes an existing resource;
-2. the create is conditional (R4 http.html#ccreate, ``Bundle.entry.request.ifNoneExist``) on the
-   draft's own identifier (system ``DRAFT_IDENTIFIER_SYSTEM``, value = event id), so a retry after a
-   lost answer finds the draft it made instead of a second one. It is deliberately *not* keyed on the
-   accession alone: when a conditional create matches, R4 transaction processing
-   (http.html#trules) rebinds the entry's ``urn:uuid`` to the existing resource, so the Provenance
-   in the same Bundle would then declare the radiologist's signed report "AI-generated";
-3. before posting, ``post_draft_fhir`` searches for a signed report (final, amended, corrected,
-   appended) with the draft's accession and skips when one exists.
+Stage: post. Input: a ``DraftImpression``. Output: a transaction Bundle (``build_draft_bundle``) and, once POSTed, the
+URL of the created DiagnosticReport (``post_draft_fhir``). Failure modes: unreachable, timeout, 5xx, 408, 429 →
+``RetryLater``; another 4xx → ``Reject`` (OperationOutcome codes and paths; text-echoing diagnostics dropped); a signed
+report already exists for the accession → ``Skip``. Why a draft never replaces a signed report: gateway/README.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """OperationOutcome JSON: how the gateway answers a FHIR client (errors and receipts).
 
-Stage: ingest (HTTP answers) and post (reading a FHIR server's answer is in ``outbound``).
-Input: severity, issue type, diagnostics, FHIRPath expressions. Output: a FHIR R4 OperationOutcome
-as a JSON-ready dict. Failure modes: ``ValueError`` for a severity or issue type outside the R4 value
-sets (a programming error, caught by the tests). Diagnostics must carry ids and element paths only,
-never report text: callers pass ``Reject.reason``, which obeys that rule.
+Stage: ingest (HTTP answers) and post (reading a FHIR server's answer is in ``outbound``). Input: severity, issue type,
+diagnostics, FHIRPath expressions. Output: a FHIR R4 OperationOutcome as a JSON-ready dict. Failure modes:
+``ValueError`` for a severity or issue type outside the R4 value sets (a programming error, caught by the tests).
+Diagnostics carry ids and element paths only, never report text: callers pass ``Reject.reason``, which obeys that rule.
 """
 
 from __future__ import annotations

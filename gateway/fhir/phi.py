@@ -1,24 +1,18 @@
 """The PHI strings of one FHIR DiagnosticReport: its Patient's identifiers, name, birth date, telecom, address.
 
-Stage: normalise (part of ``parse_fhir``).
-Input: the DiagnosticReport, the resolver of its contained resources and Bundle, and the order
-numbers already read. Output: a de-duplicated list of exact strings (``ReportEvent.phi``) that the
-export scrubs and checks. Failure modes: none; a subject that cannot be resolved (the gateway never
-fetches) still gives its logical identifier and display, and contained Patients are read too.
-
-FHIR R4 Patient: ``identifier[].value``, ``name[]`` (family, given[], text), ``birthDate``,
-``telecom[].value`` (phone, email), ``address[]`` (line[], city, district, state, postalCode, text).
+Stage: normalise (part of ``parse_fhir``). Input: the DiagnosticReport, the resolver of its contained resources and
+Bundle, the order numbers already read. Output: de-duplicated exact strings (``ReportEvent.phi``) the export scrubs and
+checks. Failure modes: none; an unresolvable subject (the gateway never fetches) still gives its logical identifier and
+display; contained Patients are read too. Patient elements read: gateway/README.md.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from gateway.fhir.references import Resolver, type_of
 from gateway.hl7.pid import unique_phi
-
-_HAN = re.compile(r"[\u4e00-\u9fff]")
+from schemas.language import has_ideograph
 
 
 def _names(patient: Any) -> list[str]:
@@ -27,7 +21,7 @@ def _names(patient: Any) -> list[str]:
         family, given = str(name.family or ""), [str(g) for g in name.given or []]
         values += [family, *given, str(name.text or "")]
         first = " ".join(given)
-        if family and given and _HAN.search(family + first):
+        if family and given and has_ideograph(family + first):
             values.append(f"{family}{''.join(given)}")  # CJK names are written family first, no space
         elif family and given:
             values += [f"{first} {family}", f"{family} {first}", f"{family}, {first}"]

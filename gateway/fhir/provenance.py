@@ -1,14 +1,9 @@
 """The Provenance of a draft DiagnosticReport: which model, adapter and prompt wrote it.
 
-Stage: post (used by ``outbound.build_draft_bundle``).
-Input: a ``DraftImpression``, the ``urn:uuid`` of the draft report in the same transaction, the time.
-Output: a FHIR R4 Provenance JSON dict with a contained Device naming the drafter.
-Failure modes: none (pure).
-
-"AI-generated" is explicit three ways, so any consumer sees it: the report's ``meta.security``
-label AIAST (HL7 v3 ObservationValue "artificial intelligence asserted", as the HL7 AI
-Transparency on FHIR IG uses it) and ``meta.tag``; the Provenance ``policy`` and ``reason``; and
-the author agent being a Device, not a Practitioner (R4 provenance.html: ``agent.who``).
+Stage: post (used by ``outbound.build_draft_bundle``). Input: a ``DraftImpression``, the ``urn:uuid`` of the draft
+report in the same transaction, the time. Output: a FHIR R4 Provenance JSON dict with a contained Device naming the
+drafter. Failure modes: none (pure). "AI-generated" is explicit three ways (security label AIAST and ``meta.tag``,
+Provenance ``policy``/``reason``, a Device author): gateway/README.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Resolve FHIR references inside one submission: ``contained`` resources and Bundle entries.
 
-Stage: normalise (part of ``parse_fhir``).
-Input: a validated R4B resource and the index of its Bundle. Output: the referenced resource, or the
-id / identifier a reference stands for. Failure modes: none; an unresolvable reference yields
-``None`` / ``""`` (the gateway never fetches over the network).
-
-Rules (FHIR R4 references.html#contained, bundle.html#references): ``#id`` names a contained
-resource; otherwise the reference is matched against entry ``fullUrl`` (absolute URLs and
-``urn:uuid:``), then as ``Type/id`` against the entries' resources.
+Stage: normalise (part of ``parse_fhir``). Input: a validated R4B resource and the index of its Bundle.
+Output: the referenced resource, or the id / identifier a reference stands for. Failure modes: none; an unresolvable
+reference yields ``None`` / ``""`` (the gateway never fetches over the network).
+Rules: ``#id`` names a contained resource, else entry ``fullUrl``, then ``Type/id`` (details: gateway/README.md).
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Read a FHIR server's answer to the post stage: success, retry later, or reject.
 
-Stage: post (used by ``outbound.post_draft_fhir``).
-Input: an ``httpx.Response`` and the draft it answers. Output: nothing (``raise_for_status``), the
-JSON object (``json_of``), or the created DiagnosticReport's absolute URL (``location_of``).
-Failure modes: 5xx, 408 Request Timeout and 429 Too Many Requests → ``RetryLater`` (the server
-will take it later); any other non-2xx → ``Reject`` with the OperationOutcome issues; a 2xx that
-is not JSON or names no location → ``Reject``. Errors carry the event's control id and accession;
-server diagnostics that echo report text or the patient id are withheld.
+Stage: post (used by ``outbound.post_draft_fhir``). Input: an ``httpx.Response`` and the draft it answers. Output:
+nothing (``raise_for_status``), the JSON object (``json_of``), or the created report's absolute URL (``location_of``).
+Failure modes: 5xx, 408, 429 → ``RetryLater``; other non-2xx → ``Reject`` with the OperationOutcome issues; a 2xx not
+JSON or naming no location → ``Reject``. Errors carry ids; diagnostics echoing report text or patient id are withheld.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Decode FHIR JSON and validate it against the fhir.resources R4B models, explicitly.
 
-Stage: ingest and normalise (both call ``parse_fhir``, which starts here).
-Input: request bytes. Output: a validated R4B model (``DiagnosticReport`` or ``Bundle``).
-Failure modes, each a ``FhirReject`` (a ``Reject``) with a distinct code, the element path(s) as
-FHIRPath-like expressions, and an OperationOutcome issue type:
-- ``fhir_not_json`` (HTTP 400): not UTF-8 JSON, or JSON that is not an object;
-- ``fhir_wrong_resource_type`` (HTTP 400): ``resourceType`` missing or not one this endpoint takes;
-- ``fhir_invalid`` (HTTP 422): the resource breaks the R4 structure (missing ``status``/``code``,
-  an element R4 does not define, e.g. R5's ``DiagnosticReport.note``, a bad value).
-Reasons never echo input values (they may be report text): only paths, codes and pydantic's messages.
+Stage: ingest and normalise (both call ``parse_fhir``, which starts here). Input: request bytes. Output: a validated
+R4B ``DiagnosticReport`` or ``Bundle``. Failure modes: ``FhirReject`` with a code, FHIRPath-like element paths and an
+OperationOutcome issue type: ``fhir_not_json`` (400), ``fhir_wrong_resource_type`` (400), ``fhir_invalid`` (422).
+Reasons echo no input value (it may be report text), only paths, codes, pydantic's messages. Details: gateway/README.md.
 """
 
 from __future__ import annotations

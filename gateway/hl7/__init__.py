@@ -5,7 +5,7 @@ Nothing here returns an HL7 object: callers get ``MshInfo``, ``ReportEvent`` or 
 
 from gateway.hl7.ack import build_ack
 from gateway.hl7.er7 import Delimiters, escape, unescape
-from gateway.hl7.msh import MshInfo, peek_msh
+from gateway.hl7.msh import MshInfo, check_message_type, peek_msh
 from gateway.hl7.normalise import normalise_hl7
 from gateway.hl7.outbound import build_draft_oru, provenance_note
 from gateway.hl7.split import split_messages
@@ -15,6 +15,7 @@ __all__ = [
     "MshInfo",
     "build_ack",
     "build_draft_oru",
+    "check_message_type",
     "escape",
     "normalise_hl7",
     "peek_msh",

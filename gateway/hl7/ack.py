@@ -1,15 +1,9 @@
 """Build the HL7 v2 original-mode acknowledgement (ACK) for one inbound message.
 
-Stage: ingest (the MLLP listener answers after the durable publish, or at once on a ``Reject``).
-Input: the incoming ``MshInfo`` (``None`` when MSH itself was unreadable), MSA-1 code (AA/AE/AR),
-the ``GatewayError`` if any. Output: ER7 bytes, segments terminated by CR (HL7 v2.5.1 §2.5.4).
-Failure modes: ``ValueError`` for an MSA-1 code other than AA/AE/AR (a programming error).
-
-The ACK mirrors the incoming header (HL7 v2.5.1 §2.9.2): sender and receiver swapped, MSH-9
-``ACK^<trigger>^ACK``, a new MSH-10, MSH-11/MSH-12 echoed, the incoming delimiters and charset.
-MSA-2 echoes the incoming MSH-10 (empty when it could not be read). Errors: from v2.5 on, ERR-2
-location, ERR-3 table 0357 code, ERR-4 severity, ERR-5 our error code, ERR-8 the reason; before
-v2.5, ERR-1 (segment^sequence^field^code&text&HL70357) and MSA-3 text. Reasons carry ids only.
+Stage: ingest (after the durable publish, or at once on a ``Reject``). Input: the incoming ``MshInfo`` (``None`` when
+MSH was unreadable), MSA-1 (AA/AE/AR), the ``GatewayError`` if any. Output: ER7 bytes, CR-terminated segments (§2.5.4).
+Failure modes: ``ValueError`` for an MSA-1 code other than AA/AE/AR (a programming error). Reasons carry ids only.
+Which MSH/MSA/ERR fields the ACK mirrors and fills (v2.5+ and older): gateway/README.md.
 """
 
 from __future__ import annotations

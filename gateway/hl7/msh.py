@@ -1,21 +1,20 @@
-"""Read the MSH segment of an HL7 v2 message without parsing the rest (the ingest hot path).
+"""Read the MSH segment of an HL7 v2 message without parsing the rest (stage: ingest, the hot path).
 
-Stage: ingest (MLLP listener, file loader) before the durable publish and the ACK.
-Input: the raw message bytes (MLLP framing already removed). Output: ``MshInfo``.
-Failure modes: ``Reject`` with codes ``empty``, ``missing_msh``, ``bad_encoding_characters``,
-``missing_msh_9``, ``missing_msh_10`` (the ACK builder answers these with AR/AE).
-
-Pure bytes slicing of the first segment only: no regex, no full decode (≈1-2 µs per message).
-Field numbers follow HL7 v2.5.1 §2.14.9: MSH-1 is the field separator itself, MSH-2 the encoding
-characters, so after splitting the segment on the separator ``parts[n - 1]`` is MSH-n.
+Input: raw message bytes (MLLP framing removed). Output: ``MshInfo``; ``check_message_type`` then says
+whether it is a message we take. Failure modes: ``Reject`` (``empty``, ``missing_msh``,
+``bad_encoding_characters``, ``missing_msh_9``, ``missing_msh_10``) and ``UnsupportedMessage``, all
+answered AR/AE by the ACK builder. Pure byte slicing of the first segment: ≈1-2 µs per message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.errors import Reject
+from gateway.hl7.tables import ACCEPTED_MESSAGES
+from schemas.errors import Reject, UnsupportedMessage
 
+# HL7 v2.5.1 §2.14.9: MSH-1 is the field separator itself and MSH-2 the encoding characters, so
+# after splitting the segment on the separator ``parts[n - 1]`` is MSH-n.
 # HL7 v2.5.1 §2.5.4: the segment terminator is CR; senders in the wild also use LF or CRLF.
 _LEADING_NOISE = b"\x0b\r\n\t \xef\xbb\xbf"
 _PEEK_LIMIT = 4096  # MSH is never longer than this; do not scan a 1 MB report for a CR
@@ -118,3 +117,20 @@ def peek_msh(raw: bytes) -> MshInfo:
         version=first(12),
         charset=first(18),
     )
+
+
+def check_message_type(msh: MshInfo) -> None:
+    """``UnsupportedMessage`` unless MSH-9 names a message of ``ACCEPTED_MESSAGES`` (answered AR).
+
+    The code says which component is wrong: ``unsupported_message_type`` (table 0357 code 200,
+    MSH-9.1) or ``unsupported_event`` (201, MSH-9.2).
+    """
+    events = ACCEPTED_MESSAGES.get(msh.message_type)
+    if events is None:
+        raise UnsupportedMessage("unsupported_message_type",
+                                 f"message type {msh.message_type} is not accepted (ORU^R01 only)",
+                                 message_control_id=msh.message_control_id)
+    if msh.trigger_event not in events:
+        raise UnsupportedMessage("unsupported_event",
+                                 f"trigger event {msh.message_type}^{msh.trigger_event} is not accepted (ORU^R01 only)",
+                                 message_control_id=msh.message_control_id)

@@ -1,19 +1,9 @@
-"""Normalise one HL7 v2 ORU^R01 radiology result into a ``ReportEvent``.
+"""Normalise one HL7 v2 ORU^R01 radiology result into a ``ReportEvent`` (stage: normalise; also the loader, demo).
 
-Stage: normalise (consumer of reports.raw; also the file loader and the demo).
 Input: raw ER7 bytes (v2.3 – v2.7; CR, LF or CRLF segments; UTF-8, ISO-8859-1 or the MSH-18 charset).
-Output: ``ReportEvent`` (source hl7v2). Failure modes: ``Reject`` subclasses only, never another
-exception: ``UnsupportedMessage`` for anything but ORU^R01 (answer AR); ``Reject`` with codes
-``bad_encoding``, ``bad_segment``, ``missing_obr``, ``missing_accession``, ``missing_status``,
-``no_report_text`` or ``malformed`` (carrying MSH-10 and, once known, the accession; never text).
-
-Field choices, with the HL7 v2.5.1 chapter 4/7 definitions that decide them:
-- accession: OBR-18 (placer field 1, where RIS put it), else OBR-3 / ORC-3 filler order number,
-  else OBR-2 / ORC-2 placer order number;
-- status: OBX-11 (table 0085) of the report OBX (the most signed one when they differ), else
-  OBR-25 (table 0123), else ORC-5 (table 0038);
-- radiologist: OBR-32 principal result interpreter (id only), else OBX-16 responsible observer;
-- one report per message: the OBX under the first OBR that has any (later OBRs are linked exams).
+Output: ``ReportEvent`` (source hl7v2). Failure modes: ``Reject`` subclasses only, carrying MSH-10 and the
+accession, never text: ``UnsupportedMessage`` (answer AR), ``bad_encoding``, ``bad_segment``, ``missing_obr``,
+``missing_accession``, ``missing_status``, ``no_report_text``, ``malformed``. Field choices: see ``_normalise``.
 """
 
 from __future__ import annotations
@@ -22,15 +12,15 @@ from datetime import datetime
 
 from gateway.classify import classify_procedure
 from gateway.hl7.er7 import Delimiters, Segment, get, split_segments
-from gateway.hl7.msh import MshInfo, peek_msh
+from gateway.hl7.msh import MshInfo, check_message_type, peek_msh
 from gateway.hl7.observations import ObxCodes, ReportText, read_observations
 from gateway.hl7.pid import pid_phi
 from gateway.hl7.tables import ORDER_STATUS, RESULT_STATUS, charset_codec
 from gateway.hl7.ts import parse_ts
-from gateway.report_text import detect_language
 from gateway.settings import GatewaySettings
-from schemas.errors import GatewayError, Reject, UnsupportedMessage
+from schemas.errors import GatewayError, Reject
 from schemas.events import ReportEvent, ReportStatus, Source, event_id_for, utcnow
+from schemas.language import detect_language
 
 _FRAMING = b"\x0b\x1c\r\n\t \xef\xbb\xbf"  # MLLP bytes, blank lines or a BOM left around the message
 
@@ -93,21 +83,6 @@ def _order_ids(obr: Segment, orc: Segment | None, d: Delimiters, msh: MshInfo) -
     return placer, filler, accession
 
 
-def _check_type(msh: MshInfo) -> None:
-    if msh.message_type != "ORU":
-        raise UnsupportedMessage(
-            "unsupported_message_type",
-            f"message type {msh.message_type} is not taken (ORU^R01 only)",
-            message_control_id=msh.message_control_id,
-        )
-    if msh.trigger_event not in ("R01", ""):
-        raise UnsupportedMessage(
-            "unsupported_event",
-            f"trigger event {msh.trigger_event} is not taken (ORU^R01 only)",
-            message_control_id=msh.message_control_id,
-        )
-
-
 def normalise_hl7(raw: bytes, *, settings: GatewaySettings, received_at: datetime | None = None) -> ReportEvent:
     """The ``ReportEvent`` of one ORU^R01 message; ``Reject`` (or ``UnsupportedMessage``) otherwise."""
     msh = peek_msh(raw)
@@ -121,8 +96,15 @@ def normalise_hl7(raw: bytes, *, settings: GatewaySettings, received_at: datetim
         ) from exc
 
 
+# Field choices, with the HL7 v2.5.1 chapter 4/7 definitions that decide them:
+# - accession: OBR-18 (placer field 1, where RIS put it), else OBR-3 / ORC-3 filler order number,
+#   else OBR-2 / ORC-2 placer order number;
+# - status: OBX-11 (table 0085) of the report OBX (the most signed one when they differ), else
+#   OBR-25 (table 0123), else ORC-5 (table 0038);
+# - radiologist: OBR-32 principal result interpreter (id only), else OBX-16 responsible observer;
+# - one report per message: the OBX under the first OBR that has any (later OBRs are linked exams).
 def _normalise(raw: bytes, msh: MshInfo, settings: GatewaySettings, received_at: datetime) -> ReportEvent:
-    _check_type(msh)
+    check_message_type(msh)
     text, codec = decode_message(raw.strip(_FRAMING), msh)
     d = Delimiters.from_msh(msh.field_sep, msh.encoding_chars)
     segments = split_segments(text, d)

@@ -1,17 +1,9 @@
 """Turn the OBX segments of one ORU^R01 order into findings, impression and a result status.
 
 Stage: normalise. Input: the OBX segments under one OBR, delimiters, the site's OBX-3 codes.
-Output: ``ReportText`` (findings, impression, OBX-11 status, OBX-16 observer). Failure modes: none
-here; the caller rejects when no text came out.
-
-Layouts handled (all seen in the wild):
-- findings and impression in separate OBX, told apart by OBX-3 (LOINC 59776-5 / 19005-8 or the
-  site's codes, matched on OBX-3.1, OBX-3.2 or OBX-3.4; a leading ``&`` as in ``&GDT`` is ignored);
-- the whole report in one TX/FT OBX with headings (split by ``report_text.split_sections``);
-- one OBX per line: every OBX of a kind is concatenated in order, one line each (an empty OBX-5 is
-  a blank line); ``~`` repetitions and ``\\.br\\`` are line breaks too.
-OBX-5 of text types (TX, FT, ST) is read whole: an unescaped ``^`` in free text is kept as text
-rather than treated as a component separator.
+Output: ``ReportText`` (findings, impression, OBX-11 status, OBX-16 observer). Failure modes: none here; the caller
+rejects when no text came out. Layouts handled (coded OBX pairs, one OBX with headings, one OBX per line) and how
+OBX-5 text is read: gateway/README.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Build the outbound ORU^R01 that carries one AI-drafted impression back to the reporting system.
 
 Stage: post. Input: ``DraftImpression`` (with the original ``ReportEvent``) and the header ids.
-Output: ER7 bytes (UTF-8, MSH-18 ``UNICODE UTF-8``, segments terminated by CR).
-Failure modes: none for valid drafts; the caller sends the bytes over MLLP and reads the ACK.
-
-The draft is marked preliminary twice, as the standard asks: OBX-11 = P (HL7 v2.5.1 §7.4.2,
-table 0085 "Preliminary results") and OBR-25 = P (table 0123), so no receiving system can file it
-as a signed result. OBX-5 is TX with one repetition per line (HL7 v2.5.1 §2.A.79: TX repetitions
-are lines); an NTE after the OBX says who wrote it and that a radiologist must review it.
+Output: ER7 bytes (UTF-8, MSH-18 ``UNICODE UTF-8``, CR-terminated), marked preliminary (OBX-11 = P, OBR-25 = P), with
+an NTE asking for radiologist review. Failure modes: none for valid drafts; the caller sends the bytes over MLLP and
+reads the ACK. Details: gateway/README.md.
 """
 
 from __future__ import annotations

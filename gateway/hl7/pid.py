@@ -1,24 +1,15 @@
 """The PHI strings of one ORU^R01: PID identifiers, name, birth date, address, phone, and order numbers.
 
-Stage: normalise (part of ``normalise_hl7``).
-Input: the PID segment (or None), the delimiters, and the order numbers already read.
-Output: a de-duplicated list of exact strings (``ReportEvent.phi``), in the order found, that the
-export scrubs from and checks against its output. Failure modes: none; absent fields add nothing.
-
-Fields (HL7 v2.5.1 §3.4.2): PID-2/3/4 patient identifiers (CX, every repetition, id component);
-PID-5 and PID-9 names (XPN: family, given, middle, and "given family" / "family given" / the CJK
-"familygiven" spellings); PID-6 mother's maiden name; PID-7 birth date (TS, as sent and as
-YYYY-MM-DD); PID-11 address (XAD: street, other, city, state, postal code); PID-13/14 phone and
-email (XTN: component 1, the email component 4, and the digits of components 5-7); PID-19 SSN.
+Stage: normalise (part of ``normalise_hl7``). Input: the PID segment (or None), the delimiters, the order numbers
+already read. Output: a de-duplicated list of exact strings (``ReportEvent.phi``), in the order found, that the export
+scrubs from and checks against its output. Failure modes: none; absent fields add nothing.
+Fields and spellings read (HL7 v2.5.1 §3.4.2): gateway/README.md.
 """
 
 from __future__ import annotations
 
-import re
-
 from gateway.hl7.er7 import Delimiters, Segment, unescape
-
-_HAN = re.compile(r"[\u4e00-\u9fff]")
+from schemas.language import has_ideograph
 
 
 def _repetitions(seg: Segment, field: int, d: Delimiters) -> list[list[str]]:
@@ -38,7 +29,7 @@ def _part(components: list[str], n: int) -> str:
 def _name_values(xpn: list[str]) -> list[str]:
     family, given, middle = _part(xpn, 1), _part(xpn, 2), _part(xpn, 3)
     values = [family, given, middle]
-    if family and given and _HAN.search(family + given):
+    if family and given and has_ideograph(family + given):
         values.append(f"{family}{given}")  # CJK names are written without a space, family first
     elif family and given:
         values += [f"{given} {family}", f"{family} {given}", f"{family}, {given}"]

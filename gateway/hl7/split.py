@@ -1,11 +1,9 @@
 """Split a file or stream capture holding several HL7 v2 messages into one bytes object per message.
 
-Stage: ingest from files (the demo loader, replaying captures, the golden fixtures).
-Input: bytes with one or more messages, each starting with MSH, optionally MLLP-framed
-(``\\x0b`` … ``\\x1c\\x0d``), blank lines between them. Output: ``list[bytes]``, framing and
-surrounding blank lines removed, inner segment separators untouched.
-Failure modes: none; bytes before the first MSH that are not blank come back as their own element
-so that ``peek_msh`` rejects them (never silently dropped).
+Stage: ingest from files (the demo loader, replaying captures, the golden fixtures). Input: bytes with messages each
+starting with MSH, optionally MLLP-framed (``\\x0b`` … ``\\x1c\\x0d``), blank lines between. Output: ``list[bytes]``,
+framing and surrounding blank lines removed, inner segment separators untouched. Failure modes: none; non-blank bytes
+before the first MSH come back as their own element so that ``peek_msh`` rejects them (never silently dropped).
 """
 
 from __future__ import annotations

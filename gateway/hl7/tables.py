@@ -95,6 +95,12 @@ ERROR_CONDITION: dict[str, str] = {
     "207": "Application internal error",
 }
 
+# The one list of messages the gateway takes, MSH-9.1 message code → MSH-9.2 trigger events, read by
+# both the ingest ACK (AR for anything else) and the normaliser. ORU^R01 is the unsolicited observation
+# result (HL7 v2.5.1 §7.3.1). An empty MSH-9.2 (a bare "ORU", as some older interfaces send it) is
+# taken as R01 rather than refused, so such a report is not lost to an AR.
+ACCEPTED_MESSAGES: dict[str, frozenset[str]] = {"ORU": frozenset({"R01", ""})}
+
 # Our error codes → (table 0357 code, segment, field) so the sender sees where it went wrong.
 ERROR_LOCATION: dict[str, tuple[str, str, int]] = {
     "empty": ("100", "MSH", 0),

@@ -1,10 +1,9 @@
 """HL7 v2 TS/DTM timestamps (HL7 v2.5.1 §2.A.74 TS, §2.A.22 DTM) to and from aware UTC datetimes.
 
 Stage: normalise (OBR-7 observation time) and the outbound builders (MSH-7, OBR-7).
-Input: ``YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]``. Output: ``datetime`` in UTC, or ``None``.
-Failure modes: none; an unreadable timestamp is ``None`` (it is metadata, not a reason to reject).
-A timestamp without an offset is read as UTC: HL7 leaves it to the sender's local time, which the
-gateway does not know.
+Input: ``YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]``. Output: ``datetime`` in UTC, or ``None``. Failure modes:
+none; an unreadable timestamp is ``None`` (metadata, not a reason to reject). A timestamp without an offset is read
+as UTC: HL7 leaves it to the sender's local time, which the gateway does not know.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Check LoRA adapters against the base model vLLM will serve them on, before the server starts.
 
-Stage: serve (start-up; also usable by promotion later).
-Input: a peft adapter directory (``adapter_config.json``), the base model directory (``config.json``),
-the base config hash the registry recorded for the adapter, and an optional rank limit.
-Output: ``adapter_problems`` → a list of human-readable problems (empty = servable);
-``check_adapters`` raises ``AdapterRefused`` naming every incompatible adapter and its problems.
-Failure modes: an unreadable adapter or base config is itself reported as a problem, not raised.
-
-Why each check: vLLM applies LoRA only to the linear layers it packs for the architecture (for the
-Llama family q/k/v/o and gate/up/down projections); ``modules_to_save`` (full copies of e.g. the
-embeddings or the LM head) and DoRA are not served at all; ranks above 256 have no vLLM kernel; and
-an adapter trained on another base silently produces garbage. vLLM would fail at the first request
-(or never); refusing at start names the adapter while an operator is watching.
+Stage: serve (start-up; also usable by promotion). Input: a peft adapter directory, the base model directory, the base
+config hash the registry recorded, an optional rank limit. Output: ``adapter_problems`` → human-readable problems
+(empty = servable); ``check_adapters`` raises ``AdapterRefused`` naming every incompatible adapter and its problems.
+Failure modes: an unreadable adapter or base config is a problem, not raised. Why each check: model/README.md.
 """
 
 from __future__ import annotations

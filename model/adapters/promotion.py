@@ -1,15 +1,9 @@
 """Promote a candidate adapter to serving, or roll a route back to its previous adapter, in the registry.
 
-Stage: retrain (the gate's promote decision) and operations (``model adapters promote|rollback``).
-Input: the registry file and an adapter name (promote) or a route (rollback).
-Output: the registry as written (one ``update_registry`` under the file lock, so readers see either
-the old or the new registry, never a route with two or no serving adapters in between) and a
-``Change`` naming what now serves and what was retired.
-Failure modes: ``PromotionError`` for an unknown name, an adapter already serving, or a route with
-no retired adapter to roll back to; ``ManifestError`` for a malformed registry.
-
-Rollback takes the newest retired adapter of the route (by ``created_at``): the one that served
-before the current one when promotions went in training order.
+Stage: retrain (the gate's promote decision) and operations (``model adapters promote|rollback``). Input: the registry
+file and an adapter name (promote) or a route (rollback). Output: the registry written (one atomic ``update_registry``)
+and a ``Change`` naming what now serves and what was retired. Failure modes: ``PromotionError`` (unknown name, already
+serving, nothing to roll back to); ``ManifestError`` (malformed registry). Atomicity, rollback choice: model/README.md.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """The adapter registry: which LoRA adapter, of which version, serves which route, as a JSON file.
 
 Stage: serve (which adapters vLLM loads), retrain (registers candidates), infer (versions on drafts).
-Input: a registry file (default ``<data_dir>/adapters/registry.json``, see ``ModelSettings``) or
-the demo build's ``manifest.json``. Output: a frozen ``Registry`` of ``RegistryEntry`` rows;
-``Registry.serving_adapter(route)`` resolves a route (as the routing table names it) to its adapter.
-Failure modes: ``ManifestError`` for a file that exists but is malformed (bad JSON, unknown status,
-a missing field); a missing registry file reads as an empty registry.
-
-Registry file format (``"format": 1``; paths relative to the file's directory, so the tree moves whole)::
-
-    {"format": 1,
-     "base": {"path": "../demo-model/base", "config_sha256": "…", "served_model_name": "base",
-              "identity_adapter": "../demo-model/base-identity"},          # identity: see model.worker.vllm
-     "adapters": [{"name": "ct_chest", "route": "ct_chest", "version": "demo-b197ee898acd",
-                   "path": "../demo-model/adapters/ct_chest",
-                   "base": {"path": "../demo-model/base", "config_sha256": "…"},
-                   "export_id": "synthetic-demo", "scores": {"eval_loss_adapter": 0.178},
-                   "status": "serving", "created_at": "2025-01-01T00:00:00+00:00"}]}
-
-``name`` is the served model name (vLLM ``--lora-modules name=path``) and is unique; ``status`` is
-``serving`` (at most one per route), ``candidate`` (trained, not served) or ``retired``.
-
-The demo manifest (written by ``model.demo.build``, read by ``adapter_entries``) names the demo
-adapters and their versions; ``seed_from_manifest`` copies it into a registry as serving adapters.
+Input: the registry file (default ``<data_dir>/adapters/registry.json``) or the demo build's ``manifest.json``.
+Output: a frozen ``Registry`` of ``RegistryEntry`` rows; ``Registry.serving_adapter(route)`` resolves a route.
+Failure modes: ``ManifestError`` for a malformed file; a missing file reads as empty. File format: model/README.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Load and unload LoRA adapters on a running vLLM server (runtime LoRA updating).
 
-Stage: retrain (a candidate evaluated on a running worker; a promoted adapter pushed to it).
-Input: the server's base URL, a served name and an adapter directory. Output: the adapter served
-under that name (``/v1/models`` lists it) or gone again.
-Failure modes: ``RuntimeLoraError`` with the HTTP status when the server refuses (runtime updating
-off: 404/405, i.e. started without ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``; a bad path or a rank above
-its ``--max-lora-rank``: 400); ``httpx.HTTPError`` when it cannot be reached.
-
-vLLM's endpoints: ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` and
-``POST /v1/unload_lora_adapter {"lora_name"}``; the server must run with
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`` (``VllmLaunch.runtime_lora_updating``).
+Stage: retrain (a candidate evaluated on a running worker; a promoted adapter pushed to it). Input: the server's base
+URL, a served name, an adapter directory. Output: the adapter served under that name (``/v1/models`` lists it) or gone.
+Failure modes: ``RuntimeLoraError`` with the HTTP status when refused (404/405: runtime updating off; 400: a bad path or
+a rank above ``--max-lora-rank``); ``httpx.HTTPError`` when unreachable. The vLLM endpoints: model/README.md.
 """
 
 from __future__ import annotations

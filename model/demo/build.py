@@ -1,21 +1,9 @@
 """Build the local demo model: a tiny Qwen2-architecture LM plus real LoRA adapters, from nothing.
 
-Stage: demo / tests setup (stands in for a hub model, which this project must not download).
-Input: a data directory. Output: ``<data_dir>/demo-model/`` with ``base/`` (HF format: config.json,
-generation_config.json, model.safetensors, tokenizer with a ChatML chat template),
-``adapters/<name>/`` (peft format, one per demo route), ``base-identity/`` (a zero LoRA through
-which the base model is served, see ``model.worker.vllm``) and ``manifest.json`` (adapter name → route,
-version, path, rank; the build-recipe hash). A ``DemoModel`` names those paths. The manifest seeds
-the adapter registry ``<data_dir>/adapters/registry.json`` (``model.adapters.registry``) with serving entries.
-Failure modes: ``OSError`` when the directory is not writable; torch errors on out-of-memory.
-
-Steps: train a byte-level BPE tokenizer on the synthetic corpus (English + Chinese), initialise a
-Qwen2 model (head_dim 64, which vLLM's CPU attention accepts), fine-tune it on every route with
-impressions mostly as prose, then train one LoRA adapter per adapter route on that route's house
-style (numbered or dashed lists), so each adapter visibly changes the output. Prompts are rendered
-by ``model.inference.prompts`` exactly as served. Deterministic (fixed seeds); about two minutes on two CPU
-cores. Cached by a hash of the recipe, the corpus and prompt files and this build's source, so a
-second call returns at once; a file lock makes concurrent builders wait for one build.
+Stage: demo / tests setup (stands in for a hub model, which this project must not download). Input: a data directory.
+Output: ``<data_dir>/demo-model/`` (``base/``, ``adapters/<name>/``, ``base-identity/``, ``manifest.json``), named by a
+``DemoModel``; the manifest seeds the adapter registry. Failure modes: ``OSError`` when the directory is not writable;
+torch errors on out-of-memory. Layout, training steps, determinism and caching: model/README.md.
 """
 
 from __future__ import annotations

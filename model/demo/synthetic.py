@@ -1,12 +1,9 @@
-"""Deterministic synthetic radiology corpus: FINDINGS → IMPRESSION pairs for the demo routes.
+"""Deterministic synthetic radiology corpus: FINDINGS → IMPRESSION pairs for the demo routes (invented, no patient data).
 
-Stage: none (a data source for the demo model build, the demo and the tests).
-Input: ``synthetic_routes.toml`` beside this module (routes, organs, sentence templates, slots), a
-route name, a count and a seed. Output: ``CorpusItem`` tuples; the same (route, n, seed) always gives
-the same items, on any machine (``random.Random`` seeded with a string is stable across runs).
+Stage: none (a data source for the demo model build, the demo and the tests). Input: ``synthetic_routes.toml`` beside
+this module (routes, organs, sentence templates, slots), a route name, a count, a seed. Output: ``CorpusItem`` tuples;
+the same (route, n, seed) gives the same items on any machine (``random.Random`` seeded with a string is stable).
 Failure modes: ``KeyError`` for an unknown route; ``tomllib.TOMLDecodeError`` for a broken data file.
-
-The text is invented from templates; it contains no patient data.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The demo model's tokenizer: byte-level BPE trained locally on the synthetic corpus, ChatML template.
 
-Stage: demo model build (``model.demo.build``).
-Input: synthetic corpus items. Output: a ``PreTrainedTokenizerFast`` (English + Chinese merges,
-special tokens ``<|endoftext|>`` ``<|im_start|>`` ``<|im_end|>``), saved beside the model so both
-vLLM and transformers load it with ``AutoTokenizer``; ``<|im_end|>`` is the eos / end of turn.
-Failure modes: ``OSError`` when saving.
-
+Stage: demo model build (``model.demo.build``). Input: synthetic corpus items. Output: a ``PreTrainedTokenizerFast``
+(English + Chinese merges; ``<|endoftext|>`` ``<|im_start|>`` ``<|im_end|>`` = eos / end of turn), saved beside
+the model so vLLM and transformers load it with ``AutoTokenizer``. Failure modes: ``OSError`` when saving.
 Byte-level BPE can spell any text, so findings with words the corpus never had still tokenise.
 """
 

@@ -1,23 +1,9 @@
 """The inference client: one ``InferenceRequest`` → one ``DraftImpression`` from an OpenAI-compatible server.
 
-Stage: infer.
-Input: ``InferenceRequest`` (the report event and its resolved route; ``route.adapter`` is the served
-model name: a LoRA adapter registered with the server, or ``base``; a route the adapter registry has a
-serving adapter for drafts with that adapter instead, see ``route_adapters``). Behind the worker
-supervisor (``model.worker.supervisor``, ``model serve``) the answer's ``X-IG-Adapter``/``X-IG-Adapter-Version``
-headers name the adapter that drafted (the supervisor answers a retired adapter's name with the route's
-serving adapter); the client stamps those, so a promotion reaches the drafts without a consumer restart. Output: ``DraftImpression``
-(drafter LLM, adapter name and version, prompt version, latency of the answering call).
-Failure modes:
-- ``RetryLater("model_unavailable")``: connection refused/reset, timeouts, 408/429 or 5xx, still so
-  after ``retries`` retries with exponential backoff and jitter. The worker is down or overloaded.
-- ``RetryLater("model_bad_response")``: a 2xx whose body is not a chat completion.
-- ``Reject("model_rejected")``: any other 4xx (unknown adapter 404, prompt too long 400). The
-  reason carries the status only; the server's message may echo the prompt.
-- ``Reject("model_empty_draft")``: the model answered with nothing (greedy decoding would repeat it).
-- ``Reject("prompt_unknown")`` from ``model.inference.prompts`` when the route names no existing template.
-
-Logs carry ids, adapter, status and timings, never the prompt or the draft.
+Stage: infer. Input: ``InferenceRequest`` (``route.adapter``: the served model name, or the registry's serving adapter).
+Output: ``DraftImpression`` (drafter, adapter name/version from the supervisor's ``X-IG-Adapter*`` headers, prompt
+version, latency). Failure modes: ``RetryLater`` (worker unavailable after retries, or a bad response); ``Reject``
+(other 4xx, empty draft, unknown prompt). Logs carry ids, never prompt or draft. Details: model/README.md.
 """
 
 from __future__ import annotations
@@ -59,7 +45,7 @@ class InferenceClient:
         route_adapters: Mapping[str, str] | None = None,
     ):
         if not base_url:
-            raise ValueError("no model server URL configured (IG_MODEL_MODEL_URL)")
+            raise ValueError("no model server URL configured (IG_MODEL_URL)")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff_base_s = backoff_base_s

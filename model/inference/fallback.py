@@ -1,42 +1,28 @@
-"""The fallback drafter: the LLM worker first, the CPU retrieval drafter when the worker is down.
+"""The fallback drafter: the LLM worker first, the CPU retrieval drafter when the worker is down (stage: infer).
 
-Stage: infer.
-Input: ``InferenceRequest``. Output: ``DraftImpression`` whose ``drafter`` field says which engine
-wrote it (``llm`` from the primary, ``retrieval`` from the fallback).
-Failure modes:
-- ``RetryLater`` from the primary (worker down or answering garbage after its own retries) → the
-  fallback drafts instead. With a fallback configured a down worker no longer parks requests on
-  ``drafts.parked``; the park path stays for deployments without a fallback, and for a fallback
-  that itself raises ``RetryLater``.
-- ``Reject`` from the primary (unknown adapter, prompt too long, empty draft) is passed on: the
-  request is wrong, not the worker, and the dead-letter queue is where a person sees it.
-
-After a ``RetryLater`` the primary is skipped for ``cooldown_s`` seconds, so a hung worker does not
-cost every request the client's full timeout × retries before it falls back. Logs carry ids only.
+Input: ``InferenceRequest``. Output: ``DraftImpression`` whose ``drafter`` says which engine wrote it.
+Failure modes: ``RetryLater`` from the primary → the fallback drafts (and the primary rests ``cooldown_s``);
+``Reject`` from the primary is passed on (the request is wrong, not the worker: the DLQ is where a person
+sees it); a ``RetryLater`` from the fallback too parks the request as it would without a fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
 
 import structlog
 
+from model.inference.port import ClosableDrafter
 from schemas.errors import RetryLater
 from schemas.events import DraftImpression, InferenceRequest
 
 log = structlog.get_logger(__name__)
 
 
-class ClosableDrafter(Protocol):
-    async def draft(self, request: InferenceRequest) -> DraftImpression: ...
-
-    async def ready(self) -> bool: ...
-
-    async def aclose(self) -> None: ...
-
-
+# With a fallback configured a down worker no longer parks requests on ``drafts.parked``; the park path
+# stays for deployments without one. The cooldown after a ``RetryLater`` means a hung worker does not
+# cost every request the client's full timeout × retries before it falls back. Logs carry ids only.
 class FallbackDrafter:
     """``FallbackDrafter(InferenceClient.from_settings(s), RetrievalDrafter())``: same ``draft`` protocol."""
 

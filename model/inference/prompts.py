@@ -1,14 +1,9 @@
 """Prompt rendering: an ``InferenceRequest`` → chat messages for the OpenAI-compatible model server.
 
-Stage: infer (and the LoRA training data, which must see exactly the prompts served).
-Input: ``InferenceRequest`` (its findings, language, procedure, and ``route.prompt_template``).
-Output: ``(messages, prompt_version)`` — a system + user message list and the template's version,
-which is its file name without ``.j2`` (a new wording is a new file, e.g. ``impression_v2.j2``).
-Failure modes: ``Reject("prompt_unknown")`` when the route names a template that does not exist.
-
-Templates live in ``model/inference/templates/*.j2`` (data, not code). Each exports a ``system`` block
-assignment; the rendered body is the user message. The language is the event's language tag, or
-Chinese when the findings are written in Han characters whatever the tag says.
+Stage: infer (and the LoRA training data, which must see exactly the prompts served). Input: ``InferenceRequest``
+(findings, language, procedure, ``route.prompt_template``). Output: ``(messages, prompt_version)``: system + user
+messages and the template's file name without ``.j2``. Failure modes: ``Reject("prompt_unknown")`` for a template that
+does not exist. Templates (``model/inference/templates/*.j2``) and the language rule: model/README.md.
 """
 
 from __future__ import annotations
@@ -21,11 +16,13 @@ import jinja2
 
 from schemas.errors import Reject
 from schemas.events import InferenceRequest, ReportEvent
+from schemas.language import detect_language
 
+# Templates are data: ``templates/*.j2``, each exporting a ``system`` block assignment; the rendered
+# body is the user message.
 PROMPTS_DIR = Path(__file__).with_name("templates")
 DEFAULT_TEMPLATE = "impression_v1"
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 Message = dict[str, str]
 
@@ -53,7 +50,8 @@ def available_templates() -> tuple[str, ...]:
 def prompt_language(event: ReportEvent) -> str:
     """``zh`` for Chinese findings (by tag or by script), else the primary language tag."""
     tag = (event.language or "en").split("-")[0].lower()
-    if tag == "zh" or _HAN.search(event.findings):
+    # The script wins over a default "en" tag, by the same detector the gateway tags events with.
+    if tag == "zh" or detect_language(event.findings) == "zh":
         return "zh"
     return tag
 

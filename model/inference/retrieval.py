@@ -1,18 +1,9 @@
 """The retrieval drafter: a CPU drafter that proposes the IMPRESSION of the most similar past signed report.
 
-Stage: infer (the fallback when the LLM worker is down, or a drafter of its own on a CPU-only site).
-Input: ``InferenceRequest`` (the preliminary report's findings and its route); the index is fed with
-signed reports through ``add`` (capture stage) and ``index_from`` (``EditRecord`` rows from the store).
-Output: ``DraftImpression`` with ``drafter=RETRIEVAL``, ``adapter_name="retrieval"``,
-``adapter_version="n<reports in the route's index>"``, ``model="retrieval-tfidf"``.
-Failure modes: none raised on purpose. No index for the route, or no indexed report at least
-``threshold`` similar, gives an explicit "no sufficiently similar prior report; no draft" text (in
-Chinese for Chinese findings), never a random impression.
-
-Clinical risk: a retrieved impression belongs to another patient. The top ``top_k`` reports by
-similarity are re-ranked by ``support(findings, candidate impression)``: how well the candidate's
-statements are supported by THIS report's findings (injected, e.g. the entity scorer of
-ops/metrics; ``content_support`` below when none is given). Logs carry ids and scores, never text.
+Stage: infer (the fallback when the LLM worker is down, or the drafter of a CPU-only site). Input:
+``InferenceRequest``; signed reports via ``add`` (capture) and ``index_from`` (the store). Output:
+``DraftImpression`` (``drafter=RETRIEVAL``, ``adapter_version="n<reports indexed>"``). Failure modes: none
+raised; no similar enough report gives an explicit "no draft" text, never a random impression.
 """
 
 from __future__ import annotations
@@ -25,8 +16,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from model.inference.retrieval_index import CJK, Analyzer, Neighbour, RouteIndex
+from model.inference.prompts import prompt_language
+from model.inference.retrieval_index import Analyzer, Neighbour, RouteIndex
 from schemas.events import Drafter, DraftImpression, EditRecord, InferenceRequest
+from schemas.language import IDEOGRAPH_CLASS, is_ideograph
 
 log = structlog.get_logger(__name__)
 SupportFn = Callable[[str, str], float | None]  # (findings, impression) → 0..1, None = cannot tell
@@ -41,14 +34,14 @@ _STOP = frozenset(
     " compatible consistent likely suggest suggesting suggests evidence findings probable possible".split()
 )
 _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+", re.MULTILINE)  # "1. ", "- ": house style, not content
-_TERM = re.compile(rf"[{CJK}]+|[0-9a-z]+(?:\.[0-9]+)?")
+_TERM = re.compile(rf"[{IDEOGRAPH_CLASS}]+|[0-9a-z]+(?:\.[0-9]+)?")
 
 
 def _support_terms(text: str) -> set[str]:
     """Content terms: Latin words off a short stop list (crude plural folding), numbers, CJK bigrams."""
     terms: set[str] = set()
     for run in _TERM.findall(_LIST_MARKER.sub(" ", text.lower())):
-        if re.match(rf"[{CJK}]", run):
+        if is_ideograph(run[0]):
             terms.update([run[i : i + 2] for i in range(len(run) - 1)] or [run])
         elif run not in _STOP:
             terms.add(run[:-1] if len(run) > 3 and run.endswith("s") else run)
@@ -75,6 +68,11 @@ class Candidate:
     score: float  # what the re-ranking sorts on; -1 outside the margin (not competing on support)
 
 
+# Clinical risk: a retrieved impression belongs to another patient. The top ``top_k`` reports by
+# similarity are re-ranked by ``support(findings, candidate impression)``: how well the candidate's
+# statements are supported by THIS report's findings (injected, e.g. the entity scorer of ops/metrics;
+# ``content_support`` when none is given). The "no draft" text is in the language the LLM would have
+# drafted in (``prompt_language``). Logs carry ids and scores, never text.
 class RetrievalDrafter:
     """``drafter.index_from(store.edit_records()); draft = await drafter.draft(request)``."""
 
@@ -146,8 +144,7 @@ class RetrievalDrafter:
             bound.info("draft.retrieved", record_id=best.neighbour.record_id, latency_ms=round(latency_ms, 2),
                        similarity=round(best.neighbour.similarity, 3), support=best.support, candidates=len(ranked))
         else:
-            language = "zh" if re.search(rf"[{CJK}]", event.findings) else event.language
-            text = no_draft_text(route, language)
+            text = no_draft_text(route, prompt_language(event))  # the language an LLM draft would be in
             bound.info("draft.no_similar_report", latency_ms=round(latency_ms, 2), indexed=self.size(route))
         return DraftImpression(
             event_id=event.event_id, accession=event.accession, site=event.site, route=route, text=text,

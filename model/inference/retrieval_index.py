@@ -4,13 +4,6 @@ Stage: infer (retrieval drafter), fed by capture (every final/amended report wit
 Input: ``(record_id, findings, impression)`` rows, one at a time or in bulk; a query findings text.
 Output: the ``k`` indexed reports whose findings are most similar (cosine over TF-IDF), best first.
 Failure modes: none raised on purpose; an empty index answers no neighbours.
-
-Why hashing: new finals arrive continuously. A ``TfidfVectorizer`` would re-tokenise the whole route
-on every refit; here each report is tokenised once (``HashingVectorizer``, raw counts) and only the
-cheap part, IDF weighting and row normalisation over the stored counts (O(non-zeros)), is redone,
-lazily, on the first query after a change. A report added again under the same ``record_id`` (an
-amended report) replaces the earlier one. Guarded by a lock so ``asyncio.to_thread`` queries may run
-while the event loop adds.
 """
 
 from __future__ import annotations
@@ -26,12 +19,14 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from schemas.language import IDEOGRAPH_CLASS, is_ideograph
+
 Analyzer = Literal["mixed", "words", "char_wb"]
 N_FEATURES = 2**18  # ~260k buckets: collisions are negligible for a route's vocabulary
 REFIT_SHARE = 0.05  # refit the IDF once this share of a route's rows was weighted with an older one
-CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{CJK}]+|[0-9a-z\u00c0-\u024f]+(?:[.\-'][0-9a-z\u00c0-\u024f]+)*")
-_CJK_RUN = re.compile(rf"[{CJK}]")
+# A run of ideographs (no word breaks in Chinese), or a Latin word (Latin-1 Supplement and Extended-A/B
+# letters, inner . - ' kept: "1.2", "well-defined").
+_TOKEN = re.compile(rf"[{IDEOGRAPH_CLASS}]+|[0-9a-z\u00c0-\u024f]+(?:[.\-'][0-9a-z\u00c0-\u024f]+)*")
 
 
 def _cjk_terms(run: str) -> list[str]:
@@ -43,7 +38,7 @@ def word_terms(text: str) -> list[str]:
     terms: list[str] = []
     previous = ""
     for run in _TOKEN.findall(text.lower()):
-        if _CJK_RUN.match(run):
+        if is_ideograph(run[0]):
             terms.extend(_cjk_terms(run))
             previous = ""
             continue
@@ -58,7 +53,7 @@ def mixed_terms(text: str) -> list[str]:
     """Latin words → character 2–4-grams inside each word (as char_wb); CJK → characters and bigrams."""
     terms: list[str] = []
     for run in _TOKEN.findall(text.lower()):
-        if _CJK_RUN.match(run):
+        if is_ideograph(run[0]):
             terms.extend(_cjk_terms(run))
             continue
         padded = f" {run} "
@@ -69,9 +64,9 @@ def mixed_terms(text: str) -> list[str]:
 def _hasher(analyzer: Analyzer) -> HashingVectorizer:
     common = {"n_features": N_FEATURES, "alternate_sign": False, "norm": None}
     if analyzer == "char_wb":
-        return HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common)  # type: ignore[arg-type]
+        return HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common)
     terms: Callable[[str], list[str]] = mixed_terms if analyzer == "mixed" else word_terms
-    return HashingVectorizer(analyzer=terms, **common)  # type: ignore[arg-type]
+    return HashingVectorizer(analyzer=terms, **common)
 
 
 @dataclass(frozen=True)
@@ -82,6 +77,12 @@ class Neighbour:
     similarity: float
 
 
+# Why hashing: new finals arrive continuously. A ``TfidfVectorizer`` would re-tokenise the whole route
+# on every refit; here each report is tokenised once (``HashingVectorizer``, raw counts) and only the
+# cheap part, IDF weighting and row normalisation over the stored counts (O(non-zeros)), is redone,
+# lazily, on the first query after a change. A report added again under the same ``record_id`` (an
+# amended report) replaces the earlier one. Guarded by a lock so ``asyncio.to_thread`` queries may run
+# while the event loop adds.
 class RouteIndex:
     """One route's reports: ``add`` as finals arrive, ``nearest`` for a preliminary report's findings."""
 

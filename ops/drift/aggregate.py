@@ -1,16 +1,9 @@
 """Drift aggregation: each scored ``EditRecord`` adds to running sums per group and time window.
 
-Stage: capture (after the record is stored). Input: an ``EditRecord`` (``score_record`` adds its
-quality scores first). Output: rows of ``drift_aggregates`` — per period (day, ISO week), window,
-grouping (route, modality, body system, site, radiologist, adapter, language, and route × each of
-them) and group key: the record count and, per metric, count / sum / sum of squares, so a mean or a
-standard deviation is O(1) to read and one record is O(groups) to add; history is never recomputed.
-Failure modes: the database is unreachable → ``RetryLater`` (the caller backs off and the event is
-redelivered); a redelivered record changes nothing (``drift_seen`` keeps what each record added, so
-a late draft replaces its record's contribution by the difference instead of counting it twice).
-
-Scores are on the draft against the signed final; a record without a draft (or without a final
-text) only counts in ``n`` and ``findings_length``. ``min_samples`` decides which windows count.
+Stage: capture (after the record is stored). Input: an ``EditRecord`` (``score_record`` adds its quality scores first).
+Output: rows of ``drift_aggregates`` (period × window × grouping × key: count, and per metric count / sum / sum of
+squares). Failure modes: database unreachable → ``RetryLater``; a redelivered record changes nothing (``drift_seen``),
+a late draft replaces its record's contribution by the difference. Details: ops/drift/README.md.
 """
 
 from __future__ import annotations
@@ -25,10 +18,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ops.drift.window import WindowStats
 from ops.metrics import score_pair
-from ops.metrics.tokens import normalise_language, tokenize
+from ops.metrics.tokens import tokenize
 from ops.store import metadata
 from schemas import EditRecord, RetryLater
 from schemas.events import Drafter
+from schemas.language import language_of
 
 QUALITY = ("rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer", "fcr", "semantic")
 METRICS = ("accepted", "ned", *QUALITY, "findings_length")
@@ -100,7 +94,7 @@ def values_of(record: EditRecord) -> dict[str, float]:
         observed |= {"accepted": float(record.accepted_unchanged), "ned": record.normalised_edit_distance}
         observed |= {m: record.quality.get(m) for m in QUALITY}
     if record.findings.strip():
-        language = normalise_language(record.language, record.findings, "")
+        language = language_of(record.language, record.findings, "")
         observed["findings_length"] = float(len(tokenize(record.findings, language)))
     values = {"n": 1.0}
     for metric, value in observed.items():

@@ -1,17 +1,9 @@
 """Sequential detection of a quality change on one route: a one-sided CUSUM on batch means.
 
 Stage: drift detection. Input: one metric's per-record values of one route, in signing order.
-Output: a ``Detection`` when the mean has moved in the worse direction. Failure modes: none.
-
-Why batch means and these numbers: per-record scores are bounded and skewed (ECR is mostly 0 or 1,
-"accepted" is Bernoulli), so CUSUM runs on means of ``batch`` = 10 records, near-normal by the CLT.
-Each batch mean is standardised against the route's reference (the first ``reference_size`` = 200
-values after the start or after an alarm: mean μ0, per-record sd σ0 floored at ``sigma_floor``):
-z = worse·(x̄ − μ0)/(σ0/√batch), S ← max(0, S + z − k), alarm when S > h. With k = 1.0 and h = 5.0
-the in-control average run length is ≈ 10⁵ batches (Siegmund's approximation; ≈ 10³ batches when the
-reference mean is off by half a standard error), and a shift of 3 standard errors of a batch mean
-(for ROUGE-L with σ0 ≈ 0.15: a drop of ≈ 0.15) is flagged after ≈ 3 batches, 2 σ after ≈ 6.
-After an alarm the detector re-learns its reference, so a lasting change raises one alert.
+Output: a ``Detection`` when the mean has moved in the worse direction; the reference is re-learnt after an alarm,
+so a lasting change raises one alert. Failure modes: none.
+Why batch means, the statistic, k and h with their run lengths: ops/drift/README.md.
 """
 
 from __future__ import annotations

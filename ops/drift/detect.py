@@ -1,13 +1,9 @@
 """Drift detection per route: quality changes (CUSUM) and input changes (two-sample tests).
 
-Stage: drift detection, after capture. Input: scored ``EditRecord``s in signing order. Output:
-``Alert``s — quality: ROUGE-L, ECR, UER and the accepted-unchanged rate per route (``cusum.py``);
-input: findings length, out-of-vocabulary rate, site mix per route and the route mix of the whole
-gateway (``route="*"``) against a reference window (``twosample.py``). Failure modes: none of its
-own. State lives in memory and is rebuilt from the store at start (``DriftMonitor.rebuild``: the
-same records in the same order give the same state and the same alert ids, so a replay never
-raises an alert twice). A record seen again (Kafka redelivery) is not counted twice; a record
-whose draft arrived late adds its quality values when it comes back with them.
+Stage: drift detection, after capture. Input: scored ``EditRecord``s in signing order. Output: ``Alert``s (quality:
+ROUGE-L, ECR, UER, accepted-unchanged rate, ``cusum.py``; input: findings length, OOV rate, site mix, route mix,
+``twosample.py``). Failure modes: none of its own. In-memory state, rebuilt from the store at start (same records →
+same alert ids); redeliveries and late drafts: ops/drift/README.md.
 """
 
 from __future__ import annotations
@@ -20,11 +16,12 @@ from datetime import datetime
 
 from ops.drift.aggregate import signed_time, window_of
 from ops.drift.cusum import Cusum, Detection
-from ops.drift.settings import DriftSettings
 from ops.drift.twosample import Shift, length_shift, mix_shift, oov_shift
-from ops.metrics.tokens import normalise_language, tokenize
+from ops.metrics.tokens import tokenize
+from ops.settings import DriftSettings
 from schemas import EditRecord
 from schemas.alerts import Alert, AlertKind
+from schemas.language import language_of
 
 # Quality series and the direction that is worse (-1: a drop, +1: a rise).
 QUALITY_SERIES = {"rougeL": -1, "ecr": -1, "uer": 1, "accepted": -1}
@@ -91,8 +88,8 @@ class _Inputs:
 class DriftMonitor:
     """``observe(record) -> list[Alert]``; one instance per consumer process."""
 
-    def __init__(self, settings: DriftSettings | None = None):
-        self.settings = settings or DriftSettings()
+    def __init__(self, settings: DriftSettings):
+        self.settings = settings
         self._cusums: dict[tuple[str, str], Cusum] = {}
         self._inputs: dict[str, _Inputs] = {}
         self._active: set[tuple[str, str]] = set()
@@ -100,7 +97,7 @@ class DriftMonitor:
         self._recent: dict[tuple[str, str], deque[float]] = {}
 
     @classmethod
-    def rebuild(cls, records: Iterable[EditRecord], settings: DriftSettings | None = None) -> DriftMonitor:
+    def rebuild(cls, records: Iterable[EditRecord], settings: DriftSettings) -> DriftMonitor:
         """A monitor in the state that observing ``records`` (signing order) leaves; alerts dropped."""
         monitor = cls(settings)
         for record in records:
@@ -150,7 +147,7 @@ class DriftMonitor:
 
     def _observe_inputs(self, record: EditRecord) -> list[Alert]:
         s, at = self.settings, signed_time(record)
-        tokens = tokenize(record.findings, normalise_language(record.language, record.findings, ""))
+        tokens = tokenize(record.findings, language_of(record.language, record.findings, ""))
         alerts: list[Alert] = []
         for scope, category, mix_name in ((record.route, record.site or "(none)", "site_mix"),
                                           ("*", record.route or "(none)", "route_mix")):

@@ -1,8 +1,7 @@
 '''The dashboard page: HTML, CSS and JavaScript inline, drawing SVG from ``/api/drift/*``.
 
-Input: nothing (a constant). Output: ``DASHBOARD_HTML``. Failure modes: in the browser, a failed
-API call is shown in the page's status line. Report text reaches the page only from the
-token-protected examples call and is inserted as text (``textContent``), never as markup.
+Input: nothing (a constant). Output: ``DASHBOARD_HTML``. Failure modes: in the browser, a failed API call is shown in
+the status line. Report text comes only from the token-protected examples call, inserted as ``textContent``.
 Plot geometry (the browser test relies on it): in each route chart a value v in [0, 1] is drawn
 at y = 10 + (1 − v)·110 and week i of the route's series at x = 34 + i·step.
 '''

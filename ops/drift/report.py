@@ -1,11 +1,9 @@
 """``drift report``: quality and volume per group over a time range, computed from the store.
 
-Input: the store (``drift_aggregates``, or the stored records for a grouping the aggregates do not
-keep), a range of signing days [since, until) and a grouping (``--by route,site,adapter``). Output:
-a ``Report`` — one row per group (counts, means, whether it meets the minimum-sample rule), its
-ISO-week series, and the alerts raised in the range — rendered by ``ops.drift.render``.
-Failure modes: an unknown dimension → ``ValueError`` naming the known ones; the database is
-unreachable → the driver's error (a CLI run; nothing to retry).
+Input: the store (``drift_aggregates``, or the stored records for a grouping the aggregates do not keep), signing days
+[since, until), a grouping (``--by route,site,adapter``). Output: a ``Report`` (per group: counts, means, minimum-sample
+verdict; ISO-week series; alerts in range), rendered by ``ops.drift.render``. Failure modes: an unknown dimension →
+``ValueError`` naming the known ones; database unreachable → the driver's error (a CLI run; nothing to retry).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The drift stage as the capture agent calls it: score, aggregate, detect, keep and count alerts.
 
-Stage: capture → drift. Input: the ``EditRecord`` the capture stage made. Output: the record with
-its quality scores (``score``, before it is stored) and the ``Alert``s it raised (``observe``, after
-it is stored; the caller sends them to ``drift.alerts``). Failure modes: the store is unreachable →
-``RetryLater`` (nothing is half-counted: aggregation is one transaction, and a redelivered record
-is neither aggregated nor observed twice). At start the monitor is rebuilt by replaying the stored
-records in capture order (O(history), once per process).
+Stage: capture → drift. Input: the ``EditRecord`` the capture stage made. Output: the record with its quality scores
+(``score``, before storing) and the ``Alert``s it raised (``observe``, after; the caller sends them to drift.alerts).
+Failure modes: store unreachable → ``RetryLater``, nothing half-counted (one transaction; a redelivered record is
+neither aggregated nor observed twice). At start the monitor replays the stored records (O(history), once per process).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from ops.drift import metrics
 from ops.drift.aggregate import Aggregator, score_record
 from ops.drift.detect import DriftMonitor
 from ops.drift.history import AlertLog
-from ops.drift.settings import DriftSettings
+from ops.settings import DriftSettings
 from ops.store import Store, edit_records
 from schemas import EditRecord
 from schemas.alerts import Alert
@@ -38,8 +36,8 @@ def stored_records(engine: Engine, batch: int = 1000) -> Iterator[EditRecord]:
 
 
 class DriftStage:
-    def __init__(self, store: Store, settings: DriftSettings | None = None, *, rebuild: bool = True):
-        self.settings = settings or DriftSettings()
+    def __init__(self, store: Store, settings: DriftSettings, *, rebuild: bool = True):
+        self.settings = settings
         self.aggregator = Aggregator(store.engine, min_samples=self.settings.min_samples)
         self.alerts = AlertLog(store.engine)
         self.monitor = DriftMonitor(self.settings)

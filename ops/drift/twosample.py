@@ -1,18 +1,9 @@
 """Input drift tests: a reference window against the current window, with tests suited to the data.
 
-Stage: drift detection. Input: samples of the reference and current windows of one route (or of
-the whole gateway for the route mix). Output: a ``Shift`` (values, effect, statistic, p-value) or
-None when a window is too small to test. Failure modes: none.
-
-- findings length (tokens per report): two-sided Mann–Whitney U (no normality assumed; lengths
-  are skewed) and the relative change of the median as the effect;
-- out-of-vocabulary rate: chi-square on the 2×2 table of OOV / known tokens (reference side: the
-  second half of the reference window, scored against the vocabulary of its first half, so the
-  baseline carries the ordinary rate of new words), effect = the rate difference;
-- route or site mix: chi-square on the reference × current contingency table, categories whose
-  expected count is below ``min_expected`` (5, Cochran's rule) pooled into one, effect = the total
-  variation distance. An alert needs both p < alpha and an effect over its minimum, so a large
-  window cannot alert on a difference too small to matter.
+Stage: drift detection. Input: samples of the reference and current windows of one route (or of the whole gateway for
+the route mix). Output: a ``Shift`` (values, effect, statistic, p-value) or None when a window is too small to test.
+Failure modes: none. Mann–Whitney U (findings length), chi-square (OOV rate, route/site mix); an alert needs p < alpha
+and an effect over its minimum. Why these tests and effects: ops/drift/README.md.
 """
 
 from __future__ import annotations

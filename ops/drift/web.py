@@ -1,17 +1,14 @@
-"""The built-in drift dashboard: one self-contained page and the JSON it draws from.
+"""The built-in drift dashboard: one self-contained page and the JSON it draws from (stage: ops, read side).
 
-Stage: ops (read side). Input: the store (``drift_aggregates``, ``drift_alerts``, ``edit_records``)
-and the bearer token setting. Output: a FastAPI ``APIRouter`` — ``GET /dashboard`` (HTML, inline
-JS/SVG, loads nothing from elsewhere), ``GET /api/drift/summary`` / ``series?route=`` / ``alerts``
-(aggregates only: counts, means, routes, adapters — no ids, no report text) and
-``GET /api/drift/examples?route=`` (draft/final pairs with their ids: PHI, so it needs
-``Authorization: Bearer <token>`` whenever a token is configured; RFC 6750 §3 401 otherwise).
-Failure modes: the store is unreachable → 503; an unknown route → empty lists.
+Input: the store and ``authorise``, the gateway's bearer check handed in by the composition root (ops
+never imports gateway). Output: an ``APIRouter``: ``GET /dashboard`` (inline HTML/JS/SVG), ``/api/drift/``
+``summary``, ``series?route=`` and ``alerts`` (aggregates: no ids, no text), ``examples?route=``
+(draft/final pairs, PHI, so behind ``authorise``). Failure modes: store down → 503; unknown route → [].
 """
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,11 +28,8 @@ from schemas import EditRecord
 log = structlog.get_logger("ops.drift.web")
 
 
-def _authorised(request: Request, token: str) -> bool:
-    if not token:
-        return True
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+# Returns when the request may read PHI, raises HTTPException(401) otherwise (gateway.auth.require_bearer).
+Authorise = Callable[[Request], None]
 
 
 def _example(record: EditRecord) -> dict[str, Any]:
@@ -45,8 +39,8 @@ def _example(record: EditRecord) -> dict[str, Any]:
             "signed_at": record.signed_at.isoformat() if record.signed_at else None}
 
 
-def dashboard_router(store: Store, bearer_token: str = "", *, min_samples: int = 20) -> APIRouter:
-    """The dashboard's routes; mount with ``create_app(..., routers=[dashboard_router(store, token)])``."""
+def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 20) -> APIRouter:
+    """The routes; ``create_app(..., routers=[dashboard_router(store, require_bearer(token, "dashboard"))])``."""
     router = APIRouter()
     aggregator, alert_log = Aggregator(store.engine, min_samples=min_samples), AlertLog(store.engine)
 
@@ -86,11 +80,7 @@ def dashboard_router(store: Store, bearer_token: str = "", *, min_samples: int =
     @router.get("/api/drift/examples")
     async def get_examples(request: Request, route: str = Query(..., max_length=64),
                            limit: int = Query(10, ge=1, le=100)) -> JSONResponse:
-        if not _authorised(request, bearer_token):
-            given = bool(request.headers.get("authorization"))
-            challenge = 'Bearer realm="dashboard"' + (', error="invalid_token"' if given else "")
-            return JSONResponse({"detail": "a valid bearer token is required"}, status_code=401,
-                                headers={"WWW-Authenticate": challenge})
+        authorise(request)  # before the store is read: no PHI leaves without the token
         found = await read(examples, route, limit)
         log.info("dashboard_examples_read", route=route, record_ids=[e["record_id"] for e in found])
         return JSONResponse({"route": route, "metrics": list(DASHBOARD_METRICS), "examples": found},

@@ -1,14 +1,8 @@
 """Duplicate removal for the export: exact (normalised text hash) and near (rapidfuzz ratio per route).
 
-Stage: export. Input: (route, findings, impression) of each kept record, de-identified, in store
-order. Output: ``None`` for the first of its kind, else ``exact_duplicate`` / ``near_duplicate``.
-Failure modes: none.
-
-Exact: sha256 of the case-folded text with whitespace and punctuation removed, across all routes.
-Near: ``rapidfuzz.fuzz.ratio`` ≥ ``threshold`` against the last ``window`` kept records of the same
-route, so the cost is bounded (records × window, in C) and memory is the exact hashes plus one
-window per route. Reports differing only in a number ("3 mm" vs "4 mm") are near duplicates at the
-default threshold of 97 only when long; short reports need nearly identical text.
+Stage: export. Input: (route, findings, impression) of each kept record, de-identified, in store order.
+Output: ``None`` for the first of its kind, else ``exact_duplicate`` / ``near_duplicate``. Failure modes: none.
+Near matching looks only at the last ``window`` kept records of the same route (bounded cost). Details: ops/README.md.
 """
 
 from __future__ import annotations

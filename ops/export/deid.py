@@ -1,15 +1,9 @@
 """De-identification of one report's text: its own PHI values exactly, then the generic patterns.
 
-Stage: export. Input: text and the report's ``phi`` list (``EditRecord.phi``: PID ids, name parts,
-birth date, address parts, phone, email, order numbers). Output: the text with each value replaced
-by a placeholder, and counts per placeholder. Failure modes: none.
-
-Values match case-insensitively, whole-word for Latin text (so the name "Gray" does not eat
-"grey-white" but does eat "Gray"), anywhere inside CJK text (no word breaks there). A value with
-five or more digits also matches with any spacing or punctuation between its digits ("555 123 4567",
-"(555)123-4567", "MRN-00018" → "00018"). Values too short to be identifying are left to the patterns:
-one CJK character (张 is also the verb in 扩张), one Latin letter or digit.
-``phi_matchers`` is shared with ``ops.export.scan`` so the check looks for exactly what is scrubbed.
+Stage: export. Input: text and the report's ``phi`` list (``EditRecord.phi``). Output: the text with each value replaced
+by a placeholder, and counts per placeholder. Failure modes: none. ``phi_matchers`` is shared with ``ops.export.scan``
+so the check looks for exactly what is scrubbed. Matching rules (case, word boundaries, CJK, digit spacing, values too
+short to match): ops/README.md.
 """
 
 from __future__ import annotations
@@ -20,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ops.export.patterns import scrub_patterns
+from schemas.language import has_ideograph
 
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 _DIGITS = re.compile(r"\d")
 _DIGIT_GAP = r"[\s.()\-/]{0,2}"
 _MIN_DIGITS = 5
@@ -47,14 +41,14 @@ def _label(value: str) -> str:
 
 
 def _usable(value: str) -> bool:
-    if _HAN.search(value):
+    if has_ideograph(value):
         return len(value.strip()) >= 2
     return len(re.sub(r"\W", "", value)) >= 2
 
 
 def _exact(value: str) -> str:
     body = r"\s+".join(re.escape(part) for part in value.split())
-    if _HAN.search(value):
+    if has_ideograph(value):
         return body
     return rf"(?<![^\W_]){body}(?![^\W_])"
 

@@ -1,11 +1,8 @@
 """Deterministic export files: JSON lines written in a fixed order, then hashed for the manifest.
 
-Stage: export. Input: rows (dicts) addressed to relative paths. Output: the files under the export
-directory, and per file its sha256 and line count. Failure modes: ``OSError`` from the filesystem.
-
-No timestamps and no set iteration reach a file: the same rows in the same order give the same
-bytes (compact separators, keys in insertion order, UTF-8 without escapes), so the same store and
-arguments give the same hashes.
+Stage: export. Input: rows (dicts) addressed to relative paths. Output: the files under the export directory, and per
+file its sha256 and line count. Failure modes: ``OSError`` from the filesystem. No timestamps and no set iteration reach
+a file (compact separators, keys in insertion order, UTF-8 without escapes): same store and arguments, same hashes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The export manifest: what was selected, what each filter removed, what was written, and its hashes.
 
 Stage: export. Input: the export's arguments, its running tallies and the written files' hashes.
-Output: the manifest dict (``manifest.json``). Failure modes: none.
-
-The manifest holds no timestamp and the export id is a hash of arguments and file hashes, so the
-same store and the same arguments give the same manifest, byte for byte.
+Output: the manifest dict (``manifest.json``). Failure modes: none. It holds no timestamp and the export id is a hash
+of arguments and file hashes, so the same store and arguments give the same manifest, byte for byte.
 """
 
 from __future__ import annotations

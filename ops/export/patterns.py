@@ -1,19 +1,9 @@
 """PHI patterns for report text in English and Chinese: dates, phones, emails, ids, addresses, titled names.
 
-Stage: export (de-identification, the pattern half; ``ops.export.deid`` adds each report's own values).
-Input: text. Output: the text with each match replaced by a placeholder (``[DATE]``, ``[PHONE]``,
-``[EMAIL]``, ``[ID]``, ``[ADDRESS]``, ``[NAME]``) and the count per placeholder. Failure modes: none.
-
-Patterns favour recall on what is identifying and precision on clinical text: a date needs three
-parts with one separator (so "12.5-13.0 cm" and "L4-5" survive), a generic id needs five digits or
-an upper-case prefix and four digits, Chinese addresses need a house number (号) or a province/city
-pair (区 alone is anatomy: 额区, 肝区), a Chinese titled name needs a common surname first.
-
-Known gaps (review exports before they leave the hospital): names of other people without a title
-("dr smith" in lower case, relatives, Chinese names whose surname is not listed), single-character
-Chinese name parts (skipped on purpose: 张 is also in 扩张), ages over 89, free-text place names
-(hospitals, cities not in the patient's own record). Dates become ``[DATE]`` (not shifted), so
-intervals between dates are lost.
+Stage: export (de-identification, the pattern half; ``ops.export.deid`` adds each report's own values). Input: text.
+Output: the text with each match replaced by a placeholder (``[DATE]``, ``[PHONE]``, ``[EMAIL]``, ``[ID]``,
+``[ADDRESS]``, ``[NAME]``) and the count per placeholder. Failure modes: none.
+Design and KNOWN GAPS (review exports before they leave the hospital): ops/README.md.
 """
 
 from __future__ import annotations
@@ -22,10 +12,12 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+from schemas.language import IDEOGRAPH_CLASS
+
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
 _DAY = r"\d{1,2}(?:st|nd|rd|th)?"
-_HAN = r"\u4e00-\u9fff"
+_HAN = IDEOGRAPH_CLASS  # a regex class body: [{_HAN}]{2,4} is two to four Han characters
 # Common Chinese surnames (the first ~120 of the 百家姓 by frequency, and the compound ones).
 _SURNAME = ("欧阳|司马|诸葛|上官|司徒|东方|王|李|张|刘|陈|杨|黄|赵|吴|周|徐|孙|马|朱|胡|郭|何|高|林|罗|郑|梁|谢|宋|唐|"
             "许|韩|冯|邓|曹|彭|曾|肖|田|董|袁|潘|于|蒋|蔡|余|杜|叶|程|苏|魏|吕|丁|任|沈|姚|卢|姜|崔|钟|谭|陆|汪|范|金|"

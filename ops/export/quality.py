@@ -1,11 +1,9 @@
 """Quality filters of the export: which signed reports are fit to train on, and why the rest are not.
 
-Stage: export. Input: an ``EditRecord`` (before de-identification). Output: ``None`` (keep) or the
-name of the first filter that removes it: ``not_final``, ``empty``, ``too_short``, ``too_long``,
-``copied_from_findings``. Failure modes: none.
-
-Lengths are in characters of whitespace-normalised text; a Chinese impression is shorter in
-characters than its English equivalent, so the minimum is small (``未见异常。`` is five).
+Stage: export. Input: an ``EditRecord`` (before de-identification). Output: ``None`` (keep) or the name of the first
+filter that removes it: ``not_final``, ``empty``, ``too_short``, ``too_long``, ``copied_from_findings``. Failure
+modes: none. Lengths are characters of whitespace-normalised text; Chinese is shorter in characters than English,
+so the minimum is small (``未见异常。`` is five).
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Export stage: captured edit records → de-identified chat-format training data, preferences, manifest.
 
-Input: the store (streamed oldest first with ``yield_per``), ``ExportArgs`` and the routing table.
-Output, under DIR: ``<route>/<split>.jsonl`` (``{"messages": [system, user, assistant], "ref"}``:
-the prompt as served, rebuilt with ``model.inference.prompts.render_messages``, → the signed impression),
-``<route>/<split>.preferences.jsonl`` for edited drafts (``findings``, ``prompt``, ``chosen`` =
-final, ``rejected`` = draft), and ``manifest.json``. Failure modes: ``ExportError`` when DIR is not
-empty; a PHI check that finds anything removes the data files and writes no manifest (the result
-carries the findings: file and line, never the value); store errors propagate (``RetryLater``).
-
-Records with no route (signed before any draft) take the route the routing table would give them.
+Input: the store (streamed oldest first), ``ExportArgs``, the routing table (for records signed before any draft).
+Output under DIR: ``<route>/<split>.jsonl`` (chat as served → signed impression), ``<route>/<split>.preferences.jsonl``
+(edited drafts), ``manifest.json``. Failure modes: ``ExportError`` when DIR is not empty; a PHI finding removes the data
+files and writes no manifest (findings name file and line); store errors propagate. Details: ops/README.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """The PHI check of an export: no line may contain a PHI value of the report it came from.
 
-Stage: export (run by the export before it writes its manifest, and by ``export check DIR``).
-Input: the export directory and, per line reference, the source report's ``phi`` list (read from
-the store by the caller). Output: ``Finding``s naming file, line and reason, never the value.
-Failure modes: none raised; an unreadable line or one whose reference the store does not know is
-itself a finding (the check cannot vouch for it).
-
-Every data line carries ``ref``: sha256 of a fixed namespace and the store's record id (itself a
-hash of sender and message control id, no patient data), the only link back from a line to the
-values it must not contain. Matching is ``ops.export.deid.phi_matcher``: what the scrubber removes.
+Stage: export (run before the manifest is written, and by ``export check DIR``). Input: the export directory and, per
+line reference, the source report's ``phi`` list (read from the store by the caller). Output: ``Finding``s naming
+file, line and reason, never the value. Failure modes: none raised; an unreadable line or one whose reference the store
+does not know is itself a finding. How ``ref`` links a line to its values: ops/README.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Patient-level splits: every report of one patient lands in the same split, in every export.
 
-Stage: export. Input: a patient id (or, when a sender gave none, the accession: one study is then
-its own group). Output: ``train`` / ``validation`` / ``test``. Failure modes: none.
-
-The bucket is sha256 of a fixed namespace and the id, so a patient's split never depends on which
-other records an export holds: adding records later never moves a patient between splits.
+Stage: export. Input: a patient id (or, when a sender gave none, the accession: one study is then its own group).
+Output: ``train`` / ``validation`` / ``test``. Failure modes: none. The bucket is sha256 of a fixed namespace and the
+id, so adding records later never moves a patient between splits.
 """
 
 from __future__ import annotations

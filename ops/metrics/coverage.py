@@ -2,23 +2,8 @@
 
 Input: the entities of the draft, of the signed final and of the FINDINGS (``entities.extract``).
 Output: rates in [0, 1], or None when the rate has no denominator. Failure modes: none.
-
-An entity for these rates is the tuple (kind, concept, assertion, laterality) of a finding,
-anatomy or summary mention; repeated mentions count once (sets). Two entities *match* when kind,
-concept and assertion are equal and the lateralities are equal or at least one is unspecified
-("pneumothorax" matches "right pneumothorax"; "left effusion" does not match "right effusion";
-"no pneumothorax" does not match "pneumothorax").
-
-- ECR (entity coverage rate) = |final entities matched by a draft entity| / |final entities|;
-  None when the final has no entities.
-- UER (uncovered entity rate) = |draft entities matched by no final entity| / |draft entities|;
-  None when the draft has no entities.
-- FCR (factual consistency rate) = |draft entities supported by the FINDINGS| / |draft entities|;
-  None when the draft has no entities or no FINDINGS text was given. A finding or anatomy entity
-  is supported when a FINDINGS entity matches it (an entity the findings never mention is
-  unsupported; "pneumothorax" drafted from "No pneumothorax." is inconsistent). A summary entity
-  ("no acute cardiopulmonary abnormality", 未见明显异常) is supported when the FINDINGS hold no
-  finding entity asserted present.
+Entity = (kind, concept, assertion, laterality), as a set; match = same kind, concept, assertion, compatible sides.
+Definitions and worked examples: ops/metrics/README.md ("Entities: ECR, UER, FCR").
 """
 
 from __future__ import annotations

@@ -1,25 +1,8 @@
 """Entity recognition for the entity metrics: text → entity mentions with assertion and laterality.
 
-Input: an impression or findings text (English, Chinese or mixed) and a ``Lexicon``. Output: the
-``Entity`` of every finding, anatomy and summary mention, in text order. Failure modes: none;
-text the lexicon does not know yields no entities.
-
-1. Units: the text is NFKC-normalised and lower-cased; units are ``[a-z0-9]+`` words, single CJK
-   characters, sentence stops (``. ; : ! ? 。`` and new lines; a dot between digits is a decimal
-   point) and commas (``,`` ``，``; the enumeration comma ``、`` does not split).
-2. Mentions: greedy longest match of lexicon terms from left to right (``Lexicon.lengths``).
-3. Clauses: a sentence is cut at commas and at terminator words ("but", "however", 但, …). A part
-   after a comma made only of entity mentions and list words ("or", "and", 及, …) continues a list
-   and inherits the forward cue of the part before it: in "No consolidation, effusion, or
-   pneumothorax" all three are negated, in "No pneumothorax, small left effusion" only the first.
-4. Assertion of a mention: the nearest forward cue before it in its clause (a pseudo-cue such as
-   "no change" resets to present); else the inherited cue; else the first backward cue after it
-   ("pneumothorax is not seen"); else "present". A cue listed both ways ("likely", 可能) acts
-   forward when a mention follows it in the clause and backward otherwise.
-5. Laterality of a mention: its own (``concept@side``: 右肺上叶, "rul", 左肾); else the nearest
-   laterality source before it in the clause (a left/right/bilateral word, or a mention with its
-   own side); else the nearest one after it ("nodule in the right upper lobe"); else None.
-Anatomy and summary mentions always have assertion "present" (anatomy is located, not asserted).
+Input: an impression or findings text (English, Chinese or mixed) and a ``Lexicon``. Output: the ``Entity`` of every
+finding, anatomy and summary mention, in text order. Failure modes: none; text the lexicon does not know yields no
+entities. The five steps (units, mentions, clauses, assertion, laterality): ops/metrics/README.md.
 """
 
 from __future__ import annotations

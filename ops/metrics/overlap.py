@@ -1,22 +1,9 @@
 """Overlap metrics of a draft against the signed text: ROUGE-1/2/L F1 and sentence BLEU-4.
 
 Input: candidate and reference texts plus their language ("en"/"zh"). Output: floats in [0, 1].
-Failure modes: none; empty texts score 0.0 (as rouge-score and sacrebleu do).
-
-ROUGE is computed here in pure Python over ``tokens.tokenize`` output and equals rouge-score's
-``RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)`` F-measures on English text
-(tests check 1e-6 on random pairs): n-gram overlap is the clipped count intersection,
-P = overlap / max(#candidate n-grams, 1), R = overlap / max(#reference n-grams, 1),
-F = 2PR / (P + R) (0 when P + R = 0); ROUGE-L uses the longest common subsequence of tokens,
-P = LCS / |candidate|, R = LCS / |reference|. The LCS length comes from Hyyrö's bit-parallel
-algorithm (one big-integer add per candidate token) instead of the O(n·m) table.
-
-BLEU-4 is sacrebleu's sentence BLEU (``BLEU(tokenize=..., effective_order=True)``, the settings of
-``sacrebleu.sentence_bleu``): smoothing "exp" (Chen & Cherry 2014 method 3: a zero n-gram precision
-counts as 1 / 2^k for the k-th zero), effective order (n-gram orders the hypothesis is too short
-for are left out), case-sensitive, brevity penalty, tokenizer "zh" for Chinese and "13a"
-otherwise. Signature: ``nrefs:1|case:mixed|eff:yes|tok:13a|smooth:exp|version:2.6.0`` (``tok:zh``
-for Chinese). Reported on a 0-1 scale (sacrebleu's score / 100).
+Failure modes: none; empty texts score 0.0 (as rouge-score and sacrebleu do). ROUGE is pure Python, equal to
+rouge-score on English (LCS by Hyyrö's bit-parallel algorithm); BLEU-4 is sacrebleu's sentence BLEU.
+Formulas, settings and signatures: ops/metrics/README.md.
 """
 
 from __future__ import annotations
@@ -80,7 +67,7 @@ def rouge(candidate: list[str], reference: list[str]) -> Rouge:
 
 @cache
 def _bleu(tokenize: str) -> Any:
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics.bleu import BLEU
 
     return BLEU(tokenize=tokenize, effective_order=True)
 

@@ -1,14 +1,9 @@
 """The ``metrics`` command: a CSV or JSONL file of draft/final pairs → one JSON line per pair.
 
-Input: a ``.csv`` file (header row) or a JSON-lines file (``.jsonl``/``.ndjson``/``.json``, or any
-file whose first character is ``{``) with the columns ``reference`` (the signed final) and
-``candidate`` (the draft), optionally ``findings`` and ``language``; other columns are ignored.
-Output, on ``out``: for each usable row ``{"rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer",
-"fcr", "semantic"}`` (None → null), then ``{"aggregate": true, "pairs", "skipped", <means>,
-"counts", "languages"}`` (see ``score.aggregate``). Failure modes: a row whose reference or
-candidate is missing, blank or not a string (or a JSONL line that is not a JSON object) is counted
-in ``skipped`` and left out; an unreadable file is one line ``{"path", "error": {"code",
-"reason"}}``. Exit status: 0 every row scored, 1 some rows skipped, 2 the file could not be read.
+Input: ``.csv`` (header row) or JSON lines (``.jsonl``/``.ndjson``/``.json``, or a first character ``{``) with
+``reference``, ``candidate``, optionally ``findings``, ``language``. Output on ``out``: a metrics line per usable row,
+then an aggregate line. Failure modes: unusable rows are counted in ``skipped``; an unreadable file is one ``{"path",
+"error"}`` line. Exit status: 0 every row scored, 1 some skipped, 2 unreadable. Details: ops/metrics/README.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The metrics entry point: a draft beside its signed final (and FINDINGS) → ``PairScores``.
 
-Input: candidate (the draft), reference (the signed final), optionally the FINDINGS text and the
-language ("en"/"zh"/a tag such as "zh-CN"; detected from the CJK share when missing). Output:
-``PairScores`` (ROUGE-1/2/L F1, BLEU-4, ECR, UER, FCR, semantic similarity) per pair and the
-means over many pairs (``aggregate``). Failure modes: none for text; semantic scoring raises
-what the embedding model's loader raises when the model is not installed.
-
-Scales: every field is in [0, 1] (semantic in [-1, 1]); None means "not defined for this pair"
-(see ``coverage`` for ECR/UER/FCR, semantic is None for Chinese or when not asked for).
+Input: candidate, reference, optionally FINDINGS and a language tag (detected when missing, by
+``schemas.language``). Output: ``PairScores`` (ROUGE-1/2/L F1, BLEU-4, ECR/UER/FCR, semantic) per pair and
+their means (``aggregate``); all in [0, 1] (semantic [-1, 1]), None where undefined (see ``coverage``;
+semantic for Chinese). Failure modes: semantic scoring raises what the embedding model's loader raises.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ from ops.metrics import coverage, overlap
 from ops.metrics import semantic as embedding
 from ops.metrics.entities import extract
 from ops.metrics.lexicon import Lexicon, default_lexicon
-from ops.metrics.tokens import normalise_language, tokenize
+from ops.metrics.tokens import tokenize
+from schemas.language import language_of
 
 FIELDS = ("rouge1", "rouge2", "rougeL", "bleu4", "ecr", "uer", "fcr", "semantic")
 
@@ -54,7 +51,7 @@ class Pair(NamedTuple):
 def score_pair(candidate: str, reference: str, *, findings: str = "", language: str | None = None,
                semantic: bool = False, lexicon: Lexicon | None = None) -> PairScores:
     """All metrics of one draft (``candidate``) against its signed final (``reference``)."""
-    lang = normalise_language(language, candidate, reference)
+    lang = language_of(language, candidate, reference)
     r = overlap.rouge(tokenize(candidate, lang), tokenize(reference, lang))
     lexicon = lexicon or default_lexicon()
     draft, final = set(extract(candidate, lexicon)), set(extract(reference, lexicon))

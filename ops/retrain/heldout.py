@@ -1,15 +1,9 @@
 """Retrain evaluation: a candidate and the serving adapter draft the same held-out export records, then the metrics.
 
-Stage: retrain (between training and the promotion gate).
-Input: an export's ``<route>/test.jsonl`` (chat records: system, user as served, assistant = the
-signed impression, de-identified), the two served adapter names and a vLLM worker serving both:
-``worker_for`` runtime-loads the candidate into the server at ``--model-url`` (which must allow
-runtime LoRA updating) or starts one from the registry with the candidate added, and stops it after.
-Output: ``PairScores``: per adapter the metric means (``ops.retrain.evaluate.score``) on all held-out
-records and on the newest window (the last ``window`` records: the export writes oldest first).
-Failure modes: ``EvalInputError`` when no held-out record can be rebuilt as a request (a record
-whose prompt does not re-render identically is skipped and counted); ``VllmStartError``,
-``RuntimeLoraError``, ``httpx.HTTPError`` from the worker.
+Stage: retrain (between training and the promotion gate). Input: an export's ``<route>/test.jsonl``, the two served
+adapter names, a vLLM worker serving both (``worker_for``). Output: ``PairScores``: per adapter the metric means on all
+held-out records and on the newest window. Failure modes: ``EvalInputError`` when no record can be rebuilt as a request;
+``VllmStartError``, ``RuntimeLoraError``, ``httpx.HTTPError`` from the worker. Details: ops/README.md.
 """
 
 from __future__ import annotations
@@ -29,8 +23,8 @@ from model.inference.prompts import DEFAULT_TEMPLATE, render_messages
 from ops.retrain.evaluate import EvalInputError, EvalRow, draft_all, score
 from schemas import InferenceRequest, ReportEvent, ReportStatus, RouteSpec, Source
 from schemas.events import BodySystem, Modality, event_id_for
+from schemas.language import detect_language
 
-_HAN = re.compile(r"[\u3400-\u9fff]")
 _LABEL = re.compile(r"^[^:：]*[:：]\s*")  # "EXAM: " / "检查项目："
 
 
@@ -56,7 +50,7 @@ def _request(messages: list[dict[str, str]], route: str, index: int) -> Inferenc
     event = ReportEvent(event_id=event_id_for("retrain", accession), source=Source.HL7V2, message_control_id=accession,
                         sender="retrain", accession=accession, modality=Modality.OT, body_system=BodySystem.OTHER,
                         procedure_text=_LABEL.sub("", lines[0], count=1), findings=findings,
-                        status=ReportStatus.PRELIMINARY, language="zh" if _HAN.search(findings) else "en")
+                        status=ReportStatus.PRELIMINARY, language=detect_language(findings))
     request = InferenceRequest(event=event, route=RouteSpec(name=route, adapter="base", prompt_template=DEFAULT_TEMPLATE, topic=""))
     return request if render_messages(request)[0] == messages else None
 

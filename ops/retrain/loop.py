@@ -1,23 +1,9 @@
 """Retrain stage: export → LoRA candidate → evaluation against the serving adapter → gate → promote → audit.
 
-Input: a ``RetrainJob`` (route, store URL, registry, data dir, optional model/reload URLs, gate margin
-and tolerance, LoRA hyperparameters, trigger). Output: the run's audit record (also appended to
-``<registry dir>/audit.jsonl``): run id, trigger, who, inputs (export id and manifest hash, base,
-hyperparameters), both adapters' scores on the same held-out patients (the export's ``test`` split)
-and on its newest window, the decision and its reason, timestamps.
-
-Steps: ``run_export`` for the route into ``<data dir>/retrain/<route>-<run id>`` (split by patient,
-PHI check) → ``finetune`` on ``<route>/train.jsonl`` with ``validation.jsonl`` held out (registers a
-``candidate``) → ``retrain_eval`` on a worker serving both (runtime-loaded into ``model_url``, else a
-vLLM started from the registry) → ``ops.retrain.gate.decide`` → on promote, ``model.adapters.promotion.promote``
-(one atomic registry update). The worker supervisor (``model serve``, ``model.worker.supervisor``) watching the
-registry then swaps its vLLM (rolling restart by default, runtime adapter loading when enabled); with
-``worker_url`` the run waits until that worker answers the route with the new adapter and records when
-(``served``), or that it did not within ``serve_timeout_s``. With ``reload_url`` the adapter is also
-runtime-loaded into a plain vLLM at that URL. Drafts carry the version of the adapter that answered.
-Failure modes: a failed PHI check or an export without train/test records ends the run with decision
-``refused`` (audited, nothing trained); errors from training, the worker or the store are audited
-with decision ``error`` (type only) and raised.
+Input: a ``RetrainJob`` (route, store URL, registry, data dir, optional model/worker/reload URLs, gate margin and
+tolerance, LoRA hyperparameters, trigger). Output: the run's audit record (also appended to ``audit.jsonl``).
+Failure modes: a failed PHI check or an export without train/test records → decision ``refused`` (audited, nothing
+trained); training, worker or store errors → audited as ``error`` (type only) and raised. Steps: ops/README.md.
 """
 
 from __future__ import annotations
@@ -34,7 +20,7 @@ from model.adapters.promotion import promote
 from model.adapters.registry import Registry, load_registry, now_utc
 from model.adapters.runtime import load_adapter
 from model.training.finetune import FinetuneJob, finetune
-from model.worker.supervisor import wait_served
+from model.worker.poll import wait_served
 from model.worker.vllm import adapter_rank
 from ops.export.manifest import ExportArgs
 from ops.export.run import MANIFEST, run_export

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from ops.retrain.audit import Trigger
 from ops.retrain.loop import RetrainJob
 
 
@@ -41,7 +42,7 @@ def run_schedule(job: RetrainJob, once: Callable[[RetrainJob], int], stop: threa
         alerts = drift_alerts_since(job.database_url, job.route, checked) if on_drift_alert else 0
         checked = datetime.now(UTC)
         if alerts or time.time() >= next_at:
-            trigger = "drift-alert" if alerts else "schedule"
+            trigger: Trigger = "drift-alert" if alerts else "schedule"
             once(replace(job, trigger=trigger))
             next_at = time.time() + every_s if every_s else float("inf")
             print(json.dumps({"trigger": trigger, "next_run_at": None if next_at == float("inf") else

@@ -16,12 +16,13 @@ import httpx
 import pytest
 import uvicorn
 
+from gateway.auth import require_bearer
 from gateway.http import RecordingPublisher, create_app
 from gateway.settings import GatewaySettings
 from ops.capture import capture_final
-from ops.drift.settings import DriftSettings
 from ops.drift.stage import DriftStage
 from ops.drift.web import dashboard_router
+from ops.settings import DriftSettings
 from ops.store import Store
 from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
 from tests.harness.webdriver import Browser, free_port
@@ -75,7 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         return {"store": True}
 
     app = create_app(GatewaySettings(fhir_bearer_token=TOKEN), RecordingPublisher(), ready,
-                     routers=[dashboard_router(store, TOKEN, min_samples=settings.min_samples)])
+                     routers=[dashboard_router(store, require_bearer(TOKEN, "dashboard"), min_samples=settings.min_samples)])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from model.inference.client import InferenceClient
 from model.inference.prompts import render_messages
 from model.worker.vllm import VllmLaunch, VllmServer, find_free_port, vllm_lora_rank
 from schemas import Drafter, InferenceRequest, Reject, RetryLater
+from schemas.language import has_ideograph
 
 pytestmark = pytest.mark.slow
-HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 def abnormal_item(route: str) -> synthetic.CorpusItem:
@@ -113,10 +112,10 @@ async def test_base_requests_stay_base_in_mixed_batches(vllm_server: VllmServer,
 async def test_chinese_findings_get_a_chinese_prompt_and_draft(vllm_server: VllmServer, demo_model: DemoModel) -> None:
     request = request_for(abnormal_item("ct_head_zh"), "ct_head_zh")
     messages, _ = render_messages(request)
-    assert "诊断意见" in messages[-1]["content"] and HAN.search(messages[0]["content"])
+    assert "诊断意见" in messages[-1]["content"] and has_ideograph(messages[0]["content"])
     async with client_for(vllm_server, demo_model) as client:
         draft = await client.draft(request)
-    assert HAN.search(draft.text) and draft.text.startswith("1. "), draft.text
+    assert has_ideograph(draft.text) and draft.text.startswith("1. "), draft.text
 
 
 async def test_closed_port_raises_retry_later_quickly() -> None:

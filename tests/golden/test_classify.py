@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.classify import classify_procedure
-from gateway.report_text import detect_language, normalise_whitespace, split_sections
+from gateway.report_text import normalise_whitespace, split_sections
 from schemas.events import BodySystem as B
 from schemas.events import Modality as M
+from schemas.language import detect_language
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import pytest
 
 from ops.drift.aggregate import Aggregator, dimension_value, fold, score_record
 from ops.drift.detect import DriftMonitor
-from ops.drift.settings import DriftSettings
 from ops.drift.stage import DriftStage
+from ops.settings import DriftSettings
 from ops.store import Store
 from schemas import EditRecord
 from schemas.events import Drafter
@@ -89,9 +89,9 @@ def test_route_mix_is_tested_across_the_gateway() -> None:
 
 def test_redelivered_and_replayed_records_are_not_counted_twice() -> None:
     records = stream(3, DROP_AT + 200, drop_at=DROP_AT)
-    live = DriftMonitor()
+    live = DriftMonitor(DriftSettings())
     ids = [a.alert_id for r in records for a in live.observe(r) + live.observe(r)]
-    replayed = DriftMonitor()
+    replayed = DriftMonitor(DriftSettings())
     assert ids and [a.alert_id for r in records for a in replayed.observe(r)] == ids
 
 
@@ -146,10 +146,10 @@ def test_the_stage_keeps_alerts_once_and_rebuilds_after_a_restart(store: Store) 
     records = stream(5, DROP_AT + 200, drop_at=DROP_AT)
     for r in records[:DROP_AT + 100]:
         assert store.save_edit(r)
-    stage = DriftStage(store, rebuild=False)
+    stage = DriftStage(store, DriftSettings(), rebuild=False)
     raised = [a for r in records[:DROP_AT + 100] for a in stage.observe(r)]
     assert [a.metric for a in raised] and stage.alerts.recent()[0].alert_id == raised[-1].alert_id
-    restarted = DriftStage(store)  # replays the stored records: same state, no alert raised again
+    restarted = DriftStage(store, DriftSettings())  # replays the stored records: same state, no alert raised again
     assert restarted.monitor.rolling("ct_chest") == pytest.approx(stage.monitor.rolling("ct_chest"))
     assert [a for r in records[:DROP_AT + 100] for a in restarted.observe(r)] == []
 
@@ -193,7 +193,7 @@ def test_drift_report_from_the_store_in_every_format(store: Store, capsys: pytes
 
     rng = random.Random(9)
     records = [synthetic_record(i, rng, route=("ct_chest", "xr_chest")[i % 2]) for i in range(300)]
-    stage = DriftStage(store, rebuild=False)
+    stage = DriftStage(store, DriftSettings(), rebuild=False)
     for r in records:
         store.save_edit(r)
         stage.observe(r)

@@ -19,7 +19,8 @@ from ops.metrics.coverage import ecr, fcr, uer
 from ops.metrics.entities import Entity, extract
 from ops.metrics.lexicon import Lexicon, LexiconError
 from ops.metrics.overlap import bleu4, lcs_length
-from ops.metrics.tokens import detect_language, tokenize
+from ops.metrics.tokens import tokenize
+from schemas.language import detect_language
 from tests.conftest import REPO
 
 WORDS = ("no", "No", "acute", "pneumothorax", "left", "Right", "pleural", "effusion", "effusion.", "the",

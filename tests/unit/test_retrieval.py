@@ -10,8 +10,9 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from model.demo import synthetic
 from model.inference.fallback import FallbackDrafter
+from model.inference.port import FakeDrafter
 from model.inference.retrieval import ADAPTER_NAME, MODEL_NAME, RetrievalDrafter, no_draft_text
-from schemas import Drafter, DraftImpression, EditRecord, InferenceRequest, RetryLater
+from schemas import Drafter, EditRecord
 
 ENGLISH_ROUTES = [route for route in synthetic.routes() if route != "ct_head_zh"]
 
@@ -116,42 +117,28 @@ async def test_incremental_add_makes_a_new_final_retrievable_and_replaces_by_rec
     assert not await RetrievalDrafter().ready()
 
 
-class FakeLLM:
-    """A stand-in for the LLM client in this unit test only: answers, or raises RetryLater like a down worker."""
-
-    def __init__(self, down: bool):
-        self.down, self.calls, self.closed = down, 0, False
-
-    async def draft(self, request: InferenceRequest) -> DraftImpression:
-        self.calls += 1
-        if self.down:
-            raise RetryLater("model_unavailable", "ConnectError after 4 attempts", accession=request.event.accession)
-        event = request.event
-        return DraftImpression(event_id=event.event_id, accession=event.accession, route=request.route.name,
-                               text="1. LLM draft.", drafter=Drafter.LLM, adapter_name="base", model="base", event=event)
-
-    async def ready(self) -> bool:
-        return not self.down
-
-    async def aclose(self) -> None:
-        self.closed = True
+def fake_llm(down: bool) -> FakeDrafter:
+    """The port's fake standing in for the LLM client: answers, or raises RetryLater like a down worker."""
+    fake = FakeDrafter("1. LLM draft.", drafter=Drafter.LLM)
+    fake.unavailable = down
+    return fake
 
 
 async def test_fallback_uses_retrieval_when_the_worker_is_down_and_the_llm_when_it_works(indexed: RetrievalDrafter) -> None:
     request = synthetic.as_request(synthetic.generate("ct_chest", 1, seed=5)[0], 3)
-    working = FallbackDrafter(FakeLLM(down=False), indexed)
+    working = FallbackDrafter(fake_llm(down=False), indexed)
     draft = await working.draft(request)
     assert draft.drafter is Drafter.LLM and draft.text == "1. LLM draft."
-    down_llm = FakeLLM(down=True)
+    down_llm = fake_llm(down=True)
     down = FallbackDrafter(down_llm, indexed, cooldown_s=60)
     first, second = await down.draft(request), await down.draft(request)
     assert first.drafter is second.drafter is Drafter.RETRIEVAL and first.adapter_name == ADAPTER_NAME
-    assert down_llm.calls == 1  # within the cooldown the down worker is not tried again
+    assert len(down_llm.requests) == 1  # within the cooldown the down worker is not tried again
     assert await down.ready() and await working.ready()
-    assert not await FallbackDrafter(FakeLLM(down=True), RetrievalDrafter()).ready()
-    no_cooldown = FallbackDrafter(FakeLLM(down=True), indexed, cooldown_s=0)
+    assert not await FallbackDrafter(fake_llm(down=True), RetrievalDrafter()).ready()
+    no_cooldown = FallbackDrafter(fake_llm(down=True), indexed, cooldown_s=0)
     await no_cooldown.draft(request)
     await no_cooldown.draft(request)
-    assert isinstance(no_cooldown.primary, FakeLLM) and no_cooldown.primary.calls == 2
+    assert isinstance(no_cooldown.primary, FakeDrafter) and len(no_cooldown.primary.requests) == 2
     await down.aclose()
     assert down_llm.closed

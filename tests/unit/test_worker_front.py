@@ -16,7 +16,9 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from model.adapters.registry import Registry, RegistryEntry, save_registry
-from model.worker.supervisor import Backend, Generation, Supervisor, SwapError, WorkerOptions, front_app
+from model.worker.front import front_app
+from model.worker.run import WorkerOptions
+from model.worker.supervisor import Backend, Generation, Supervisor, SwapError
 
 
 def _entry(name: str, route: str, status: str) -> RegistryEntry:

@@ -1,15 +1,9 @@
 """The medical lexicon of the entity metrics: TOML data files → one longest-match term table.
 
-Input: the ``*.toml`` files of this folder (``en.toml``, ``zh.toml``) or the paths given to
-``Lexicon.load``. Output: a frozen ``Lexicon`` mapping token tuples to ``Term``s. Failure modes:
-``LexiconError`` when a file is malformed, a table or assertion name is unknown, a laterality
-suffix is not left/right/bilateral, or one surface form is given two meanings.
-
-Tables (see en.toml for the full description): ``finding``, ``anatomy``, ``laterality``,
-``summary`` (concept → surface forms; ``concept@side`` carries a laterality), ``cue``
-(``negation``/``negation_post``/``uncertain``/``uncertain_post``/``pseudo``) and ``clause``
-(``terminator``/``list_word``). Surface forms are tokenised like text (``tokens.tokenize``),
-so matching works on lower-cased words and single CJK characters.
+Input: the ``*.toml`` files of this folder (``en.toml``, ``zh.toml``) or the paths given to ``Lexicon.load``. Output: a
+frozen ``Lexicon`` mapping token tuples to ``Term``s. Failure modes: ``LexiconError`` for a malformed file, an unknown
+table or assertion name, a laterality suffix other than left/right/bilateral, or one surface form with two meanings.
+Tables: en.toml (full description) and ops/metrics/README.md.
 """
 
 from __future__ import annotations
