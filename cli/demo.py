@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     db.parent.mkdir(parents=True, exist_ok=True)
     for leftover in db.parent.glob("demo.db*"):
         leftover.unlink()
+    journal = db.parent / "journal"  # the demo's own intake journal, wiped with its store
+    shutil.rmtree(journal, ignore_errors=True)
     worker = None
     if not args.model_url:
         from model.worker.vllm import start_demo_worker
@@ -151,7 +155,9 @@ async def run_demo(args: argparse.Namespace) -> int:
                                  model_url=args.model_url or (worker.url if worker else None),
                                  draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}")
     try:
-        async with embedded_parts(config_from_args(options), store=False) as config:
+        config = config_from_args(options)
+        config = replace(config, gateway=config.gateway.model_copy(update={"journal_dir": journal}))
+        async with embedded_parts(config, store=False) as config:
             stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
             serving = asyncio.create_task(run(config, stop, on_ready=ready.set_result))
             await asyncio.wait([serving, ready], return_when=asyncio.FIRST_COMPLETED)

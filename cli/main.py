@@ -13,18 +13,25 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli import adapters, demo, drift, export, metrics, model, retrain, serve
+from cli import adapters, demo, drift, export, metrics, model, replay, retrain, serve
 from consumers import logs
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
-    from gateway.files import normalize_paths
+    from gateway.files import feed_stats, normalize_paths
     from gateway.settings import GatewaySettings
 
+    if args.stats:
+        stats = feed_stats(args.paths, GatewaySettings(), progress=True)
+        if args.format == "json":
+            print(json.dumps(stats.as_dict(args.top), ensure_ascii=False, indent=2))
+        else:
+            print(stats.render(args.top))
+        return 0 if not stats.rejected else 1
     ok = True
-    for line in normalize_paths(args.paths, GatewaySettings()):
+    for line in normalize_paths(args.paths, GatewaySettings(), progress=True):
         ok = ok and "error" not in line
         print(json.dumps(line, ensure_ascii=False, default=str))
     return 0 if ok else 1
@@ -36,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="warning", help="log level of the JSON logs on stdout (default warning)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("normalize", help="print the ReportEvent of each HL7 message / FHIR resource in PATH…")
-    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("paths", nargs="+", type=Path, help="files, or directories (read recursively)")
+    p.add_argument("--stats", action="store_true",
+                   help="print counts instead of events: accepted/rejected messages, status, modality, body system, "
+                        "classified_by, top rejection reasons and notes (exit 1 when any message was rejected)")
+    p.add_argument("--top", type=int, default=10, help="with --stats: how many rejection reasons and notes (default 10)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="with --stats: text (default) or json")
     p.set_defaults(handler=cmd_normalize)
     # In the order of the flow: the edge and its consumers, the model, the offline jobs.
     serve.register(sub)
@@ -48,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift.register(sub)
     export.register(sub)
     retrain.register(sub)
+    replay.register(sub)
     return parser
 
 

@@ -40,6 +40,13 @@ def _faust_app(settings: ConsumerSettings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=False,
+        # Recovery within 30 s (README "Guarantees"): faust's defaults (60 s session, 60 s rebalance, 90 s
+        # requests) let a killed consumer hold its partitions for minutes. aiokafka does not stretch a JoinGroup's
+        # timeout by the rebalance timeout as the Java client does, so the request timeout stays above both.
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=settings.consumer_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.consumer_rebalance_timeout_s,
+        broker_request_timeout=settings.broker_request_timeout_s,
     )
 
 

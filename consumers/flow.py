@@ -2,16 +2,17 @@
 
 Input: Kafka record values (bytes) and headers. Output: records on the next topic, rows in the store.
 Failure modes (schemas/errors.py): ``Reject`` or an unexpected exception → ``<topic>.dlq`` (reason, original bytes);
-``Skip`` → counted; ``RetryLater`` from the model worker → parked on ``drafts.parked`` and retried with capped backoff,
-from the store → retried in place (the partition waits). Details: consumers/README.md.
+``Skip`` → counted; ``RetryLater`` from the drafters → parked on ``drafts.parked``, from a destination → its delivery
+lane retries (ops/delivery.py), from the store → retried in place (the partition waits). Details: consumers/README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,24 +20,32 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from consumers import metrics
+from consumers.post import PostStage
 from consumers.settings import ConsumerSettings
 from gateway.fhir.inbound import parse_fhir
-from gateway.hl7 import normalise_hl7
+from gateway.hl7 import normalise_oru
 from gateway.post import DraftPoster
 from gateway.settings import GatewaySettings
+from model.inference.fallback import FallbackDrafter
 from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable, route_event
-from ops.capture import attach_late_draft, capture_final
+from ops.capture import (
+    WITHDRAWING,
+    capture_final,
+    capture_withdrawal,
+    mark_withdrawn,
+    needs_earlier_text,
+)
 from ops.drift.stage import DriftStage
 from ops.store import Store
 from schemas import (
     DeadLetter,
+    Drafter,
     DraftImpression,
     EditRecord,
     GatewayError,
     InferenceRequest,
-    PostResult,
     Reject,
     ReportEvent,
     RetryLater,
@@ -47,6 +56,8 @@ from schemas import (
 
 log = structlog.get_logger("consumers.flow")
 STORE_RETRIES = 8
+_DELIVERED = frozenset({"AA", "CA"})  # MSA-1 of a target that took the draft
+AWAITING_MODEL = "awaiting_model"  # a parked request whose retrieval draft was posted: the model drafts it again
 
 
 @dataclass
@@ -59,6 +70,11 @@ class Flow:
     poster: DraftPoster
     retrieval: RetrievalDrafter | None = None
     drift: DriftStage | None = None
+    _post: PostStage = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._post = PostStage(self.consumer_settings, self.store, self.poster, self._send, self._dead_letter,
+                               self._replace_late)
 
     def bind(self, declared: dict[str, Any]) -> None:
         """The app's declared topics by name (consumers/app.py): a send to any other name is a bug."""
@@ -80,12 +96,14 @@ class Flow:
                     control_id=error.message_control_id, accession=error.accession)
 
     async def _guard(self, stage: str, topic: str, value: bytes, work: Callable[[], Awaitable[None]],
-                     headers: dict[str, Any] | None = None) -> None:
-        """Runs one record through a stage; whatever happens, the loop goes on."""
+                     headers: dict[str, Any] | None = None, *, patient: bool = False) -> None:
+        """Runs one record through a stage; whatever happens, the loop goes on. ``patient``: a store outage is
+        waited out however long it lasts (never a dead letter)."""
+        self.start_delivery()
         started = time.perf_counter()
         outcome = "ok"
         try:
-            await self._with_store_retries(work)
+            await self._with_store_retries(work, forever=patient)
         except Skip as exc:
             outcome = "skipped"
             log.info("skipped", stage=stage, code=exc.code, accession=exc.accession)
@@ -104,15 +122,15 @@ class Flow:
             metrics.STAGE_EVENTS.labels(stage, outcome).inc()
             metrics.STAGE_LATENCY.labels(stage).observe(time.perf_counter() - started)
 
-    async def _with_store_retries(self, work: Callable[[], Awaitable[None]]) -> None:
-        for attempt in range(STORE_RETRIES):
+    async def _with_store_retries(self, work: Callable[[], Awaitable[None]], *, forever: bool = False) -> None:
+        for attempt in itertools.count():
             try:
                 return await work()
             except RetryLater as exc:
-                if not exc.code.startswith("store_") or attempt == STORE_RETRIES - 1:
+                if not exc.code.startswith("store_") or (attempt >= STORE_RETRIES - 1 and not forever):
                     raise
                 log.warning("store_retry", attempt=attempt + 1, code=exc.code)
-                await asyncio.sleep(min(2**attempt * 0.25, 10))
+                await asyncio.sleep(min(2 ** min(attempt, 6) * 0.25, 10))
 
     # -- normalise: raw bytes → ReportEvent ------------------------------------------------------
     async def normalise(self, value: bytes, headers: dict[str, Any]) -> None:
@@ -122,7 +140,7 @@ class Flow:
                 sender = (headers.get(topics.HEADER_SENDER) or b"fhir").decode()
                 events = parse_fhir(value, settings=self.gateway_settings, sender=sender)
             else:
-                events = [normalise_hl7(value, settings=self.gateway_settings)]
+                events = normalise_oru(value, settings=self.gateway_settings)  # one per OBR group
             for event in events:
                 await self._send(topics.REPORTS_EVENTS.name, event.accession, event)
                 log.info("normalised", event_id=event.event_id, accession=event.accession,
@@ -144,26 +162,65 @@ class Flow:
 
         await self._guard("route", topics.REPORTS_EVENTS.name, value, work)
 
-    # -- infer: InferenceRequest → DraftImpression (or parked while the worker is down) -------------
+    # -- infer: InferenceRequest → DraftImpression (or parked until a drafter can draft it) ---------------------------
     async def infer(self, value: bytes) -> None:
         async def work() -> None:
             request = InferenceRequest.model_validate_json(value)
+            if request.attempt:  # parked before: the study may have been signed or withdrawn meanwhile
+                await self._still_unsigned(request)
             try:
                 draft = await self.drafter.draft(request)
-            except RetryLater as exc:
+            except RetryLater as exc:  # no drafter can draft it now: nothing is posted, it waits for the model
                 await self._park(request, exc)
+                return
+            if draft.drafter is Drafter.RETRIEVAL and request.last_error == AWAITING_MODEL:
+                await self._park(request, RetryLater(AWAITING_MODEL, "the model is still down; the retrieval draft "
+                                                     "stands", accession=draft.accession))
                 return
             await asyncio.to_thread(self.store.save_draft, draft)
             await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft)
             metrics.DRAFTS.labels(draft.route, draft.adapter_name, draft.drafter.value).inc()
             log.info("drafted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
                      adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1))
+            if draft.drafter is Drafter.RETRIEVAL and self._redrafts:  # the model replaces it once back (post stage)
+                await self._park(request.model_copy(update={"attempt": 0}),
+                                 RetryLater(AWAITING_MODEL, "a retrieval draft", accession=draft.accession))
 
-        await self._guard("infer", topics.DRAFT_REQUESTS_PREFIX + "*", value, work)
+        await self._guard("infer", self._request_topic(value), value, work)
+
+    @property
+    def _redrafts(self) -> bool:
+        """Retrieval drafts stand in for the model's (a fallback deployment) and are replaced when it is back."""
+        return self.consumer_settings.replace_retrieval_drafts and isinstance(self.drafter, FallbackDrafter)
+
+    @staticmethod
+    def _request_topic(value: bytes) -> str:
+        """Where an infer record came from, for its dead letter: its route's topic (each has a declared twin)."""
+        try:
+            return InferenceRequest.model_validate_json(value).route.topic
+        except ValidationError:
+            return topics.DRAFTS_PARKED.name
+
+    async def _still_unsigned(self, request: InferenceRequest) -> None:
+        event = request.event
+        if await asyncio.to_thread(self.store.signed_records, event.accession):
+            raise Skip("already_signed", "signed while parked; no draft", accession=event.accession)
+        if await asyncio.to_thread(self.store.withdrawal_after, event.accession, event.received_at) is not None:
+            raise Skip("withdrawn", "withdrawn while parked; no draft", accession=event.accession)
 
     async def _park(self, request: InferenceRequest, error: RetryLater) -> None:
+        """Parks the request (capped backoff) for the delivery window from its report's arrival, then gives up: a
+        dead letter, or (a retrieval draft awaiting the model's) the retrieval draft simply stands."""
         s = self.consumer_settings
-        delay = min(s.park_backoff_s * 2**request.attempt, s.park_backoff_max_s)
+        age_s = (utcnow() - request.event.received_at).total_seconds()
+        if age_s > s.delivery_retry_window_s:
+            if error.code == AWAITING_MODEL:
+                log.warning("redraft_given_up", accession=request.event.accession, route=request.route.name)
+                return
+            raise Reject("no_draft_in_window", f"no drafter could draft it in {age_s / 3600:.1f} h (last: "
+                         f"{error.code})", message_control_id=request.event.message_control_id,
+                         accession=request.event.accession)
+        delay = min(s.park_backoff_s * 2 ** min(request.attempt, 30), s.park_backoff_max_s)
         parked = request.model_copy(update={"attempt": request.attempt + 1, "last_error": error.code,
                                             "not_before": utcnow() + timedelta(seconds=delay)})
         await self._send(topics.DRAFTS_PARKED.name, request.event.accession, parked)
@@ -181,26 +238,19 @@ class Flow:
 
         await self._guard("retry", topics.DRAFTS_PARKED.name, value, work)
 
-    # -- post: DraftImpression → ORU^R01 OBX-11=P / FHIR preliminary, unless already signed ----------
+    # -- post: DraftImpression → one delivery per destination (consumers/post.py), unless signed or withdrawn ---------
     async def post(self, value: bytes) -> None:
         async def work() -> None:
-            draft = DraftImpression.model_validate_json(value)
-            signed = await asyncio.to_thread(self.store.signed_records, draft.accession)
-            if signed:
-                # A draft never overwrites a signed report: record it beside the final, do not post.
-                for record in signed:
-                    if not record.has_draft:
-                        await self._replace_late(attach_late_draft(record, draft))
-                result = PostResult(draft=draft, skipped_reason="already_signed")
-            else:
-                result = await self.poster.post(draft)
-                await asyncio.to_thread(self.store.mark_posted, draft.event_id, hl7_ack=result.hl7_ack,
-                                        fhir_report_url=result.fhir_report_url, posted_at=result.posted_at)
-            await self._send(topics.DRAFTS_POSTED.name, draft.accession, result)
-            log.info("posted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
-                     hl7_ack=result.hl7_ack, fhir=bool(result.fhir_report_url), skipped=result.skipped_reason)
+            await self._post.post(DraftImpression.model_validate_json(value))
 
-        await self._guard("post", topics.DRAFTS_GENERATED.name, value, work)
+        await self._guard("post", topics.DRAFTS_GENERATED.name, value, work, patient=True)
+
+    def start_delivery(self) -> None:
+        """Starts the delivery lanes (once); every stage does on its first record."""
+        self._post.start_delivery()
+
+    async def stop_delivery(self) -> None:
+        await self._post.stop_delivery()
 
     async def _replace_late(self, record: EditRecord) -> None:
         if self.drift is not None:
@@ -216,25 +266,61 @@ class Flow:
             await self._send(topics.DRIFT_ALERTS.name, alert.route, alert)
             log.warning("drift_alert", route=alert.route, metric=alert.metric)
 
-    # -- capture: signed report + its draft → EditRecord --------------------------------------------
+    # -- capture: every report kept; signed report + its draft → EditRecord; withdrawn → its drafts withdrawn --
     async def capture(self, value: bytes) -> None:
         async def work() -> None:
             event = ReportEvent.model_validate_json(value)
-            if not event.status.is_signed:
-                return
-            draft = await asyncio.to_thread(self.store.latest_draft, event.accession)
-            record = capture_final(event, draft)
-            if not record.route:  # no draft: still attribute the final to its route for drift and retrieval
-                record = record.model_copy(update={"route": self.routing.resolve(event).name})
-            if self.drift is not None:
-                record = await asyncio.to_thread(self.drift.score, record)
-            if await asyncio.to_thread(self.store.save_edit, record):
-                await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
-                await self._observe(record)
-                if self.retrieval is not None and record.final.strip():
-                    self.retrieval.add(record.route, record.findings, record.final, record_id=record.record_id)
-                metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
-            log.info("captured", event_id=event.event_id, accession=event.accession, route=record.route,
-                     has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged)
+            await asyncio.to_thread(self.store.save_report, event)  # every version: a status-only final needs it
+            if event.status in WITHDRAWING:
+                await self._withdraw(event)
+            elif event.status.is_signed:
+                await self._capture_signed(event)
 
         await self._guard("capture", topics.REPORTS_EVENTS.name, value, work)
+
+    async def _capture_signed(self, event: ReportEvent) -> None:
+        draft = await asyncio.to_thread(self.store.latest_draft, event.accession)
+        earlier = None
+        if needs_earlier_text(event):  # HL7 OBX-11 U / no text: it signs the text received earlier
+            earlier = await asyncio.to_thread(self.store.earlier_report, event.accession, event.event_id)
+        record = capture_final(event, draft, earlier)
+        if not record.route:  # no draft: still attribute the final to its route for drift and retrieval
+            record = record.model_copy(update={"route": self.routing.resolve(event).name})
+        if self.drift is not None:
+            record = await asyncio.to_thread(self.drift.score, record)
+        if await asyncio.to_thread(self.store.save_edit, record):
+            await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
+            await self._observe(record)
+            if self.retrieval is not None and record.final.strip():
+                self.retrieval.add(record.route, record.findings, record.final, record_id=record.record_id)
+            metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
+        log.info("captured", event_id=event.event_id, accession=event.accession, route=record.route,
+                 has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged,
+                 status_only=needs_earlier_text(event), text_event_id=record.text_event_id)
+
+    async def _withdraw(self, event: ReportEvent) -> None:
+        """Withdraws the drafts of reports received before ``event``: a posted one is cancelled where it went (HL7
+        OBX-11 W, FHIR entered-in-error/cancelled), one not yet posted never will be (``post`` reads the withdrawal);
+        the accession's signed records are flagged withdrawn. The withdrawal's EditRecord says what was done."""
+        drafts = [(d, p) for d, p in await asyncio.to_thread(self.store.drafts_for, event.accession)
+                  if d.event.received_at <= event.received_at]
+        latest = drafts[-1][0] if drafts else None
+        # Written before reading what was posted (see consumers/post.py, _withdraw_if_withdrawn_meanwhile).
+        await asyncio.to_thread(self.store.save_withdrawal, capture_withdrawal(event, latest, "in progress"),
+                                event.received_at)
+        outcomes = []
+        for draft, posting in drafts:
+            if posting is None:
+                outcomes.append(f"draft {draft.event_id} not posted, and never will be")
+                continue
+            result = await self.poster.withdraw(draft, event.status, hl7_posted=posting.hl7_ack in _DELIVERED,
+                                                fhir_report_url=posting.fhir_report_url)
+            await self._send(topics.DRAFTS_POSTED.name, draft.accession, result)
+            outcomes.append(f"draft {draft.event_id} cancelled: {result.withdrawn_reason}")
+        record = capture_withdrawal(event, latest, "; ".join(outcomes) or "no draft; none will be posted")
+        await asyncio.to_thread(self.store.replace_withdrawal, record)
+        for signed in await asyncio.to_thread(self.store.signed_records, event.accession):
+            if not signed.withdrawn:  # e.g. a final sent for the wrong patient: never a training example
+                await asyncio.to_thread(self.store.replace_edit, mark_withdrawn(signed, event))
+        log.info("withdrawn", event_id=event.event_id, accession=event.accession, status=event.status.value,
+                 drafts=len(drafts), cancelled=sum(p is not None for _, p in drafts))

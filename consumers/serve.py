@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +21,19 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.contrib.asgi import faust_app_running
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from consumers.app import build_app, flow_topics
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
 from gateway.auth import require_bearer
-from gateway.http import create_app
+from gateway.http import RawPublisher, create_app
 from gateway.ingest import MllpIngest
 from gateway.mllp import MllpServer, server_ssl_context
 from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
+from gateway.reconcile import Settled, journaled
 from gateway.settings import GatewaySettings
 from model.inference.client import InferenceClient
 from model.inference.fallback import FallbackDrafter
@@ -42,7 +44,7 @@ from ops.drift.stage import DriftStage
 from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
 from ops.settings import OpsSettings
-from ops.store import Store
+from ops.store import Store, drafts, edit_records
 
 log = structlog.get_logger("consumers.serve")
 
@@ -75,7 +77,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int) -> None:
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int) -> list[str]:
     """Creates every topic of the flow (and its DLQ twin) that does not exist yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
@@ -85,8 +87,23 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, repli
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
+        return wanted
     finally:
         await admin.close()
+
+
+async def keep_topics(c: ConsumerSettings, names: list[str]) -> None:
+    """Re-creates what a broker lost, every ``topic_check_s``: Tansu's memory storage forgets its topics when it
+    restarts, then answers writes to them without an error, into nothing (README "Guarantees")."""
+    while True:
+        await asyncio.sleep(c.topic_check_s)
+        try:
+            made = await ensure_topics(c.kafka_bootstrap, names, c.topic_partitions, c.topic_replication)
+        except Exception as exc:  # the broker is down: the next check retries
+            log.debug("topic_check_failed", error=type(exc).__name__)
+            continue
+        if made:
+            log.warning("topics_recreated", topics=made)
 
 
 def open_store(url: str) -> Store:
@@ -95,6 +112,20 @@ def open_store(url: str) -> Store:
     if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
         Path(db.database).parent.mkdir(parents=True, exist_ok=True)
     return Store(url).create()
+
+
+def settled_in(store: Store) -> Settled:
+    """The intake journal's settled check (read-only): the event ids with a draft or a captured edit record."""
+    def settled(event_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with store.engine.connect() as conn:
+            for start in range(0, len(event_ids), 500):  # bounded IN lists
+                chunk = list(event_ids[start:start + 500])
+                for table in (drafts, edit_records):
+                    found.update(conn.scalars(select(table.c.event_id).where(table.c.event_id.in_(chunk))))
+        return found
+
+    return settled
 
 
 async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Store, routing: RoutingTable
@@ -123,11 +154,17 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
     routing = RoutingTable.load(c.routing_table)
     await ensure_topics(c.kafka_bootstrap, flow_topics(routing), c.topic_partitions, c.topic_replication)
     async with AsyncExitStack() as stack:
-        publisher = KafkaRawPublisher(c.kafka_bootstrap)
+        watch = asyncio.create_task(keep_topics(c, flow_topics(routing)))
+        stack.callback(watch.cancel)
+        publisher = KafkaRawPublisher(c.kafka_bootstrap, send_timeout_s=g.publish_timeout_s)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         store = open_store(c.database_url)
         stack.callback(store.close)
+        intake: RawPublisher = publisher  # README "Guarantees": with the journal, an AA rests on disk and broker
+        if "gateway" in config.roles and g.journal:
+            journal_dir = g.journal_dir or Path(config.model.data_dir) / "journal"
+            intake = await stack.enter_async_context(journaled(g, journal_dir, publisher, settled_in(store)))
         faust_app: faust.App | None = None
         client: InferenceClient | None = None
         if "consumers" in config.roles:
@@ -143,12 +180,12 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
         mllp_port = 0
         if "gateway" in config.roles:
             tls = server_ssl_context(g.tls_cert, g.tls_key, g.tls_client_ca) if g.tls_cert and g.tls_key else None
-            mllp = MllpServer(MllpIngest(g, publisher), max_message_bytes=g.max_message_bytes, ssl_context=tls)
+            mllp = MllpServer(MllpIngest(g, intake), max_message_bytes=g.max_message_bytes, ssl_context=tls)
             await mllp.start(g.mllp_host, g.mllp_port)
             stack.push_async_callback(mllp.stop)
             mllp_port = mllp.port
         routers = [dashboard_router(store, require_bearer(g.fhir_bearer_token, "dashboard"), min_samples=config.ops.drift.min_samples)]
-        server = _Server(uvicorn.Config(create_app(g, publisher, readiness, routers=routers), host=g.http_host, port=g.http_port,
+        server = _Server(uvicorn.Config(create_app(g, intake, readiness, routers=routers), host=g.http_host, port=g.http_port,
                                         log_level="warning", lifespan="off", access_log=False))
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():

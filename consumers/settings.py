@@ -37,3 +37,26 @@ class ConsumerSettings(BaseSettings):
     park_backoff_max_s: float = Field(60.0, description="longest delay between retries of a parked request")
     retrieval_fallback: bool = Field(True, description="draft with the retrieval drafter while the model worker is down")
     retrieval_index_limit: int = Field(50_000, description="most recent signed reports indexed at start")
+    # Recovery after a consumer dies (README "Guarantees": back within 30 s). The coordinator drops a dead member
+    # after the session timeout, then waits up to the rebalance timeout for the live ones to rejoin.
+    consumer_session_timeout_s: float = Field(10.0, description="a consumer silent this long is dropped from the "
+                                              "group and its partitions reassigned")
+    consumer_heartbeat_interval_s: float = Field(1.0, description="how often a consumer heartbeats (at most a third "
+                                                 "of the session timeout)")
+    consumer_rebalance_timeout_s: float = Field(15.0, description="how long a rebalance waits for live members to "
+                                                "rejoin")
+    broker_request_timeout_s: float = Field(30.0, description="Kafka request timeout of the consumers (above the "
+                                            "session and rebalance timeouts: a JoinGroup waits for the rebalance)")
+    # Drafts outlast outages (README "Guarantees"): each destination's deliveries are retried with capped exponential
+    # backoff (with jitter) for the window, then dead-lettered; parked requests wait for a drafter as long.
+    delivery_retry_window_s: float = Field(43_200.0, description="seconds a draft is kept and retried while its "
+                                           "destination is down or answers AE (or while no drafter can draft it) "
+                                           "before it is dead-lettered")
+    delivery_backoff_s: float = Field(1.0, description="first delay before a failed delivery is tried again")
+    delivery_backoff_max_s: float = Field(300.0, description="longest delay between tries of a delivery (and "
+                                          "between probes of a destination that is down)")
+    replace_retrieval_drafts: bool = Field(True, description="draft again with the model once it is back and "
+                                           "replace a retrieval draft posted during its outage, while the study is "
+                                           "unsigned")
+    topic_check_s: float = Field(5.0, description="seconds between checks that every topic of the flow exists "
+                                 "(re-created when a broker lost them)")

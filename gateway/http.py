@@ -42,8 +42,10 @@ FHIR_JSON = "application/fhir+json"
 class RawPublisher(Protocol):
     """Durable publish of one inbound message to ``reports.raw`` (``gateway.publish.KafkaRawPublisher``)."""
 
-    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str) -> None:
-        """Return once the broker has the record; raise ``RetryLater`` when it cannot take it."""
+    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str,
+                          event_ids: tuple[str, ...] = ()) -> None:
+        """Return once the broker (and the intake journal, ``gateway.reconcile``) has the record; raise
+        ``RetryLater`` when it cannot be taken. ``event_ids``: the events it becomes (the journal's settled check)."""
 
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -59,7 +61,8 @@ class RecordingPublisher:
         self.records: list[tuple[bytes, dict[str, str]]] = []
         self.unavailable = False
 
-    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str) -> None:
+    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str,
+                          event_ids: tuple[str, ...] = ()) -> None:
         if self.unavailable:
             raise RetryLater("broker_unavailable", "publisher marked unavailable", message_control_id=control_id)
         self.records.append((payload, {"content_type": content_type, "sender": sender, "control_id": control_id}))
@@ -157,7 +160,7 @@ class _FhirIntake:
             events = await run_in_threadpool(parse_fhir, body, settings=self._settings, sender=SENDER, accept=accept)
             control_id = _control_id(body, events)
             await self._publisher.publish_raw(body, content_type=CONTENT_TYPE_FHIR, sender=SENDER,
-                                              control_id=control_id)
+                                              control_id=control_id, event_ids=tuple(e.event_id for e in events))
         except Reject as exc:
             log.warning("fhir_rejected", code=exc.code, control_id=exc.message_control_id)
             outcome, response = "rejected", _rejected(exc)

@@ -1,9 +1,9 @@
 """Ingest stage for HL7 v2 over MLLP: read MSH, check the message is one we take, publish the raw bytes durably, then ACK.
 
 Input: one deframed MLLP message (bytes). Output: the ACK bytes (MSA-1 AA/AE/AR, MSA-2 = MSH-10).
-Failure modes: MSH unreadable → AR with ERR; not ORU^R01 → AR (ERR 200/201); no OBR/OBX → AE (ERR 100), not published;
-broker down → AE (ERR 207: the sender resends, nothing lost); a duplicate (sender, MSH-10) → AA, no second publish.
-Deep content checks are the normalise stage's (its rejects → ``reports.raw.dlq``). Details: gateway/README.md.
+Failure modes: MSH unreadable → AR with ERR; not ORU^R01 → AR (ERR 200/201); no OBR → AE (ERR 100), not published;
+broker or intake journal down → AE (ERR 207: the sender resends; AA only once both have it); a duplicate (sender,
+MSH-10) → AA, no second publish. Deep content checks are the normalise stage's (rejects → ``reports.raw.dlq``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from gateway.hl7 import MshInfo, build_ack, check_message_type, peek_msh
 from gateway.http import RawPublisher
 from gateway.settings import GatewaySettings
 from schemas import GatewayError, Reject, RetryLater, UnsupportedMessage
+from schemas.events import event_id_for
 from schemas.topics import CONTENT_TYPE_HL7
 
 log = structlog.get_logger("gateway.ingest")
 
-_SEGMENT_START = re.compile(rb"(?:^|[\r\n])(OBR|OBX)")
+_SEGMENT_START = re.compile(rb"(?:^|[\r\n])OBR(?![A-Za-z0-9])")  # any field separator (MSH-1)
 
 
 class RecentKeys:
@@ -45,11 +46,10 @@ class RecentKeys:
 def check_structure(raw: bytes, msh: MshInfo) -> None:
     """The cheap checks that decide AR/AE before publishing."""
     check_message_type(msh)
-    found = {m.group(1) for m in _SEGMENT_START.finditer(raw)}
-    for segment in ("OBR", "OBX"):
-        if segment.encode() not in found:
-            raise Reject(f"missing_{segment.lower()}", f"ORU^R01 has no {segment} segment",
-                         message_control_id=msh.message_control_id)
+    # OBR is required; OBX is not (HL7 v2.5.1 §7.3.1: the OBSERVATION group of ORU^R01 is optional), and a
+    # status-only final (OBR-25 F/U with no OBX) or a report carried in NTEs is the normaliser's to read.
+    if not _SEGMENT_START.search(raw):
+        raise Reject("missing_obr", "ORU^R01 has no OBR segment", message_control_id=msh.message_control_id)
 
 
 class MllpIngest:
@@ -94,8 +94,9 @@ class MllpIngest:
             log.info("ingest_duplicate", control_id=msh.message_control_id)
             return self._ack(msh, "AA"), "duplicate"
         try:
-            await self._publisher.publish_raw(message, content_type=CONTENT_TYPE_HL7, sender=msh.sender,
-                                              control_id=msh.message_control_id)
+            await self._publisher.publish_raw(
+                message, content_type=CONTENT_TYPE_HL7, sender=msh.sender, control_id=msh.message_control_id,
+                event_ids=(event_id_for(msh.sender, msh.message_control_id),))
         except RetryLater as exc:
             return self._ack(msh, "AE", exc), "retry"
         self._recent.add(key)

@@ -1,86 +1,132 @@
-"""Post stage, outbound side: deliver one draft to the reporting system as HL7 v2 and/or FHIR.
+"""Post stage, outbound side: send one draft to one destination (HL7 v2 over MLLP, or FHIR), or withdraw it.
 
-Input: a ``DraftImpression``. Output: a ``PostResult`` (the target's MSA-1, the FHIR report URL); a channel that is not
-configured is not used. Failure modes: the MLLP target answers AE/CE or not in time → retried with backoff up to
-``draft_mllp_retries`` times, then ``RetryLater``; AR/CR (the target will never take it) → ``Reject``; the FHIR
-server answers 5xx or is down → ``RetryLater``, 4xx → ``Reject``.
+Input: a ``DraftImpression``, its control id / version, and what it replaces. Output: the MSA-1, the FHIR report URL,
+or a ``PostResult`` of a withdrawal. Failure modes: one send per call, the retries are the caller's (ops/delivery.py):
+AE/CE, no answer, refused or down → ``RetryLater``; AR/CR → ``Reject``; FHIR 5xx/408/429/412 or down → ``RetryLater``,
+another 4xx → ``Reject``; a signed report there → ``Skip``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import httpx
 import structlog
 
-from gateway.fhir.outbound import post_draft_fhir
-from gateway.hl7 import build_draft_oru
+from gateway.fhir.outbound import post_draft_fhir, replace_draft_fhir, withdraw_draft_fhir
+from gateway.hl7.outbound import WITHDRAWN_OBX_11, build_draft_oru, build_withdrawal_oru
 from gateway.mllp import MllpClient, MllpTarget, ack_code
 from gateway.settings import GatewaySettings
-from schemas import DraftImpression, GatewayError, PostResult, Reject, RetryLater, Skip
+from schemas import DraftImpression, GatewayError, PostResult, Reject, ReportStatus, RetryLater, Skip
 
 log = structlog.get_logger("gateway.post")
+# HL7 v2.5.1 §2.9.2 and table 0008: AR "application reject" (CR "commit reject", enhanced mode) refuses the message as
+# such (type, version, processing id, content): sent again it is refused again, so it is rejected, with the reason.
+# AE "application error" (CE "commit error") is the receiver failing to process it now (our own intake answers AE when
+# the broker is down): retried, as is no answer at all.
+ACCEPTED = frozenset({"AA", "CA"})
+REFUSED = frozenset({"AR", "CR"})
 
 
 class DraftPoster:
-    def __init__(self, settings: GatewaySettings, *, backoff_s: float = 0.5):
+    def __init__(self, settings: GatewaySettings, *, backoff_s: float = 0.1):
         self._settings = settings
         self._backoff_s = backoff_s
         self._mllp = (
             MllpClient(MllpTarget.parse(settings.draft_mllp_target), timeout_s=settings.draft_mllp_timeout_s)
             if settings.draft_mllp_target else None
         )
-        self._http = httpx.AsyncClient(timeout=30.0) if settings.fhir_server_url else None
+        self._http = httpx.AsyncClient(timeout=settings.fhir_server_timeout_s) if settings.fhir_server_url else None
 
     @property
     def channels(self) -> list[str]:
         return [name for name, on in (("hl7v2", self._mllp), ("fhir", self._http)) if on is not None]
 
-    async def post(self, draft: DraftImpression) -> PostResult:
-        """Posts on every configured channel; one channel's outage does not hold back the other.
+    def timeout_s(self, channel: str) -> float:
+        """How long one send to ``channel`` may take (a FHIR send is up to four requests)."""
+        return self._settings.draft_mllp_timeout_s if channel == "hl7v2" else 4 * self._settings.fhir_server_timeout_s
 
-        Both channels are idempotent on retry (the ORU keeps one MSH-10 per draft, the FHIR create
-        is conditional on the draft identifier), so after a failure the whole post can be redone.
-        """
-        hl7_ack, fhir_url, skipped = "", "", ""
+    def _sender(self, draft: DraftImpression, control_id: str) -> dict[str, str]:
+        return {"control_id": control_id, "sending_application": self._settings.ack_sending_application,
+                "sending_facility": self._settings.ack_sending_facility or draft.site}
+
+    async def send_hl7(self, draft: DraftImpression, *, control_id: str, replaces: str = "") -> str:
+        """One ORU^R01 of ``draft`` (replacing the draft sent as MSH-10 ``replaces``, if given); its MSA-1."""
+        if self._mllp is None:
+            raise Skip("mllp_target_not_configured", "no MLLP draft target configured", accession=draft.accession)
+        message = build_draft_oru(draft, **self._sender(draft, control_id), replaces=replaces,
+                                  replacement_status="C" if self._settings.draft_replacement_correction else "P")
+        return await self._exchange(message, draft, answers_retried=False)
+
+    async def send_fhir(self, draft: DraftImpression, *, version: str, replaces_url: str = "",
+                        event_ids: Sequence[str] = ()) -> str:
+        """The draft report created, or the earlier one replaced (``replaces_url`` / ``event_ids``); its URL."""
+        if self._http is None:
+            raise Skip("fhir_target_not_configured", "no FHIR server URL configured", accession=draft.accession)
+        s = self._settings
+        if replaces_url or event_ids:
+            return await replace_draft_fhir(self._http, s.fhir_server_url, draft, version=version,
+                                            replaces_url=replaces_url, event_ids=event_ids, token=s.fhir_server_token)
+        return await post_draft_fhir(self._http, s.fhir_server_url, draft, token=s.fhir_server_token, version=version)
+
+    async def withdraw(self, draft: DraftImpression, status: ReportStatus, *, hl7_posted: bool,
+                       fhir_report_url: str) -> PostResult:
+        """Withdraws a posted draft where it went: over HL7 when ``hl7_posted`` (an ORU^R01 posting it as wrong), on
+        the FHIR server when ``fhir_report_url`` (the report updated to entered-in-error / cancelled)."""
+        hl7_ack, fhir_url, sent = "", "", []
         failures: list[GatewayError] = []
-        if self._mllp is not None:
+        if self._mllp is not None and hl7_posted:
             try:
-                hl7_ack = await self._post_hl7(draft)
+                # One control id per withdrawal (not per attempt), so the target can recognise our retries.
+                control_id = uuid.uuid5(uuid.NAMESPACE_OID, f"withdraw|{draft.event_id}").hex[:20]
+                message = build_withdrawal_oru(draft, status, **self._sender(draft, control_id))
+                hl7_ack = await self._exchange(message, draft, answers_retried=True)
+                sent.append(f"HL7 OBX-11 {WITHDRAWN_OBX_11} (ACK {hl7_ack})")
             except GatewayError as exc:
                 failures.append(exc)
-        if self._http is not None:
+        if self._http is not None and fhir_report_url:
             try:
-                fhir_url = await post_draft_fhir(self._http, self._settings.fhir_server_url, draft,
-                                                 token=self._settings.fhir_server_token)
-            except Skip as exc:  # e.g. the EHR already holds a signed report for this accession
-                skipped = exc.code
+                fhir_url, fhir_status = await withdraw_draft_fhir(
+                    self._http, self._settings.fhir_server_url, draft, fhir_report_url, status,
+                    token=self._settings.fhir_server_token)
+                sent.append(f"FHIR {fhir_status}")
+            except Skip as exc:  # e.g. the EHR signed that report since: a signed report is never touched
+                sent.append(f"FHIR not changed ({exc.code})")
             except GatewayError as exc:
                 failures.append(exc)
         if failures:
             raise next((f for f in failures if isinstance(f, RetryLater)), failures[0])
-        return PostResult(draft=draft, hl7_ack=hl7_ack, fhir_report_url=fhir_url, skipped_reason=skipped)
+        reason = f"report {status.value} at the source; " + (", ".join(sent) or "no channel to withdraw it on")
+        return PostResult(draft=draft, hl7_ack=hl7_ack, fhir_report_url=fhir_url, withdrawn=True,
+                          withdrawn_reason=reason)
 
-    async def _post_hl7(self, draft: DraftImpression) -> str:
+    async def _exchange(self, message: bytes, draft: DraftImpression, *, answers_retried: bool) -> str:
+        """Sends ``message`` and reads its ACK. A refused or dropped connection (a kept-open one the RIS closed) is
+        tried again at once on a new one, ``draft_mllp_retries`` times in all; with ``answers_retried`` an AE or no
+        answer in time are too (a withdrawal, which has no delivery lane behind it)."""
         assert self._mllp is not None
-        # One control id per draft (not per attempt), so the target can recognise our retries.
-        control_id = uuid.uuid5(uuid.NAMESPACE_OID, f"draft|{draft.event_id}").hex[:20]
-        message = build_draft_oru(draft, control_id=control_id,
-                                  sending_application=self._settings.ack_sending_application,
-                                  sending_facility=self._settings.ack_sending_facility or draft.site)
-        last = ""
-        for attempt in range(self._settings.draft_mllp_retries):
+        last, attempts = "", max(1, self._settings.draft_mllp_retries)
+        for attempt in range(attempts):
             try:
                 last = ack_code(await self._mllp.send(message))
-            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            except TimeoutError:  # before OSError: it is one; the whole timeout was waited already
+                last = "TimeoutError"
+                if not answers_retried:
+                    break
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 last = type(exc).__name__
-            if last in ("AA", "CA"):
-                return last
-            if last in ("AR", "CR"):
-                raise Reject("draft_rejected_by_target", f"MLLP target answered {last}", accession=draft.accession)
-            log.warning("post_hl7_retry", accession=draft.accession, attempt=attempt + 1, answer=last)
-            await asyncio.sleep(self._backoff_s * 2**attempt)
+            else:
+                if last in ACCEPTED:
+                    return last
+                if last in REFUSED:
+                    raise Reject("draft_rejected_by_target", f"MLLP target answered {last}", accession=draft.accession)
+                if not answers_retried:
+                    break
+            if attempt + 1 < attempts:
+                log.info("post_hl7_again", accession=draft.accession, attempt=attempt + 1, answer=last)
+                await asyncio.sleep(self._backoff_s * 2**attempt)
         raise RetryLater("draft_target_unavailable", f"MLLP target last answered {last or 'nothing'}",
                          accession=draft.accession)
 

@@ -1,14 +1,15 @@
 """Durable publish of inbound messages to ``reports.raw``: the step an ACK waits for.
 
-Input: the original bytes of one message (HL7 ER7 or FHIR JSON) and its ids. Output: one Kafka record on
-``reports.raw`` (key = sender|control id; headers content type, sender, control id, received-at), ``acks=all``.
-Failure modes: broker unreachable or send timeout → ``RetryLater`` (the MLLP listener answers AE so the sender resends,
-the HTTP app answers 503); nothing is ACKed AA before the broker confirmed the write.
+Input: the original bytes of one message (HL7 ER7 or FHIR JSON) and its ids, as a ``RawRecord``. Output: one Kafka
+record on ``reports.raw`` (key = sender|control id; headers content type, sender, control id, received-at), ``acks=all``.
+Failure modes: broker unreachable, or no answer within ``publish_timeout_s`` → ``RetryLater`` (the MLLP listener
+answers AE so the sender resends, the HTTP app 503); nothing is ACKed AA before the broker confirmed the write.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -26,28 +27,70 @@ from schemas.topics import (
 
 log = structlog.get_logger("gateway.publish")
 
+# aiokafka's own bound covers the metadata wait and a batch's time in the accumulator; ours, a little above it,
+# also covers a producer stuck on a connection that never answers.
+_OUTER_MARGIN_S = 0.25
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One ``reports.raw`` record as the gateway publishes it (and the journal keeps it, byte for byte)."""
+
+    key: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    payload: bytes
+    control_id: str
+
+
+def raw_record(payload: bytes, *, content_type: str, sender: str, control_id: str,
+               received_at: datetime | None = None) -> RawRecord:
+    headers = (
+        (HEADER_CONTENT_TYPE, content_type.encode()),
+        (HEADER_SENDER, sender.encode()),
+        (HEADER_CONTROL_ID, control_id.encode()),
+        (HEADER_RECEIVED_AT, (received_at or datetime.now(UTC)).isoformat().encode()),
+    )
+    return RawRecord(key=f"{sender}|{control_id}".encode(), headers=headers, payload=payload, control_id=control_id)
+
 
 class KafkaRawPublisher:
-    """Publishes raw inbound messages; one producer shared by the MLLP listener and the HTTP app."""
+    """Publishes raw inbound messages; one producer shared by the MLLP listener, the HTTP app and the reconciler."""
 
-    def __init__(self, bootstrap: str, *, topic: str = REPORTS_RAW.name, send_timeout_s: float = 10.0):
+    def __init__(self, bootstrap: str, *, topic: str = REPORTS_RAW.name, send_timeout_s: float = 1.5):
         self._bootstrap = bootstrap
         self._topic = topic
         self._send_timeout_s = send_timeout_s
         self._producer: AIOKafkaProducer | None = None
 
-    async def start(self) -> None:
-        # acks="all": the write is on every in-sync replica before we ACK (durable publish).
+    def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
+        # acks="all": the write is on every in-sync replica before we ACK (durable publish). The idempotent
+        # producer (KIP-98) keeps the producer's own retries from writing a record twice.
+        # request_timeout_ms bounds the metadata wait and a batch's life too: a broker that is down is an AE
+        # within publish_timeout_s, not after aiokafka's 40 s default.
         # linger_ms batches concurrent senders into one produce request without delaying a lone one much.
-        self._producer = AIOKafkaProducer(
+        return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
+            enable_idempotence=idempotent,
             linger_ms=2,
             max_batch_size=1_048_576,
             max_request_size=8_388_608,
             request_timeout_ms=int(self._send_timeout_s * 1000),
+            retry_backoff_ms=50,
         )
-        await self._producer.start()
+
+    async def start(self) -> None:
+        producer = self._new_producer(idempotent=True)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            # A broker without producer ids (Tansu's memory storage answers InitProducerId with an unknown error):
+            # publish without idempotence; downstream is idempotent by event id, so a retried write costs nothing.
+            await producer.stop()
+            log.warning("publish_not_idempotent", error=type(exc).__name__)
+            producer = self._new_producer(idempotent=False)
+            await producer.start()
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -64,22 +107,20 @@ class KafkaRawPublisher:
         except (TimeoutError, KafkaError, OSError):
             return False
 
-    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str) -> None:
+    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str,
+                          event_ids: tuple[str, ...] = ()) -> None:
+        """``RawPublisher``: publish one inbound message (``event_ids`` matter only to a journaling publisher)."""
+        await self.publish(raw_record(payload, content_type=content_type, sender=sender, control_id=control_id))
+
+    async def publish(self, record: RawRecord) -> None:
         if self._producer is None:
-            raise RetryLater("broker_unavailable", "publisher not started", message_control_id=control_id)
-        headers = [
-            (HEADER_CONTENT_TYPE, content_type.encode()),
-            (HEADER_SENDER, sender.encode()),
-            (HEADER_CONTROL_ID, control_id.encode()),
-            (HEADER_RECEIVED_AT, datetime.now(UTC).isoformat().encode()),
-        ]
-        key = f"{sender}|{control_id}".encode()
+            raise RetryLater("broker_unavailable", "publisher not started", message_control_id=record.control_id)
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(self._topic, payload, key=key, headers=headers),
-                timeout=self._send_timeout_s,
+                self._producer.send_and_wait(self._topic, record.payload, key=record.key, headers=list(record.headers)),
+                timeout=self._send_timeout_s + _OUTER_MARGIN_S,
             )
         except (TimeoutError, KafkaError) as exc:
-            log.warning("publish_failed", control_id=control_id, error=type(exc).__name__)
+            log.warning("publish_failed", control_id=record.control_id, error=type(exc).__name__)
             raise RetryLater("broker_unavailable", f"publish to {self._topic} failed: {type(exc).__name__}",
-                             message_control_id=control_id) from exc
+                             message_control_id=record.control_id) from exc

@@ -36,7 +36,7 @@ class GatewaySettings(BaseSettings):
     findings_obx_codes: tuple[str, ...] = ("59776-5", "18782-3", "FINDINGS", "GDT")
     impression_obx_codes: tuple[str, ...] = ("19005-8", "IMPRESSION", "IMP")
     report_obx_codes: tuple[str, ...] = ("18748-4", "REPORT", "RPT")
-    procedure_table: Path | None = Field(None, description="Extra TOML rows for modality/body-system classification")
+    procedure_table: Path | None = Field(None, description="Site TOML file: extra procedure rows (codes, keywords), status words and OBX-3 codes (gateway/data/ shows the format)")
 
     # Outbound drafts.
     draft_mllp_target: str = Field("", description="HOST:PORT of the RIS/reporting system receiving ORU^R01 drafts")
@@ -44,3 +44,23 @@ class GatewaySettings(BaseSettings):
     draft_mllp_retries: int = 5
     fhir_server_url: str = Field("", description="FHIR R4 base URL receiving preliminary DiagnosticReports")
     fhir_server_token: str = ""
+
+    # Durable intake (README "Guarantees"): publish timeout and the fsynced intake journal.
+    publish_timeout_s: float = Field(1.5, description="how long a publish to reports.raw may take before the "
+                                     "message is answered AE / 503 (the broker is taken as down)")
+    journal: bool = Field(True, description="journal (fsync) every accepted message before its AA / 201; off: an AA "
+                          "rests on the broker alone")
+    journal_dir: Path | None = Field(None, description="intake journal directory (default <data dir>/journal)")
+    journal_grace_s: float = Field(300.0, description="an accepted message neither drafted nor captured after this "
+                                   "long is published again")
+    journal_retention_s: float = Field(86_400.0, description="journal entries older than this are dropped, settled "
+                                       "or not")
+    journal_republish_max: int = Field(5, description="times one message is published again before it is dropped "
+                                       "with a warning naming its ids")
+    # Outbound drafts, per destination (README "Guarantees"): each destination has its own timeout and delivery lane.
+    fhir_server_timeout_s: float = Field(10.0, description="wait for one answer of the FHIR server receiving drafts "
+                                         "(a draft send is up to four requests)")
+    draft_replacement_correction: bool = Field(False, description="send a re-draft replacing an earlier draft as "
+                                               "OBX-11/OBR-25 C (correction) instead of P, for a RIS that replaces "
+                                               "only on C; many read C as a signed status")
+    journal_reconcile_s: float = Field(60.0, description="seconds between passes of the journal reconciler")

@@ -1,15 +1,16 @@
-"""The store of drafts and edit records (SQLAlchemy): SQLite file by default, any DATABASE_URL.
+"""The store of reports, drafts, deliveries, edits and withdrawals (SQLAlchemy): SQLite by default, any DATABASE_URL.
 
-Input: ``DraftImpression`` and ``EditRecord`` contracts. Output: rows, and the contracts read back.
+Input: ``ReportEvent``, ``DraftImpression`` and ``EditRecord`` contracts. Output: rows, and the contracts read back.
 Failure modes: the database is unreachable → ``RetryLater`` (the stage backs off; Kafka keeps the event); every write
-is idempotent by event id, so a redelivered record never duplicates a row. The full contract is kept as JSON beside
-the indexed columns, so a schema change never needs a migration of history. Details: ops/README.md.
+is idempotent by event id (a delivery by its key and destination), so a redelivered record never duplicates a row.
+The full contract is kept as JSON beside the indexed columns: history never needs a migration. Details: ops/README.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -32,9 +33,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from schemas import DraftImpression, EditRecord, RetryLater
+from ops.delivery_rows import DeliveryRows
+from ops.delivery_rows import metadata as delivery_metadata
+from schemas import DraftImpression, EditRecord, ReportEvent, RetryLater
 
 metadata = MetaData()
+
+# Every version of every report as received (all statuses), in arrival order (seq): a status-only final (HL7 OBX-11
+# U) signs the text received earlier for its accession, which only this table still has.
+reports = Table(
+    "reports",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), unique=True, nullable=False),
+    Column("accession", String(64), index=True, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("has_text", Boolean, nullable=False),
+    Column("received_at", DateTime(timezone=True)),
+    Column("body", Text, nullable=False),
+)
 
 drafts = Table(
     "drafts",
@@ -73,6 +90,35 @@ edit_records = Table(
 )
 
 
+# A report withdrawn or cancelled at the source: the withdrawal's EditRecord (withdrawn=True), kept apart from the
+# signed edit records so drift, export and retrieval never take it for a signed report. received_at orders it
+# against the drafts: a draft of a report received before the withdrawal is withdrawn with it.
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("record_id", String(64), primary_key=True),
+    Column("event_id", String(64), unique=True, nullable=False),
+    Column("accession", String(64), index=True, nullable=False),
+    Column("draft_event_id", String(64)),
+    Column("received_at", DateTime(timezone=True), index=True),
+    Column("body", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Posting:
+    """Where a draft went: the target's MSA-1 and the FHIR report URL (empty for a channel not used)."""
+
+    hl7_ack: str
+    fhir_report_url: str
+    posted_at: datetime
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no offset: store and compare every instant in UTC.
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the dashboard read while a consumer writes; busy_timeout rides out short locks.
     cur = dbapi_conn.cursor()
@@ -81,7 +127,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store:
+class Store(DeliveryRows):
     def __init__(self, url: str):
         self.url = url
         # hide_parameters: a driver error must not carry bound values (report text, ids) into a log line.
@@ -92,6 +138,7 @@ class Store:
     def create(self) -> Store:
         try:
             metadata.create_all(self.engine)
+            delivery_metadata.create_all(self.engine)
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"cannot reach the store: {type(exc).__name__}") from exc
         return self
@@ -118,6 +165,43 @@ class Store:
         self._write(update(drafts).where(drafts.c.event_id == event_id).values(
             hl7_ack=hl7_ack, fhir_report_url=fhir_report_url, posted_at=posted_at))
 
+    def mark_channel_posted(self, event_id: str, *, posted_at: datetime, hl7_ack: str | None = None,
+                            fhir_report_url: str | None = None) -> None:
+        """Records one channel's delivery of a draft (the other channel's column is left as it is)."""
+        values: dict[str, Any] = {"posted_at": posted_at}
+        if hl7_ack is not None:
+            values["hl7_ack"] = hl7_ack
+        if fhir_report_url is not None:
+            values["fhir_report_url"] = fhir_report_url
+        self._write(update(drafts).where(drafts.c.event_id == event_id).values(**values))
+
+    def replace_draft(self, draft: DraftImpression) -> None:
+        """The draft row of ``draft.event_id`` now holds ``draft`` (a re-draft of the same report that was posted)."""
+        self._write(update(drafts).where(drafts.c.event_id == draft.event_id).values(
+            route=draft.route, site=draft.site, adapter_name=draft.adapter_name, adapter_version=draft.adapter_version,
+            drafter=draft.drafter.value, created_at=draft.created_at, body=draft.model_dump_json()))
+
+    def save_report(self, event: ReportEvent) -> bool:
+        """Keeps one received version of a report (any status); False when it was already kept."""
+        return self._write(insert(reports).values(
+            event_id=event.event_id, accession=event.accession, status=event.status.value,
+            has_text=bool(event.findings.strip() or event.impression.strip()),
+            received_at=_utc(event.received_at), body=event.model_dump_json(),
+        ))
+
+    def earlier_report(self, accession: str, before_event_id: str) -> ReportEvent | None:
+        """The latest version with report text received before ``before_event_id`` (or at all, if not kept); a
+        withdrawn or cancelled version's text (some senders repeat it with OBX-11 W) is never the one signed."""
+        query = select(reports.c.body).where(reports.c.accession == accession, reports.c.has_text.is_(True),
+                                             reports.c.event_id != before_event_id,
+                                             reports.c.status.not_in(("withdrawn", "cancelled")))
+        with self.engine.connect() as conn:
+            seq = conn.execute(select(reports.c.seq).where(reports.c.event_id == before_event_id)).scalar()
+            if seq is not None:  # a redelivered final finds the same text, whatever arrived after it
+                query = query.where(reports.c.seq < seq)
+            row = conn.execute(query.order_by(reports.c.seq.desc())).first()
+        return ReportEvent.model_validate_json(row[0]) if row else None
+
     def has_draft(self, event_id: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(drafts.c.event_id).where(drafts.c.event_id == event_id)).first() is not None
@@ -128,6 +212,47 @@ class Store:
                 select(drafts.c.body).where(drafts.c.accession == accession).order_by(drafts.c.created_at.desc())
             ).first()
         return DraftImpression.model_validate_json(row[0]) if row else None
+
+    def drafts_for(self, accession: str) -> list[tuple[DraftImpression, Posting | None]]:
+        """Every draft of the accession, oldest first, with where it was posted (None: not posted)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(drafts.c.body, drafts.c.hl7_ack, drafts.c.fhir_report_url, drafts.c.posted_at)
+                .where(drafts.c.accession == accession).order_by(drafts.c.created_at)
+            ).all()
+        return [(DraftImpression.model_validate_json(body),
+                 Posting(ack or "", url or "", at) if at is not None else None) for body, ack, url, at in rows]
+
+    def save_withdrawal(self, record: EditRecord, received_at: datetime) -> bool:
+        """Keeps the EditRecord of a withdrawal event (``received_at``: when that event was received)."""
+        return self._write(insert(withdrawals).values(
+            record_id=record.record_id, event_id=record.event_id, accession=record.accession,
+            draft_event_id=record.draft_event_id, received_at=_utc(received_at), body=record.model_dump_json(),
+        ))
+
+    def replace_withdrawal(self, record: EditRecord) -> None:
+        self._write(update(withdrawals).where(withdrawals.c.record_id == record.record_id).values(
+            draft_event_id=record.draft_event_id, body=record.model_dump_json()))
+
+    def withdrawal_of(self, draft: DraftImpression) -> EditRecord | None:
+        """The first withdrawal of the draft's accession received after the report the draft was made from."""
+        return self.withdrawal_after(draft.accession, draft.event.received_at)
+
+    def withdrawal_after(self, accession: str, received_at: datetime) -> EditRecord | None:
+        """The first withdrawal of ``accession`` received at or after ``received_at``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(withdrawals.c.body)
+                .where(withdrawals.c.accession == accession, withdrawals.c.received_at >= _utc(received_at))
+                .order_by(withdrawals.c.received_at)
+            ).first()
+        return EditRecord.model_validate_json(row[0]) if row else None
+
+    def withdrawals_of(self, accession: str) -> list[EditRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(withdrawals.c.body).where(withdrawals.c.accession == accession)
+                                .order_by(withdrawals.c.received_at)).all()
+        return [EditRecord.model_validate_json(r[0]) for r in rows]
 
     def save_edit(self, record: EditRecord) -> bool:
         return self._write(insert(edit_records).values(

@@ -179,6 +179,15 @@ class PostResult(_Contract):
     hl7_ack: str = Field("", description="MSA-1 of the target's ACK (AA/AE/AR), empty if not sent")
     fhir_report_url: str = ""
     skipped_reason: str = ""
+    withdrawn: bool = Field(False, description="The draft is withdrawn (its report was withdrawn or cancelled at "
+                                               "the source): a posted draft is cancelled, one not yet posted is not posted")
+    withdrawn_reason: str = Field("", description="Why and what was sent, in codes and ids (e.g. HL7 OBX-11 W, "
+                                                  "FHIR entered-in-error); never text")
+    destination: str = Field("", description="The destination this result is for (hl7v2 or fhir: each is delivered "
+                                             "on its own); empty when none is configured")
+    replaces: str = Field("", description="The earlier draft of the study this one replaced there (its MSH-10 or FHIR "
+                                          "report URL); empty for a study's first draft")
+    attempts: int = Field(0, description="Sends it took (more than one: the destination was down or answered AE)")
     posted_at: datetime = Field(default_factory=utcnow)
 
 
@@ -222,6 +231,15 @@ class EditRecord(_Contract):
                     "empty when there is no draft or no final, None where a metric is undefined",
     )
     phi: list[str] = Field(default_factory=list, description="The signed report's PHI strings (ReportEvent.phi)")
+    addendum: str = Field("", description="An amendment's addendum text (ReportEvent.addendum), beside the final")
+    text_event_id: str = Field(
+        "", description="A status-only final (HL7 OBX-11 U, or no text): the earlier event whose report text it signs")
+    withdrawn: bool = Field(
+        False, description="The report was withdrawn (HL7 OBX-11 W/D, FHIR entered-in-error) or cancelled (OBX-11 X, "
+                           "FHIR cancelled) at the source: never an example of a signed report")
+    withdrawn_reason: str = Field("", description="Why, and what became of the draft, in codes and ids; never text")
+    notes: list[str] = Field(default_factory=list,
+                             description="What capture had to assume, in words an engineer can act on; never PHI")
 
 
 class DeadLetter(_Contract):

@@ -25,8 +25,8 @@ STATUS: dict[str, ReportStatus] = {
     "corrected": ReportStatus.AMENDED,
     "appended": ReportStatus.AMENDED,
     "cancelled": ReportStatus.CANCELLED,
-    # entered-in-error: the report should not have existed; withdrawing it is what cancelled means here.
-    "entered-in-error": ReportStatus.CANCELLED,
+    # entered-in-error: the report was wrong and must not be used; a withdrawn result (as HL7 OBX-11 W).
+    "entered-in-error": ReportStatus.WITHDRAWN,
 }
 
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -71,9 +71,9 @@ def modality_hints(categories: list[Any] | None) -> tuple[str, str]:
 
 
 def procedure(code: Any) -> tuple[str, str]:
-    """``(code, text)`` from ``DiagnosticReport.code``: ``coding[0].code``, ``text`` else ``coding[0].display``."""
+    """``(code, text)`` from ``DiagnosticReport.code``: ``coding[0].code``, ``text`` else the first ``display``."""
     first = code.coding[0] if code.coding else None
-    text = code.text or (first.display if first is not None else None) or ""
+    text = code.text or next((c.display for c in code.coding or [] if c.display), None) or ""
     return (str(first.code or "") if first is not None else ""), str(text)
 
 

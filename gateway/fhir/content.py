@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import re
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any
@@ -58,11 +59,18 @@ def _media_type(content_type: str) -> tuple[str, str]:
     return media.strip().lower(), charset
 
 
-def presented_text(report: Any, root: str) -> str:
-    """The first ``presentedForm`` attachment that is text/plain with inline ``data``, decoded."""
+def _is_addendum(form: Any) -> bool:
+    return "addend" in str(form.title or "").lower()
+
+
+def presented_text(report: Any, root: str, addendum: bool = False) -> str:
+    """The first ``presentedForm`` attachment that is text/plain with inline ``data``, decoded.
+
+    ``addendum`` picks the first one titled as an addendum instead (an appended report may carry it apart).
+    """
     for i, form in enumerate(report.presentedForm or []):
         media, charset = _media_type(str(form.contentType or ""))
-        if media != "text/plain" or not form.data:
+        if media != "text/plain" or not form.data or _is_addendum(form) != addendum:
             continue
         path = f"{root}.presentedForm[{i}]"
         raw = form.data if isinstance(form.data, bytes) else _b64(str(form.data), path)
@@ -105,22 +113,48 @@ class _TextOnly(HTMLParser):
 
 
 def narrative_text(report: Any) -> str:
+    """The narrative as plain text, when it can be the report.
+
+    R4 narrative.html: a ``generated`` narrative is "entirely generated from the core elements", i.e. a rendering
+    of the structured data (subject, dates, codes), not report text; it counts only when it carries report
+    headings (FINDINGS:, IMPRESSION: …), as senders that put the report there while labelling it generated do.
+    """
     if report.text is None or not report.text.div:
         return ""
     parser = _TextOnly()
     parser.feed(str(report.text.div))
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if report.text.status == "generated":
+        findings, impression = split_sections(text)
+        return text if impression or findings != normalise_whitespace(text) else ""
+    return text
 
 
-def report_texts(report: Any, resolver: Resolver, root: str, codes: dict[str, tuple[str, ...]]) -> tuple[str, str]:
-    """``(findings, impression)`` of one report; ``codes`` maps findings/impression/report → codes."""
+def report_texts(report: Any, resolver: Resolver, root: str, codes: dict[str, tuple[str, ...]]
+                 ) -> tuple[str, str, str]:
+    """``(findings, impression, addendum)`` of one report; ``codes`` maps findings/impression/report → codes."""
     found = observations(report, resolver)
     findings = observation_text(found, codes["findings"])
-    impression = str(report.conclusion or "") or observation_text(found, codes["impression"])
+    conclusion, added = split_addendum(str(report.conclusion or ""))
+    impression = conclusion or observation_text(found, codes["impression"])
+    whole = ""
     if not findings:
         whole = observation_text(found, codes["report"]) or presented_text(report, root) or narrative_text(report)
         findings, from_text = split_sections(whole)
         impression = impression or from_text
-    return normalise_whitespace(findings), normalise_whitespace(impression)
+    addendum = presented_text(report, root, addendum=True) or split_addendum(whole)[1] or added
+    return normalise_whitespace(findings), normalise_whitespace(impression), normalise_whitespace(addendum)
+
+
+# An addendum is text added after signing under a heading of its own, last in the report (ACR practice
+# parameter for communication of diagnostic imaging findings: addenda are marked and dated, the signed text kept).
+_ADDENDUM = re.compile(r"^[ \t\u3000]*[\[【]?(?:ADDEND(?:UM|A)|补充报告|补充说明|补充意见)(?:[ \t]*#?\d+)?[\]】]?"
+                       r"[ \t\u3000]*(?:[:：]|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def split_addendum(text: str) -> tuple[str, str]:
+    """``(before, addendum)``: the addendum is what follows its heading (``ADDENDUM:``, ``Addendum 1:``, 补充报告：)."""
+    match = _ADDENDUM.search(text)
+    return (text[: match.start()].rstrip(), text[match.end():].strip()) if match else (text, "")

@@ -13,15 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.classify import classify_procedure
+from pydantic import ValidationError
+
 from gateway.fhir import codes
+from gateway.fhir.accession import order_ids
 from gateway.fhir.content import report_texts
 from gateway.fhir.phi import report_phi
-from gateway.fhir.references import Resolver, identifier_of_type, index_bundle, reference_key, type_of
+from gateway.fhir.procedure import procedure_of
+from gateway.fhir.references import Resolver, index_bundle, reference_key, type_of
 from gateway.fhir.validate import (
     INVALID,
     MODELS,
     NO_REPORT,
+    NOT_RADIOLOGY,
     UNSUPPORTED,
     FhirReject,
     load_json,
@@ -29,8 +33,9 @@ from gateway.fhir.validate import (
     safe_token,
     validate,
 )
+from gateway.fhir.version import check_release, other_release
 from gateway.settings import GatewaySettings
-from schemas.events import BodySystem, Modality, ReportEvent, Source, event_id_for, utcnow
+from schemas.events import ReportEvent, ReportStatus, Source, event_id_for, utcnow
 from schemas.language import detect_language
 
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "message"})
@@ -38,6 +43,8 @@ ACCEPTED_RESOURCES: tuple[str, ...] = ("DiagnosticReport", "Bundle")
 _PATIENT = frozenset({"Patient"})
 _PERFORMER_SITE = frozenset({"Organization"})
 _INTERPRETER = frozenset({"Practitioner", "PractitionerRole"})
+_STATUS_ONLY_NOTE = ("signed without any text: a status change only; the report text is the one received "
+                     "earlier for this accession")
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,11 @@ class _Context:
 
 
 # Rejects: ``fhir_not_json`` / ``fhir_wrong_resource_type`` (the HTTP app answers 400); ``fhir_invalid``:
-# breaks R4 structure (``DiagnosticReport.status``/``code`` are 1..1), an R5-only element, a status outside
-# the R4 value set, no accession number, an undecodable presentedForm; ``fhir_unsupported``: a Bundle type
-# other than collection/transaction/batch/message (searchset, history, document…); ``fhir_no_report``: a
-# Bundle without any DiagnosticReport entry (these three answered 422).
+# breaks R4 structure (``DiagnosticReport.status``/``code`` are 1..1), a status outside the R4 value set, no
+# accession number, an undecodable presentedForm; ``fhir_unsupported_version``: R5, STU3 or DSTU2 content or
+# a core profile of those releases; ``fhir_not_radiology``: a laboratory/pathology report; ``fhir_unsupported``:
+# a Bundle type other than collection/transaction/batch/message; ``fhir_no_report``: a Bundle without any
+# DiagnosticReport entry (all but the first two answered 422).
 def parse_fhir(
     body: bytes,
     *,
@@ -64,11 +72,24 @@ def parse_fhir(
     """The reports in one FHIR submission; ``accept`` narrows the resource types an endpoint takes."""
     data = load_json(body)
     kind = resource_type(data, accept)
+    check_release(data, kind)
     ctx = _Context(settings, sender, received_at or utcnow(), hashlib.sha256(body).hexdigest()[:32])
+    resource = _validated(data, kind)
     if kind == "Bundle":
-        return _bundle_events(validate(data, MODELS["Bundle"], "Bundle"), ctx)
-    report = validate(data, MODELS["DiagnosticReport"], "DiagnosticReport")
-    return [_event(report, Resolver.of(report), "DiagnosticReport", report.id or ctx.body_hash, ctx)]
+        return _bundle_events(resource, ctx)
+    return [_event(resource, Resolver.of(resource), "DiagnosticReport", resource.id or ctx.body_hash, ctx)]
+
+
+def _validated(data: dict[str, Any], kind: str) -> Any:
+    """The R4B model; a payload that fails it but validates as R5 or STU3 is refused as that release."""
+    try:
+        return validate(data, MODELS[kind], kind)
+    except FhirReject as exc:
+        cause = exc.__cause__
+        other = other_release(data, kind, kind, cause if isinstance(cause, ValidationError) else None)
+        if other is not None:
+            raise other from cause
+        raise
 
 
 def _bundle_events(bundle: Any, ctx: _Context) -> list[ReportEvent]:
@@ -79,16 +100,27 @@ def _bundle_events(bundle: Any, ctx: _Context) -> list[ReportEvent]:
     entries = bundle.entry or []
     index = index_bundle(entries)
     events: list[ReportEvent] = []
+    skipped: list[FhirReject] = []
     for i, entry in enumerate(entries):
         if type_of(entry.resource) != "DiagnosticReport":
             continue
         report = entry.resource
         control_id = report.id or _uuid_of(entry.fullUrl) or f"{ctx.body_hash}-{i}"
-        event = _event(report, Resolver.of(report, index), f"Bundle.entry[{i}].resource", control_id, ctx)
+        try:
+            event = _event(report, Resolver.of(report, index), f"Bundle.entry[{i}].resource", control_id, ctx)
+        except FhirReject as exc:
+            if exc.code != NOT_RADIOLOGY:
+                raise
+            skipped.append(exc)  # a laboratory report beside the imaging ones is not for us, not an error
+            continue
         if any(e.event_id == event.event_id for e in events):
             raise FhirReject(INVALID, f"Bundle.entry[{i}].resource.id: a second DiagnosticReport with the same id",
                              expression=[f"Bundle.entry[{i}].resource.id"], issue_type="duplicate")
         events.append(event)
+    if not events and skipped:
+        first = skipped[0]
+        raise FhirReject(NOT_RADIOLOGY, f"Bundle.entry: no imaging DiagnosticReport among {len(skipped)}; "
+                         f"{first.reason}", expression=first.expression, issue_type="not-supported")
     if not events:
         raise FhirReject(NO_REPORT, "Bundle.entry: no DiagnosticReport entry", expression=["Bundle.entry"],
                          issue_type="required")
@@ -100,66 +132,45 @@ def _uuid_of(full_url: object) -> str:
     return text.removeprefix("urn:uuid:") if text.startswith("urn:uuid:") else ""
 
 
-def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Context) -> ReportEvent:
+def _status(report: Any, root: str, texts: tuple[str, str, str]) -> tuple[ReportStatus, bool, list[str]]:
+    """``(status, status_only, notes)``: R4 diagnostic-report-status, and a signed report without any text."""
     status = codes.report_status(report.status, root)
-    accession, placer, filler = _order_ids(report, resolver)
-    if not accession:
+    if status.is_signed and not any(texts):
+        return ReportStatus.FINAL, True, [_STATUS_ONLY_NOTE]
+    return status, False, []
+
+
+def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Context) -> ReportEvent:
+    settings = ctx.settings
+    proc = procedure_of(report, settings.procedure_table, root)
+    if proc.not_imaging:
+        raise FhirReject(NOT_RADIOLOGY, f"{proc.path}: {proc.not_imaging}; this gateway takes imaging (radiology) "
+                         "reports only", expression=[proc.path], issue_type="not-supported",
+                         message_control_id=control_id)
+    ids = order_ids(report, resolver)
+    if not ids.accession:
         raise FhirReject(INVALID, f"{root}.identifier: no accession number (an identifier of type ACSN, a "
                          "basedOn ServiceRequest identifier, or the resource id)",
                          expression=[f"{root}.identifier"], issue_type="required", message_control_id=control_id)
-    settings = ctx.settings
     text_codes = {"findings": settings.findings_obx_codes, "impression": settings.impression_obx_codes,
                   "report": settings.report_obx_codes}
-    findings, impression = report_texts(report, resolver, root, text_codes)
-    code, text = codes.procedure(report.code)
-    modality, body = _classify(code, text, report.category, settings)
+    findings, impression, addendum = texts = report_texts(report, resolver, root, text_codes)
+    status, status_only, status_notes = _status(report, root, texts)
+    notes = [*ids.notes, *status_notes, *proc.notes]
     patient_id = reference_key(report.subject, resolver, _PATIENT, prefer="MR")
+    written = findings or impression or addendum
     return ReportEvent(
         event_id=event_id_for(ctx.sender, control_id), source=Source.FHIR, message_control_id=control_id,
-        sender=ctx.sender, accession=accession, placer_order_number=placer, filler_order_number=filler,
-        patient_id=patient_id,
-        site=_site(report, resolver) or settings.site, modality=modality, body_system=body,
-        procedure_code=code, procedure_text=text, findings=findings, impression=impression, status=status,
-        language=detect_language(findings or impression) if (findings or impression) else "en",
+        sender=ctx.sender, accession=ids.accession, placer_order_number=ids.placer, filler_order_number=ids.filler,
+        patient_id=patient_id, site=_site(report, resolver) or settings.site, modality=proc.modality,
+        body_system=proc.body_system, procedure_code=proc.code, procedure_text=proc.text, findings=findings,
+        impression=impression, status=status, language=detect_language(written) if written else "en",
         radiologist_id=_first_key(report.resultsInterpreter, resolver, _INTERPRETER),
         observed_at=codes.observed_at(report), received_at=ctx.received_at,
-        phi=report_phi(report, resolver, (accession, placer, filler, patient_id)),
+        phi=report_phi(report, resolver, (ids.accession, ids.placer, ids.filler, patient_id)),
+        status_only=status_only, addendum=addendum, classified_by=proc.classified_by,
+        accession_source=ids.source, notes=notes,
     )
-
-
-def _classify(code: str, text: str, category: list[Any] | None, settings: GatewaySettings
-              ) -> tuple[Modality, BodySystem]:
-    modality_hint, section_hint = codes.modality_hints(category)
-    found = classify_procedure(code, text, modality_hint, settings.procedure_table)
-    if found[0] is Modality.OT and section_hint and not modality_hint:
-        found = classify_procedure(code, text, section_hint, settings.procedure_table)
-    return found
-
-
-def _order_ids(report: Any, resolver: Resolver) -> tuple[str, str, str]:
-    """Accession, placer and filler order numbers: the report's identifiers, then its ServiceRequests'.
-
-    HL7 v2 table 0203 types ACSN/PLAC/FILL; an identifier whose system names "accession" also counts
-    (many RIS FHIR facades send ``system=.../accession`` without a type).
-    """
-    pools = [report.identifier or []]
-    for ref in report.basedOn or []:
-        order = resolver.resolve(ref.reference)
-        if type_of(order) == "ServiceRequest":
-            pools.append(order.identifier or [])
-        elif ref.identifier is not None:
-            pools.append([ref.identifier])
-    accession = next((a for a in (_accession(p) for p in pools) if a), "") or str(report.id or "")
-    placer = next((v for v in (identifier_of_type(p, "PLAC") for p in pools) if v), "")
-    filler = next((v for v in (identifier_of_type(p, "FILL") for p in pools) if v), "")
-    return accession, placer, filler
-
-
-def _accession(identifiers: list[Any]) -> str:
-    typed = identifier_of_type(identifiers, "ACSN")
-    if typed:
-        return typed
-    return next((str(i.value) for i in identifiers if i.value and "accession" in str(i.system or "").lower()), "")
 
 
 def _site(report: Any, resolver: Resolver) -> str:

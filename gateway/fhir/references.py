@@ -70,13 +70,24 @@ class Resolver:
         return [c for c in self.contained.values() if type_of(c) == kind]
 
 
+# R4 terminology.hl7.org canonical of HL7 v2 table 0203 (identifier type), and the STU3-era one senders still use.
+V2_0203_SYSTEMS = frozenset({None, V2_0203, "http://hl7.org/fhir/v2/0203"})
+_TYPE_TEXT = {"ACSN": "accession"}
+
+
+def has_type(ident: Any, type_code: str) -> bool:
+    """Whether an Identifier's ``type`` is ``type_code`` of table 0203 (a coding, or for ACSN a text saying so)."""
+    if ident.type is None:
+        return False
+    if any(c.code == type_code and c.system in V2_0203_SYSTEMS for c in ident.type.coding or []):
+        return True
+    words = _TYPE_TEXT.get(type_code)
+    return bool(words and not ident.type.coding and words in str(ident.type.text or "").lower())
+
+
 def identifier_of_type(identifiers: Iterable[Any] | None, type_code: str) -> str:
     """The value of the first identifier whose ``type`` is ``type_code`` (HL7 v2 table 0203: ACSN, MR…)."""
-    for ident in identifiers or []:
-        codings = ident.type.coding if ident.type and ident.type.coding else []
-        if ident.value and any(c.code == type_code and (c.system in (None, V2_0203)) for c in codings):
-            return str(ident.value)
-    return ""
+    return next((str(i.value) for i in identifiers or [] if i.value and has_type(i, type_code)), "")
 
 
 def reference_key(ref: Any, resolver: Resolver, kinds: frozenset[str], prefer: str = "") -> str:

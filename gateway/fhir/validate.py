@@ -23,6 +23,8 @@ WRONG_RESOURCE_TYPE = "fhir_wrong_resource_type"
 INVALID = "fhir_invalid"
 UNSUPPORTED = "fhir_unsupported"
 NO_REPORT = "fhir_no_report"
+UNSUPPORTED_VERSION = "fhir_unsupported_version"
+NOT_RADIOLOGY = "fhir_not_radiology"
 # Unparseable input and the wrong kind of resource are 400; everything else a FHIR server would
 # answer 422 Unprocessable Entity (R4 http.html#create: "violated applicable FHIR profiles").
 BAD_REQUEST_CODES = frozenset({NOT_JSON, WRONG_RESOURCE_TYPE})

@@ -1,4 +1,4 @@
-"""HL7 v2 at the hospital edge: read MSH fast, normalise ORU^R01, build ACKs and draft ORU^R01s.
+"""HL7 v2 at the hospital edge: read MSH fast, normalise ORU^R01 (one event per OBR group), build ACKs and drafts.
 
 Nothing here returns an HL7 object: callers get ``MshInfo``, ``ReportEvent`` or bytes.
 """
@@ -6,7 +6,7 @@ Nothing here returns an HL7 object: callers get ``MshInfo``, ``ReportEvent`` or 
 from gateway.hl7.ack import build_ack
 from gateway.hl7.er7 import Delimiters, escape, unescape
 from gateway.hl7.msh import MshInfo, check_message_type, peek_msh
-from gateway.hl7.normalise import normalise_hl7
+from gateway.hl7.normalise import normalise_hl7, normalise_oru
 from gateway.hl7.outbound import build_draft_oru, provenance_note
 from gateway.hl7.split import split_messages
 
@@ -18,6 +18,7 @@ __all__ = [
     "check_message_type",
     "escape",
     "normalise_hl7",
+    "normalise_oru",
     "peek_msh",
     "provenance_note",
     "split_messages",

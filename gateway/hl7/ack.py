@@ -75,7 +75,9 @@ def build_ack(
     ]
     if msh and msh.charset:
         header += ["", "", "", "", "", escape(msh.charset, d)]
-    msa = ["MSA", code, escape(msh.message_control_id, d) if msh else ""]
+    # MSA-2 is required (HL7 v2.5.1 §2.14.8.2): without a readable MSH-10 it is the null value "" (§2.5.3: a value
+    # known to be absent) rather than an empty field, which would be the field not sent at all.
+    msa = ["MSA", code, escape(msh.message_control_id, d) if msh and msh.message_control_id else '""']
     if code != "AA" and version < (2, 5):
         msa.append(escape(error.reason if error else ERROR_CONDITION["207"], d))  # MSA-3, withdrawn in v2.7
     segments = [f.join(header), f.join(msa)]

@@ -97,6 +97,15 @@ def get(seg: Segment | None, field: int, component: int = 1, sub: int = 1, d: De
     return unescape(raw_value(seg, field, component, sub, d), d).strip()
 
 
+def get_text(seg: Segment | None, field: int, component: int = 1, d: Delimiters = STANDARD) -> str:
+    """A text component (CWE.2 "text" is ST: it has no subcomponents) with a raw subcomponent separator kept as
+    written: senders put "CT ABD & PELVIS" in OBR-4.2 without escaping the "&" as \\T\\ (HL7 v2.5.1 §2.7.1)."""
+    if seg is None or field >= len(seg):
+        return ""
+    parts = seg[field].split(d.repetition, 1)[0].split(d.component)
+    return unescape(parts[component - 1], d).strip() if component <= len(parts) else ""
+
+
 # HL7 v2.5.1 §2.7.2-§2.7.6: highlighting, formatted-text commands and charset switches carry no text.
 _DROPPED = frozenset({"H", "N"})
 _FORMATTING = frozenset({".fi", ".nf", ".in", ".ti", ".sk", ".ce"})

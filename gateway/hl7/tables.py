@@ -1,68 +1,33 @@
-"""HL7 v2 code tables the gateway decides on: result status, order status, error codes, charsets.
+"""HL7 v2 code tables the gateway decides on in code: accepted messages, error codes, charsets.
 
-Stage: normalise (status, charset) and ACK building (error codes).
-Input: codes as sent in OBX-11, OBR-25, ORC-5, MSH-18. Output: ``ReportStatus`` / Python codec names /
-HL7 table 0357 codes. Failure modes: none; an unknown code maps to ``None`` and the caller falls back.
+Stage: ingest, normalise (charset) and ACK building (error codes). Input: MSH-9, MSH-18, our error codes.
+Output: Python codec names / HL7 table 0357 codes. Failure modes: none; an unknown charset maps to "".
+Result status tables are data: gateway/data/status.toml, read by gateway/hl7/status.py.
 """
 
 from __future__ import annotations
 
-from schemas.events import ReportStatus
-
-S = ReportStatus
-
-# HL7 table 0085 Observation result status (OBX-11). N ("not asked") maps to nothing.
-OBSERVATION_RESULT_STATUS: dict[str, ReportStatus] = {
-    "O": S.REGISTERED,  # order detail description only (no result)
-    "I": S.IN_PROGRESS,  # specimen in lab; results pending
-    "S": S.IN_PROGRESS,  # partial results
-    "R": S.IN_PROGRESS,  # results entered, not verified
-    "P": S.PRELIMINARY,  # preliminary results
-    "F": S.FINAL,  # final results
-    "U": S.FINAL,  # status changed to final without retransmitting results
-    "C": S.AMENDED,  # record coming over is a correction and replaces a final result
-    "D": S.CANCELLED,  # deletes the OBX record
-    "W": S.CANCELLED,  # post original as wrong
-    "X": S.CANCELLED,  # results cannot be obtained for this observation
-}
-
-# HL7 table 0123 Result status (OBR-25).
-RESULT_STATUS: dict[str, ReportStatus] = {
-    "O": S.REGISTERED,  # order received; specimen not yet received
-    "S": S.IN_PROGRESS,  # procedure scheduled, but not done
-    "I": S.IN_PROGRESS,  # specimen received, procedure incomplete
-    "A": S.IN_PROGRESS,  # some, but not all, results available
-    "R": S.IN_PROGRESS,  # results stored; not yet verified
-    "P": S.PRELIMINARY,  # preliminary: a verified early result is available
-    "F": S.FINAL,  # final results; results stored and verified
-    "C": S.AMENDED,  # correction to results
-    "X": S.CANCELLED,  # no results available; order cancelled
-}
-
-# HL7 table 0038 Order status (ORC-5).
-ORDER_STATUS: dict[str, ReportStatus] = {
-    "SC": S.REGISTERED,  # in process, scheduled
-    "IP": S.IN_PROGRESS,  # in process, unspecified
-    "HD": S.IN_PROGRESS,  # on hold
-    "A": S.IN_PROGRESS,  # some, but not all, results available
-    "CM": S.FINAL,  # order is completed
-    "CA": S.CANCELLED,  # order was cancelled
-    "DC": S.CANCELLED,  # order was discontinued
-}
-
-# A report is as signed as its most-signed OBX; a single deleted (D) OBX does not cancel the report.
-STATUS_RANK: dict[ReportStatus, int] = {
-    S.CANCELLED: 0,
-    S.REGISTERED: 1,
-    S.IN_PROGRESS: 2,
-    S.PRELIMINARY: 3,
-    S.FINAL: 4,
-    S.AMENDED: 5,
-}
-
-# HL7 table 0211 Alternate character sets (MSH-18) → Python codec. Absent: UTF-8, else ISO-8859-1.
+# HL7 table 0211 Alternate character sets (MSH-18) → Python codec, plus the spellings senders use instead
+# (DICOM "ISO_IR 100"/"ISO_IR 192", "UTF8", "ISO-8859-1"). What the bytes really are is decided by evidence
+# (gateway/hl7/charset.py): MSH-18 is often wrong.
 CHARSETS: dict[str, str] = {
     "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "US-ASCII": "ascii",
+    "ISO-8859-1": "latin-1",
+    "ISO8859-1": "latin-1",
+    "ISO_8859-1": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "LATIN1": "latin-1",
+    "LATIN-1": "latin-1",
+    "WINDOWS-1252": "cp1252",
+    "CP1252": "cp1252",
+    "UNICODE": "utf-8",
+    "UTF8": "utf-8",
+    "ISO_IR 192": "utf-8",
+    "GBK": "gb18030",
+    "GB2312": "gb18030",
+    "CP936": "gb18030",
     "8859/1": "latin-1",
     "8859/2": "iso8859-2",
     "8859/5": "iso8859-5",

@@ -2,8 +2,8 @@
 
 Input: ``InferenceRequest``. Output: ``DraftImpression`` whose ``drafter`` says which engine wrote it.
 Failure modes: ``RetryLater`` from the primary → the fallback drafts (and the primary rests ``cooldown_s``);
-``Reject`` from the primary is passed on (the request is wrong, not the worker: the DLQ is where a person
-sees it); a ``RetryLater`` from the fallback too parks the request as it would without a fallback.
+``Reject`` from the primary is passed on (the request is wrong, not the worker: the DLQ is where a person sees it);
+no draft from the fallback either (e.g. nothing similar indexed) → ``RetryLater``: the request is parked, never posted.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from schemas.events import DraftImpression, InferenceRequest
 log = structlog.get_logger(__name__)
 
 
-# With a fallback configured a down worker no longer parks requests on ``drafts.parked``; the park path
-# stays for deployments without one. The cooldown after a ``RetryLater`` means a hung worker does not
-# cost every request the client's full timeout × retries before it falls back. Logs carry ids only.
+# With a fallback configured a down worker parks only the requests the fallback cannot draft either (the retrieval
+# drafter finds nothing similar): they wait on ``drafts.parked`` for the model, no placeholder is posted. The
+# cooldown after a ``RetryLater`` means a hung worker does not cost every request the client's full timeout ×
+# retries before it falls back. Logs carry ids only.
 class FallbackDrafter:
     """``FallbackDrafter(InferenceClient.from_settings(s), RetrievalDrafter())``: same ``draft`` protocol."""
 
@@ -41,7 +42,12 @@ class FallbackDrafter:
                 self._primary_down_until = time.monotonic() + self.cooldown_s
                 log.warning("draft.fallback", event_id=event.event_id, accession=event.accession,
                             route=request.route.name, code=exc.code, cooldown_s=self.cooldown_s)
-        return await self.fallback.draft(request)
+        try:
+            return await self.fallback.draft(request)
+        except RetryLater as exc:  # no drafter can draft it now: the caller parks it until the model is back
+            log.info("draft.none", event_id=event.event_id, accession=event.accession, route=request.route.name,
+                     code=exc.code)
+            raise
 
     async def ready(self) -> bool:
         """True when either drafter can draft."""

@@ -2,8 +2,8 @@
 
 Stage: infer (the fallback when the LLM worker is down, or the drafter of a CPU-only site). Input:
 ``InferenceRequest``; signed reports via ``add`` (capture) and ``index_from`` (the store). Output:
-``DraftImpression`` (``drafter=RETRIEVAL``, ``adapter_version="n<reports indexed>"``). Failure modes: none
-raised; no similar enough report gives an explicit "no draft" text, never a random impression.
+``DraftImpression`` (``drafter=RETRIEVAL``, ``adapter_version="n<reports indexed>"``). Failure modes: no similar
+enough report → ``RetryLater("no_similar_report")``: no draft at all (never a placeholder, never a random impression).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from model.inference.prompts import prompt_language
 from model.inference.retrieval_index import Analyzer, Neighbour, RouteIndex
+from schemas.errors import RetryLater
 from schemas.events import Drafter, DraftImpression, EditRecord, InferenceRequest
 from schemas.language import IDEOGRAPH_CLASS, is_ideograph
 
@@ -54,13 +54,6 @@ def content_support(findings: str, impression: str) -> float | None:
     return len(wanted & _support_terms(findings)) / len(wanted) if wanted else None
 
 
-def no_draft_text(route: str, language: str) -> str:
-    """The explicit answer when no indexed report is similar enough (never a random impression)."""
-    if language.lower().startswith("zh"):
-        return f"路由 {route} 中没有足够相似的既往报告；未生成草稿。"
-    return f"No sufficiently similar prior report in route {route}; no draft."
-
-
 @dataclass(frozen=True)
 class Candidate:
     neighbour: Neighbour
@@ -71,8 +64,9 @@ class Candidate:
 # Clinical risk: a retrieved impression belongs to another patient. The top ``top_k`` reports by
 # similarity are re-ranked by ``support(findings, candidate impression)``: how well the candidate's
 # statements are supported by THIS report's findings (injected, e.g. the entity scorer of ops/metrics;
-# ``content_support`` when none is given). The "no draft" text is in the language the LLM would have
-# drafted in (``prompt_language``). Logs carry ids and scores, never text.
+# ``content_support`` when none is given). With nothing similar enough there is no draft: a placeholder posted to
+# the RIS as a preliminary result would stand where the model's draft belongs (the request waits for a drafter
+# instead, parked). Logs carry ids and scores, never text.
 class RetrievalDrafter:
     """``drafter.index_from(store.edit_records()); draft = await drafter.draft(request)``."""
 
@@ -138,22 +132,22 @@ class RetrievalDrafter:
         ranked = await asyncio.to_thread(self.candidates, route, event.findings)
         latency_ms = (time.perf_counter() - started) * 1000
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=route)
-        if ranked:
-            best = ranked[0]
-            text = best.neighbour.impression
-            bound.info("draft.retrieved", record_id=best.neighbour.record_id, latency_ms=round(latency_ms, 2),
-                       similarity=round(best.neighbour.similarity, 3), support=best.support, candidates=len(ranked))
-        else:
-            text = no_draft_text(route, prompt_language(event))  # the language an LLM draft would be in
+        if not ranked:
             bound.info("draft.no_similar_report", latency_ms=round(latency_ms, 2), indexed=self.size(route))
+            raise RetryLater("no_similar_report", f"no indexed report of route {route} is similar enough; no draft",
+                             message_control_id=event.message_control_id, accession=event.accession)
+        best = ranked[0]
+        bound.info("draft.retrieved", record_id=best.neighbour.record_id, latency_ms=round(latency_ms, 2),
+                   similarity=round(best.neighbour.similarity, 3), support=best.support, candidates=len(ranked))
         return DraftImpression(
-            event_id=event.event_id, accession=event.accession, site=event.site, route=route, text=text,
+            event_id=event.event_id, accession=event.accession, site=event.site, route=route,
+            text=best.neighbour.impression,
             drafter=Drafter.RETRIEVAL, adapter_name=ADAPTER_NAME, adapter_version=f"n{self.size(route)}",
             prompt_version="", model=MODEL_NAME, latency_ms=latency_ms, event=event,
         )
 
     async def ready(self) -> bool:
-        """True once some route has an indexed report (before that every draft says "no draft")."""
+        """True once some route has an indexed report (before that no request gets a draft)."""
         return any(len(index) for index in self._routes.values())
 
     async def aclose(self) -> None:

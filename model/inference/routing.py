@@ -71,6 +71,10 @@ class RoutingTable:
         return list(seen.values())
 
     def resolve(self, event: ReportEvent) -> RouteSpec:
+        # A report the classifier could not place (issue 10: "the event says so") drafts on the default
+        # route: a specialised adapter must never guess at a study it was not trained for.
+        if event.classified_by == "unknown" or event.modality.value == "OT":
+            return self.default.spec()
         for row in self.rows:
             if row.matches(event):
                 return row.spec()

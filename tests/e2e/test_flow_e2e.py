@@ -24,6 +24,7 @@ from gateway.mllp import MllpClient, MllpTarget
 from ops.store import Store
 from schemas import DeadLetter
 from tests.harness.fhir_server import FhirServer
+from tests.harness.hl7_strict import assert_strict
 from tests.harness.serving import Served, serve, wait_ready
 
 SAMPLE = Path(__file__).resolve().parents[2] / "cli" / "sample"
@@ -92,6 +93,7 @@ async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: t
     served, _, store = gateway
     ack = await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes())
     assert msa(ack) == ("AA", "DEMO1001P")
+    assert_strict(ack)  # every message we send passes hl7apy STRICT for its version
 
     draft = await eventually(lambda: store.latest_draft("DEMO1001"), "the draft")
     assert draft.route == "ct_chest" and draft.adapter_name == "ct_chest"
@@ -103,6 +105,8 @@ async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: t
     assert impression and str(impression[0][11]) == "P"  # HL7 v2.5.1 §7.4.2: OBX-11 P = preliminary
     assert str(oru.segment("OBR")[18]) == "DEMO1001"
     assert "AI-generated" in inbox.received[0].decode()
+    for message in inbox.received:  # what the RIS received from us
+        assert_strict(message)
 
     # The same message again (same sender, same MSH-10) is ACKed but not processed twice.
     assert msa(await send_mllp(served.mllp_port, (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes()))[0] == "AA"
@@ -145,9 +149,13 @@ async def test_bad_messages_are_nacked_or_dead_lettered_and_the_flow_goes_on(
     served, _, store = gateway
     good = (SAMPLE / "02_xr_chest.prelim.hl7").read_bytes()
     adt = good.replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01").replace(b"DEMO1002P", b"BADADT1")
-    assert msa(await send_mllp(served.mllp_port, adt)) == ("AR", "BADADT1")
+    refused = await send_mllp(served.mllp_port, adt)
+    assert msa(refused) == ("AR", "BADADT1")
+    assert_strict(refused)
     no_obx = b"\r".join(s for s in good.split(b"\r") if not s.startswith(b"OBX")).replace(b"DEMO1002P", b"BADOBX1")
-    assert msa(await send_mllp(served.mllp_port, no_obx)) == ("AE", "BADOBX1")
+    error = await send_mllp(served.mllp_port, no_obx)
+    assert msa(error) == ("AE", "BADOBX1")
+    assert_strict(error)
     # Passes the ingest checks but has no accession (OBR-2/3/18 empty): normalise dead-letters it.
     no_acc = good.replace(b"PLDEMO1002", b"").replace(b"FIDEMO1002", b"").replace(b"|DEMO1002|", b"||")
     no_acc = no_acc.replace(b"DEMO1002P", b"BADACC1")

@@ -1,5 +1,5 @@
-"""build_draft_bundle (structure, R4B-valid, AI provenance) and post_draft_fhir against a real HTTP
-server on a loopback port (aiohttp), scripted per test: 2xx, 5xx, 4xx, a signed report, no server.
+"""build_draft_bundle (structure, R4B-valid, AI provenance), post_draft_fhir and withdraw_draft_fhir against a real
+HTTP server on a loopback port (aiohttp), scripted per test: 2xx, 5xx, 4xx, 412, a signed report, no server.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import httpx
 import pytest
 from aiohttp import web
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from gateway.fhir.inbound import parse_fhir
-from gateway.fhir.outbound import DRAFT_IDENTIFIER_SYSTEM, build_draft_bundle, post_draft_fhir
+from gateway.fhir.outbound import DRAFT_IDENTIFIER_SYSTEM, build_draft_bundle, post_draft_fhir, withdraw_draft_fhir
 from gateway.settings import GatewaySettings
-from schemas import DraftImpression, Reject, RetryLater, Skip
+from schemas import DraftImpression, Reject, ReportStatus, RetryLater, Skip
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "fhir" / "dr_contained_observation.json"
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -96,6 +97,7 @@ class Scripted:
     signed_total: int = 0
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
     base_url: str = ""
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # path → resource, for reads and updates
 
 
 def transaction_response(_request: web.Request, body: bytes) -> web.Response:
@@ -111,6 +113,11 @@ async def server() -> AsyncIterator[Scripted]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         scripted.requests.append((request.method, request.path_qs, dict(request.headers), body))
+        if request.method == "GET" and request.path in scripted.resources:
+            resource = scripted.resources[request.path]
+            return web.json_response(resource, headers={"ETag": f'W/"{resource["meta"]["versionId"]}"'})
+        if request.method == "GET" and "/DiagnosticReport/" in request.path:
+            return web.json_response({"resourceType": "OperationOutcome", "issue": []}, status=404)
         if request.method == "GET":
             return web.json_response({"resourceType": "Bundle", "type": "searchset", "total": scripted.signed_total})
         return scripted.answer(request, body)
@@ -191,3 +198,70 @@ async def test_an_answer_without_a_location_is_rejected(server: Scripted) -> Non
         with pytest.raises(Reject) as caught:
             await post_draft_fhir(client, server.base_url, make_draft(), check_signed=False)
     assert caught.value.code == "fhir_no_location"
+
+
+def stored_draft(draft: DraftImpression, status: str = "preliminary", version: str = "1") -> dict[str, Any]:
+    """The draft report as the server holds it after the transaction (an id and a version given)."""
+    report = dict(entries(build_draft_bundle(draft, now=NOW))["DiagnosticReport"]["resource"])
+    return {**report, "id": "dr-0", "status": status, "meta": {**report["meta"], "versionId": version}}
+
+
+def update_response(request: web.Request, body: bytes) -> web.Response:
+    if request.headers.get("If-Match") != 'W/"1"':
+        return web.json_response({"resourceType": "OperationOutcome", "issue": []}, status=412)
+    return web.json_response({**json.loads(body), "meta": {"versionId": "2"}})
+
+
+@pytest.mark.parametrize(("status", "fhir_status"), [(ReportStatus.WITHDRAWN, "entered-in-error"),
+                                                     (ReportStatus.CANCELLED, "cancelled")])
+async def test_withdraw_updates_our_draft_with_if_match(server: Scripted, status: ReportStatus, fhir_status: str
+                                                        ) -> None:
+    draft = make_draft()
+    server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft)
+    server.answer = update_response
+    async with httpx.AsyncClient() as client:
+        url, said = await withdraw_draft_fhir(client, server.base_url, draft,
+                                              f"{server.base_url}/DiagnosticReport/dr-0/_history/1", status, "s3cret")
+    assert (url, said) == (f"{server.base_url}/DiagnosticReport/dr-0", fhir_status)
+    (get, path, _, _), (put, put_path, headers, body) = server.requests
+    assert (get, put, path, put_path) == ("GET", "PUT", "/fhir/DiagnosticReport/dr-0", "/fhir/DiagnosticReport/dr-0")
+    assert headers["If-Match"] == 'W/"1"' and headers["Authorization"] == "Bearer s3cret"
+    updated = json.loads(body)
+    assert updated["status"] == fhir_status and updated["conclusion"] == DRAFT_TEXT
+    assert DiagnosticReport.model_validate(updated).status == fhir_status  # R4B-valid resource
+
+
+async def test_withdraw_twice_changes_nothing_the_second_time(server: Scripted) -> None:
+    draft = make_draft()
+    server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft, "entered-in-error", "2")
+    async with httpx.AsyncClient() as client:
+        _, said = await withdraw_draft_fhir(client, server.base_url, draft,
+                                            f"{server.base_url}/DiagnosticReport/dr-0", ReportStatus.WITHDRAWN)
+    assert said == "entered-in-error" and [r[0] for r in server.requests] == ["GET"]
+
+
+@pytest.mark.parametrize(("held", "code"), [("final", "fhir_report_signed"), ("amended", "fhir_report_signed"),
+                                            (None, "fhir_draft_gone"), ("other", "fhir_not_our_draft")])
+async def test_withdraw_never_touches_a_signed_report_or_someone_elses(server: Scripted, held: str | None,
+                                                                       code: str) -> None:
+    draft = make_draft()
+    if held == "other":
+        server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(make_draft(event_id="someone-else"))
+    elif held is not None:
+        server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft, held)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(Skip) as caught:
+            await withdraw_draft_fhir(client, server.base_url, draft, f"{server.base_url}/DiagnosticReport/dr-0",
+                                      ReportStatus.WITHDRAWN)
+    assert caught.value.code == code and [r[0] for r in server.requests] == ["GET"]
+
+
+async def test_withdraw_of_a_report_changed_since_read_is_retried(server: Scripted) -> None:
+    draft = make_draft()
+    server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft, version="7")  # ETag W/"7", If-Match fails
+    server.answer = update_response
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(RetryLater) as caught:
+            await withdraw_draft_fhir(client, server.base_url, draft, f"{server.base_url}/DiagnosticReport/dr-0",
+                                      ReportStatus.CANCELLED)
+    assert caught.value.code == "fhir_draft_changed"

@@ -1,7 +1,9 @@
-"""ACK building: MSA-1 codes, MSA-2 echo, ERR per HL7 version, delimiters escaped, no report text."""
+"""ACK building: MSA-1 codes, MSA-2 echo, ERR per HL7 version, delimiters escaped, no report text; every variant
+valid under hl7apy STRICT for every version a sender may send (that hl7apy knows)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import hl7
@@ -9,6 +11,7 @@ import pytest
 
 from gateway.hl7 import MshInfo, build_ack, peek_msh
 from schemas.errors import GatewayError, Reject, UnsupportedMessage
+from tests.harness.hl7_strict import HL7APY_VERSIONS, assert_strict
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 
@@ -70,10 +73,10 @@ def test_unknown_error_code_is_application_internal_error() -> None:
     assert raw.startswith(b"MSH|^~\\&#|")  # the sender's delimiters, v2.7 truncation character kept
 
 
-def test_without_msh_msa2_is_empty() -> None:
+def test_without_msh_msa2_is_the_null_value() -> None:
     raw = ack(None, "AR", Reject("missing_msh", "the message does not start with an MSH segment"))
     msg = parsed(raw)
-    assert str(msg.segment("MSA")[1]) == "AR" and str(msg.segment("MSA")[2]) == ""
+    assert str(msg.segment("MSA")[1]) == "AR" and str(msg.segment("MSA")[2]) == '""'  # required, known absent
     assert str(msg.segment("MSH")[12]) == "2.5.1"
     assert str(msg.segment("ERR")[3][0][0]) == "100"
 
@@ -87,3 +90,35 @@ def test_charset_is_echoed_and_used() -> None:
 def test_bad_code_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         ack(None, "CA")
+
+
+ERRORS: list[GatewayError | None] = [
+    None,
+    Reject("missing_accession", "no accession in OBR-18|OBR-3^ORC-3 & more ~ here \\ too"),
+    Reject("missing_msh", "the message does not start with an MSH segment"),
+    Reject("bad_segment", "segment 4 is not a segment"),
+    UnsupportedMessage("unsupported_message_type", "ADT is not taken"),
+    Reject("something_new", "boom"),
+    GatewayError("busy", "the broker is down"),
+]
+
+
+@pytest.mark.parametrize("version", HL7APY_VERSIONS)
+@pytest.mark.parametrize(("code", "error"), [("AA", None)] + [(c, e) for c in ("AE", "AR") for e in ERRORS],
+                         ids=lambda v: v if isinstance(v, str) else (v.code if v else "no-error"))
+def test_every_ack_is_hl7apy_strict_valid(version: str, code: str, error: GatewayError | None) -> None:
+    msh = dataclasses.replace(msh_of("separate_obx_loinc"), version=version)
+    assert_strict(ack(msh, code, error))
+
+
+@pytest.mark.parametrize("name", ["v23_obr3_accession", "v27_mammo", "latin1_msh18", "gb18030_msh18",
+                                  "chinese_chest_headings_utf8", "lf_separators_repetitions"])
+@pytest.mark.parametrize("code", ["AA", "AE", "AR"])
+def test_acks_to_the_fixtures_are_strict_valid(name: str, code: str) -> None:
+    error = None if code == "AA" else Reject("bad_status", "Statut inconnu: é")
+    assert_strict(ack(msh_of(name), code, error))
+
+
+@pytest.mark.parametrize("code", ["AE", "AR"])
+def test_acks_without_a_readable_msh_are_strict_valid(code: str) -> None:
+    assert_strict(ack(None, code, Reject("missing_msh_10", "MSH-10 is empty")))

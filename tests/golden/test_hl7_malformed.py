@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.hl7 import normalise_hl7, peek_msh
+from gateway.hl7 import normalise_hl7, normalise_oru, peek_msh
 from gateway.settings import GatewaySettings
 from schemas.errors import GatewayError, Reject, UnsupportedMessage
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
+FEEDS = Path(__file__).parents[1] / "fixtures" / "feeds"
 SETTINGS = GatewaySettings()
 GOOD = (FIXTURES / "separate_obx_loinc.hl7").read_bytes()
 MSH = b"MSH|^~\\&|RIS|GENHOSP|IG|IG|20240315103000||ORU^R01^ORU_R01|MSG-BAD-1|P|2.5.1\r"
@@ -51,6 +52,8 @@ def reject_code(raw: bytes, expected_type: type[Reject] = Reject) -> str:
         (MSH + PID + b"OBR|1|||CTHEAD^CT HEAD^L\r" + OBX, "missing_accession"),
         (MSH + PID + OBR, "no_report_text"),
         (MSH + PID + OBR.replace(b"|P\r", b"|\r") + OBX.replace(b"|P\r", b"|\r"), "missing_status"),
+        (MSH + PID + OBR.replace(b"|P\r", b"|Reviewed\r") + OBX.replace(b"|P\r", b"|not final\r"), "bad_status"),
+        (MSH + PID + OBR.replace(b"|P\r", b"|Wet Read\r"), "no_report_text"),  # a preliminary needs text
         (
             MSH.replace(b"2.5.1", b"2.5.1||||||GB 18030-2000") + PID + OBR + b"OBX|1|TX|59776-5||\xff\xff\r",
             "bad_encoding",
@@ -81,6 +84,13 @@ def test_truncated_fixture_is_rejected_or_read_never_crashes() -> None:
 def test_other_message_types_are_unsupported(msg_type: bytes, code: str) -> None:
     raw = MSH.replace(b"ORU^R01^ORU_R01", msg_type) + PID + b"PV1|1|I\r"
     assert reject_code(raw, UnsupportedMessage) == code
+
+
+def test_a_bad_group_rejects_the_whole_message_naming_it() -> None:
+    second = b"OBR|2|||CTCHEST^CT CHEST^L|||20240315||||||||||||||||||F\r" + OBX  # no order number at all
+    with pytest.raises(Reject) as info:
+        normalise_oru(MSH + PID + OBR + OBX + second, settings=SETTINGS)
+    assert (info.value.code, info.value.reason.split(":")[0]) == ("missing_accession", "OBR #2")
 
 
 def test_reject_carries_ids_not_text() -> None:
@@ -115,12 +125,12 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 
 def test_fuzzed_fixtures_only_raise_gateway_errors() -> None:
     rng = random.Random(20240315)
-    fixtures = [p.read_bytes() for p in sorted(FIXTURES.glob("*.hl7"))]
+    fixtures = [p.read_bytes() for p in sorted(FIXTURES.glob("*.hl7")) + sorted(FEEDS.glob("*.hl7"))]
     outcomes = {"ok": 0, "error": 0}
     for _ in range(3000):
         raw = _mutate(rng, rng.choice(fixtures))
         try:
-            normalise_hl7(raw, settings=SETTINGS)
+            normalise_oru(raw, settings=SETTINGS)
             outcomes["ok"] += 1
         except GatewayError as exc:
             assert exc.code and exc.action == "reject"

@@ -122,3 +122,16 @@ def test_utf8_declared_as_ascii_is_still_read_as_utf8() -> None:
     raw = (FIXTURES / "chinese_head_ct_lines.hl7").read_bytes().replace(b"|2.5.1\r", b"|2.5.1||||||ASCII\r", 1)
     assert peek_msh(raw).charset == "ASCII"
     assert normalise_hl7(raw, settings=GatewaySettings()).impression == "头颅CT平扫未见明显异常。"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_event_says_what_decided(name: str) -> None:
+    got = normalised(name)
+    assert got["classified_by"] in {"site", "cpt", "loinc", "obr24", "keyword", "unknown"}
+    assert got["accession_source"] in {"OBR-18", "OBR-3", "ORC-3", "OBR-2", "ORC-2"}
+    assert (got["classified_by"] == "unknown") == any("unknown" in str(n) for n in got["notes"])  # type: ignore[attr-defined]
+
+
+def test_an_assumed_charset_is_a_note() -> None:
+    assert normalised("latin1_no_msh18")["notes"] == ["no MSH-18; the bytes are not UTF-8: read as ISO-8859-1"]
+    assert normalised("latin1_msh18")["notes"] == []  # declared and true: nothing to say

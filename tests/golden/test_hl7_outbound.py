@@ -1,4 +1,5 @@
-"""The outbound draft ORU^R01: preliminary (OBX-11 = P), LOINC 19005-8, ids kept, text escaped."""
+"""The outbound ORU^R01s: the draft preliminary (OBX-11 = P), LOINC 19005-8, ids kept, text escaped; its withdrawal
+(OBX-11 = W, same ids and OBX-3); both valid under hl7apy STRICT for every version we build."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import hl7
+import pytest
 
 from gateway.hl7 import build_draft_oru, normalise_hl7, peek_msh
+from gateway.hl7.outbound import DRAFT_VERSIONS, build_withdrawal_oru
 from gateway.settings import GatewaySettings
 from schemas.events import Drafter, DraftImpression, ReportStatus
+from tests.harness.hl7_strict import assert_strict
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 TEXT = "1. Nodule | 6 mm ^ RUL & stable ~ since 2023.\n2. No effusion; path C:\\PACS.\n\n3. 未见异常。"
@@ -71,10 +75,67 @@ def test_escaped_text_roundtrips_through_python_hl7() -> None:
     assert "\n".join(lines) == TEXT
 
 
-def test_version_23_has_two_component_msh9() -> None:
-    raw = build(draft_for("v23_obr3_accession"), version="2.3")
-    assert peek_msh(raw).version == "2.3"
-    assert b"|ORU^R01|DRAFT-0001|" in raw
+def withdrawal(draft: DraftImpression, status: ReportStatus = ReportStatus.WITHDRAWN, version: str = "2.5.1") -> bytes:
+    return build_withdrawal_oru(draft, status, control_id="WDRAW-0001", sending_application="IMPRESSION-GW",
+                                sending_facility="GW", receiving_application="RIS", receiving_facility="GENHOSP",
+                                version=version)  # fmt: skip
+
+
+@pytest.mark.parametrize("version", DRAFT_VERSIONS)
+@pytest.mark.parametrize("text", [TEXT, "No acute cardiopulmonary abnormality.", "Line one.\r\nLine two.\rThree.",
+                                  "肺部未见明显异常。", ""], ids=["escapes-multiline", "one-line", "crlf", "cjk", "empty"])
+def test_draft_is_hl7apy_strict_valid(version: str, text: str) -> None:
+    raw = build(draft_for("separate_obx_loinc", text), version=version)
+    assert peek_msh(raw).version == version
+    assert_strict(raw)
+
+
+@pytest.mark.parametrize("name", ["separate_obx_loinc", "v23_obr3_accession", "v27_mammo", "chinese_chest_headings_utf8",
+                                  "hl7_escapes", "site_codes_ge"])
+def test_drafts_of_every_fixture_are_strict_valid(name: str) -> None:
+    assert_strict(build(draft_for(name)))
+
+
+def test_pid_5_is_valued_but_names_nobody() -> None:
+    msg = hl7.parse(build(draft_for("separate_obx_loinc")).decode("utf-8"))
+    pid = msg.segment("PID")
+    assert str(pid[5]) == "^^^^^^U"  # XPN-7 "U" (table 0200): required PID-5 valued, no PHI carried
+    assert str(pid[3]) == "MRN00001" and "TESTPATIENT" not in str(pid)
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4", "2.7", "2.8"])
+def test_versions_we_cannot_fill_are_refused(version: str) -> None:
+    with pytest.raises(ValueError, match="2.5.1"):
+        build(draft_for("separate_obx_loinc"), version=version)
+
+
+@pytest.mark.parametrize(("status", "obr_25"), [(ReportStatus.WITHDRAWN, "C"), (ReportStatus.CANCELLED, "X")])
+@pytest.mark.parametrize("version", DRAFT_VERSIONS)
+def test_withdrawal_posts_the_draft_as_wrong_for_the_same_ids(status: ReportStatus, obr_25: str, version: str) -> None:
+    draft = draft_for("separate_obx_loinc")
+    raw = withdrawal(draft, status, version)
+    assert_strict(raw)
+    sent, again = hl7.parse(build(draft, version).decode("utf-8")), hl7.parse(raw.decode("utf-8"))
+    obx, obr = again.segment("OBX"), again.segment("OBR")
+    assert str(obx[11]) == "W"  # HL7 v2.5.1 table 0085: post original as wrong
+    assert str(obr[25]) == obr_25  # table 0123: C correction to results / X order canceled
+    assert str(obx[3]) == str(sent.segment("OBX")[3]) == "19005-8^Impression^LN"
+    for seg, field in (("OBR", 2), ("OBR", 3), ("OBR", 18), ("ORC", 2), ("ORC", 3), ("PID", 3)):
+        assert str(again.segment(seg)[field]) == str(sent.segment(seg)[field]), f"{seg}-{field}"
+    assert str(again.segment("MSH")[10]) == "WDRAW-0001"
+    note = str(again.segment("NTE")[3])
+    assert draft.event_id in note and "withdrawn" in note and "TESTPATIENT" not in raw.decode()
+
+
+def test_withdrawal_roundtrips_through_our_parser_as_withdrawn() -> None:
+    again = normalise_hl7(withdrawal(draft_for("separate_obx_loinc")), settings=GatewaySettings())
+    assert again.accession == "ACC1001"
+    assert again.status in (ReportStatus.WITHDRAWN, ReportStatus.CANCELLED)  # W: withdrawn (older mapping: cancelled)
+
+
+def test_only_withdrawn_or_cancelled_withdraw() -> None:
+    with pytest.raises(ValueError):
+        withdrawal(draft_for("separate_obx_loinc"), ReportStatus.FINAL)
 
 
 def test_draft_never_carries_the_findings() -> None:

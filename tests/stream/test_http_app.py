@@ -198,3 +198,40 @@ async def test_metrics_text_lists_the_ingest_metrics(http: httpx.AsyncClient) ->
                  "ig_ingest_latency_seconds_bucket", "ig_fhir_requests_total"):
         assert name in text
     assert 'ig_messages_received_total{outcome="rejected",source="fhir"}' in text
+
+
+async def test_an_r5_report_is_422_naming_the_element_and_its_release(
+        http: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    response = await http.post("/fhir/DiagnosticReport", content=body_of("invalid_r5_element.json"), headers=FHIR)
+    assert response.status_code == 422 and response.headers["content-type"].startswith("application/fhir+json")
+    issue = issues(response)[0]
+    assert issue["severity"] == "error" and issue["code"] == "structure"
+    assert issue["expression"] == ["DiagnosticReport.note", "DiagnosticReport.study"]
+    assert "DiagnosticReport.note: belongs to FHIR R5 (5.0.0)" in issue["diagnostics"]
+    assert "FHIR R4 (4.0.1)" in issue["diagnostics"] and "Synthetic" not in response.text
+    assert publisher.records == []
+
+
+async def test_a_declared_r5_profile_is_422_not_supported(http: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    report = json.loads(body_of("dr_final.json")) | {
+        "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/DiagnosticReport|5.0.0"]}}
+    response = await http.post("/fhir/DiagnosticReport", content=json.dumps(report).encode(), headers=FHIR)
+    assert response.status_code == 422
+    assert issues(response)[0]["code"] == "not-supported"
+    assert issues(response)[0]["expression"] == ["DiagnosticReport.meta.profile[0]"]
+    assert publisher.records == []
+
+
+async def test_an_r4b_report_is_accepted(http: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    response = await http.post("/fhir/DiagnosticReport", content=body_of("dr_r4b_profile.json"), headers=FHIR)
+    assert response.status_code == 201 and len(publisher.records) == 1
+
+
+async def test_a_laboratory_report_is_422_saying_it_is_not_radiology(
+        http: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    body = (FIXTURES / "official" / "diagnosticreport-example-gingival-mass.json").read_bytes()
+    response = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR)
+    assert response.status_code == 422 and issues(response)[0]["code"] == "not-supported"
+    assert issues(response)[0]["expression"] == ["DiagnosticReport.category[0]"]
+    assert "not an imaging service" in issues(response)[0]["diagnostics"]
+    assert publisher.records == []

@@ -124,15 +124,18 @@ async def test_duplicates_are_acked_but_published_once(listener: tuple[MllpServe
     assert len(await records(broker.bootstrap, topic)) == 2
 
 
-async def test_unsupported_type_is_ar_and_missing_obx_is_ae_with_err(listener: tuple[MllpServer, str],
+async def test_unsupported_type_is_ar_and_missing_obr_is_ae_with_err(listener: tuple[MllpServer, str],
                                                                    broker: EmbeddedBroker) -> None:
     server, topic = listener
     adt = with_control_id("ADT-1").replace(b"ORU^R01^ORU_R01", b"ADT^A01^ADT_A01")
+    no_obr = b"\r".join(s for s in with_control_id("NOOBR-1").split(b"\r") if not s.startswith(b"OBR"))
     no_obx = b"\r".join(s for s in with_control_id("NOOBX-1").split(b"\r") if not s.startswith(b"OBX"))
-    ar, ae = await send(server.port, adt, no_obx)
+    ar, ae, aa = await send(server.port, adt, no_obr, no_obx)
     assert msa(ar) == ("AR", "ADT-1") and b"\rERR|" in ar
-    assert msa(ae) == ("AE", "NOOBX-1") and b"\rERR|" in ae
-    assert await records(broker.bootstrap, topic) == []
+    assert msa(ae) == ("AE", "NOOBR-1") and b"\rERR|" in ae
+    # OBX is optional in ORU^R01 (a status-only final): published, the normaliser decides.
+    assert msa(aa) == ("AA", "NOOBX-1")
+    assert len(await records(broker.bootstrap, topic)) == 1
 
 
 async def test_garbage_and_oversized_get_a_nack_and_the_listener_goes_on(listener: tuple[MllpServer, str]) -> None:

@@ -1,0 +1,180 @@
+"""The post stage's shell: each draft claimed once per destination, sent inline or by that destination's lane.
+
+Input: a ``DraftImpression`` from ``drafts.generated``. Output: ``PostResult`` records on ``drafts.posted`` (one per
+destination and outcome), dead letters on ``drafts.generated.dlq``. Failure modes: a destination down or answering
+AE → its lane retries (ops/delivery.py) for the delivery window; AR / 4xx or the window passed → dead letter; a key
+claimed already → ``Skip("duplicate_draft")``; withdrawn or signed → not posted. Details: README "Guarantees".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from pydantic import BaseModel
+
+from consumers.settings import ConsumerSettings
+from gateway.post import DraftPoster
+from ops.capture import attach_late_draft, attach_withdrawn_draft
+from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Sent, control_id_for, delivery_key, key_digest
+from ops.delivery_rows import Delivery
+from ops.store import Store
+from schemas import DraftImpression, EditRecord, GatewayError, PostResult, Reject, Skip, topics, utcnow
+
+log = structlog.get_logger("consumers.post")
+# The post stage sends inline to a destination that answers and waits this long at most; a slow send goes on in the
+# background (it holds its row's lease), so one destination's outage never holds back the next draft elsewhere.
+INLINE_WAIT_S = 2.0
+
+Send = Callable[[str, str, BaseModel], Awaitable[None]]
+DeadLetterFn = Callable[[str, str, bytes, GatewayError], Awaitable[None]]
+
+
+@dataclass
+class PostStage:
+    """Also the lanes' courier (``ops.delivery.Courier``): what may not be posted, how one delivery is sent, what a
+    settled one says."""
+
+    settings: ConsumerSettings
+    store: Store
+    poster: DraftPoster
+    send: Send  # (topic, key, value) onto a declared topic
+    dead_letter: DeadLetterFn  # (stage, topic, original bytes, error)
+    replace_late: Callable[[EditRecord], Awaitable[None]]  # a signed record given its late draft (drift scored)
+    _lanes: dict[str, DeliveryLane] | None = field(default=None, init=False, repr=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+
+    async def post(self, draft: DraftImpression) -> None:
+        refused = await self.refused(draft)
+        if refused is not None:
+            await self._posted(refused)
+            return
+        lanes = self.start_delivery()
+        if not lanes:  # no destination configured
+            await asyncio.to_thread(self.store.mark_posted, draft.event_id, hl7_ack="", fhir_report_url="",
+                                    posted_at=utcnow())
+            await self._posted(PostResult(draft=draft))
+            return
+        await self._claim(draft, lanes)
+
+    async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane]) -> None:
+        """One delivery row per destination, inserted before anything is sent (its key claimed already: a duplicate,
+        never sent again); sent at once to a destination that answers, by its lane to one that does not."""
+        key, now, claimed = delivery_key(draft), time.time(), 0
+        inline: list[asyncio.Task[None]] = []
+        for lane in lanes.values():
+            direct = lane.healthy and not lane.busy
+            row = await asyncio.to_thread(
+                self.store.claim_delivery, draft, key, lane.destination,
+                control_id=control_id_for(key, lane.destination), now=now,
+                deadline=now + self.settings.delivery_retry_window_s, lease_until=now + lane.lease_s if direct else None)
+            if row is None:
+                continue
+            claimed += 1
+            if direct:
+                inline.append(self._spawn(lane.attempt(row)))
+            else:
+                lane.wake()
+        if not claimed:
+            raise Skip("duplicate_draft", "this version of the study is posted (or being posted) already",
+                       message_control_id=draft.event.message_control_id, accession=draft.accession)
+        if inline:
+            await asyncio.wait(inline, timeout=INLINE_WAIT_S)
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def start_delivery(self) -> dict[str, DeliveryLane]:
+        """The delivery lanes, one per configured destination, started once (from the first record any stage sees,
+        so deliveries left pending by a crash are sent after a restart)."""
+        if self._lanes is None:
+            s, lanes = self.settings, {}
+            for channel in self.poster.channels:
+                lanes[channel] = DeliveryLane(channel, self.store, self, backoff_s=s.delivery_backoff_s,
+                                              backoff_max_s=s.delivery_backoff_max_s,
+                                              lease_s=2 * self.poster.timeout_s(channel) + 5.0)
+                self._spawn(lanes[channel].run())
+            self._lanes = lanes
+        return self._lanes
+
+    async def stop_delivery(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def refused(self, draft: DraftImpression) -> PostResult | None:
+        """Why the draft is never posted: its report was withdrawn, or the study is signed; None when it may be."""
+        withdrawal = await asyncio.to_thread(self.store.withdrawal_of, draft)
+        if withdrawal is not None:
+            if not withdrawal.has_draft:
+                await asyncio.to_thread(self.store.replace_withdrawal, attach_withdrawn_draft(withdrawal, draft))
+            return PostResult(draft=draft, skipped_reason="withdrawn", withdrawn=True,
+                              withdrawn_reason=f"not posted: report {withdrawal.final_status.value} at the source")
+        signed = await asyncio.to_thread(self.store.signed_records, draft.accession)
+        if not signed:
+            return None
+        for record in signed:  # a draft never overwrites a signed report: kept beside the final, not posted
+            if not record.has_draft:
+                await self.replace_late(attach_late_draft(record, draft))
+        return PostResult(draft=draft, skipped_reason="already_signed")
+
+    async def deliver(self, delivery: Delivery, plan: Plan) -> Sent:
+        draft, earlier = delivery.draft, plan.replaces
+        if delivery.destination == HL7V2:
+            replaces = earlier.control_id if earlier is not None else ""
+            return Sent(await self.poster.send_hl7(draft, control_id=delivery.control_id, replaces=replaces))
+        known = earlier.location if earlier is not None and earlier.state == "delivered" else ""
+        url = await self.poster.send_fhir(draft, version=key_digest(delivery.key), replaces_url=known,
+                                          event_ids=plan.maybe_there)
+        return Sent("replaced" if plan.maybe_there else "created", url)
+
+    async def settled(self, delivery: Delivery, outcome: Outcome) -> None:
+        draft, hl7 = delivery.draft, delivery.destination == HL7V2
+        common = {"destination": delivery.destination, "attempts": delivery.attempts}
+        if outcome.state == "dead":
+            error = outcome.error or Reject(outcome.code, "not delivered", accession=delivery.accession)
+            await self.dead_letter("post", topics.DRAFTS_GENERATED.name, delivery.body.encode(), error)
+            return
+        if outcome.state != "delivered" or outcome.sent is None:
+            await self._posted((outcome.refused or PostResult(draft=draft, skipped_reason=outcome.code))
+                               .model_copy(update=common))
+            return
+        sent, earlier, replaces = outcome.sent, outcome.replaces, ""
+        await asyncio.to_thread(self.store.mark_channel_posted, draft.event_id, posted_at=utcnow(),
+                                **({"hl7_ack": sent.answer} if hl7 else {"fhir_report_url": sent.location}))
+        if earlier is not None:  # the store's draft of the report is the one the destination shows now
+            replaces = earlier.control_id if hl7 else earlier.location
+            await asyncio.to_thread(self.store.replace_draft, draft)
+        result = PostResult(draft=draft, hl7_ack=sent.answer if hl7 else "",
+                            fhir_report_url="" if hl7 else sent.location, replaces=replaces, **common)
+        await self._posted(result)
+        await self._withdraw_if_withdrawn_meanwhile(result)
+
+    async def _withdraw_if_withdrawn_meanwhile(self, posted: PostResult) -> None:
+        """Looks for a withdrawal after marking the draft posted: capture writes a withdrawal before it reads what was
+        posted, so one of the two always sees the other and the posted draft is withdrawn."""
+        draft = posted.draft
+        withdrawal = await asyncio.to_thread(self.store.withdrawal_of, draft)
+        if withdrawal is None:
+            return
+        try:
+            result = await self.poster.withdraw(draft, withdrawal.final_status, hl7_posted=bool(posted.hl7_ack),
+                                                fhir_report_url=posted.fhir_report_url)
+        except GatewayError as exc:
+            await self.dead_letter("post", topics.DRAFTS_GENERATED.name, draft.model_dump_json().encode(), exc)
+            return
+        await self._posted(result.model_copy(update={"destination": posted.destination}))
+
+    async def _posted(self, result: PostResult) -> None:
+        draft = result.draft
+        await self.send(topics.DRAFTS_POSTED.name, draft.accession, result)
+        log.info("posted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
+                 destination=result.destination, hl7_ack=result.hl7_ack, fhir=bool(result.fhir_report_url),
+                 skipped=result.skipped_reason, withdrawn=result.withdrawn, replaces=bool(result.replaces),
+                 attempts=result.attempts)

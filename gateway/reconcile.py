@@ -1,0 +1,184 @@
+"""Journaled intake and its reconciler: an AA rests on the broker *and* an fsynced local copy.
+
+Input: accepted messages (``JournaledPublisher.publish_raw``); the journal; ``settled(event_ids)`` (the store).
+Output: each message on ``reports.raw`` and in the journal before its ACK; passes that publish again what is past the
+grace period and not settled (a broker that lost it), then compact. Failure modes: journal or broker down →
+``RetryLater`` (AE / 503); store or broker down in a pass → kept for the next; given up after N → a warning with ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from gateway.journal import Journal, JournalEntry
+from gateway.publish import RawRecord, raw_record
+from gateway.settings import GatewaySettings
+from schemas import RetryLater
+from schemas.events import event_id_for
+
+log = structlog.get_logger("gateway.reconcile")
+
+# The event ids of the store that have a draft or a captured edit record (wired by consumers/serve.py).
+Settled = Callable[[Sequence[str]], set[str]]
+
+
+class RecordPublisher(Protocol):
+    async def publish(self, record: RawRecord) -> None:
+        """Return once the broker has the record; raise ``RetryLater`` when it cannot take it."""
+
+
+class RecordingRecords:
+    """The fake beside ``RecordPublisher`` (unit tests): keeps records; ``unavailable`` answers like a broker down."""
+
+    def __init__(self) -> None:
+        self.records: list[RawRecord] = []
+        self.unavailable = False
+
+    async def publish(self, record: RawRecord) -> None:
+        if self.unavailable:
+            raise RetryLater("broker_unavailable", "publisher marked unavailable", message_control_id=record.control_id)
+        self.records.append(record)
+
+
+class JournaledPublisher:
+    """The ``RawPublisher`` of the edge when the journal is on: journal (fsync) and publish, both before the ACK."""
+
+    def __init__(self, journal: Journal, publisher: RecordPublisher, clock: Callable[[], float] = time.time):
+        self._journal = journal
+        self._publisher = publisher
+        self._clock = clock
+
+    async def publish_raw(self, payload: bytes, *, content_type: str, sender: str, control_id: str,
+                          event_ids: tuple[str, ...] = ()) -> None:
+        record = raw_record(payload, content_type=content_type, sender=sender, control_id=control_id)
+        entry = JournalEntry.of(record, event_ids or (event_id_for(sender, control_id),), self._clock())
+        # Both at once: the ACK waits for the slower of the fsync and the broker, not for their sum.
+        journaled, published = await asyncio.gather(self._journal.append(entry), self._publisher.publish(record),
+                                                    return_exceptions=True)
+        if isinstance(published, BaseException) and not isinstance(journaled, BaseException):
+            # The sender gets AE and keeps the message: the journal must not re-publish what was not accepted.
+            try:
+                await self._journal.forget(entry.entry_id)
+            except RetryLater:
+                log.warning("journal_forget_failed", control_id=control_id)  # a later re-publish is idempotent
+        for outcome in (published, journaled):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+@dataclass
+class Pass:
+    """What one reconciler pass did (counts of journal entries)."""
+
+    read: int = 0
+    settled: int = 0
+    republished: int = 0
+    kept: int = 0
+    expired: list[str] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(self, journal: Journal, publisher: RecordPublisher, settled: Settled, settings: GatewaySettings,
+                 clock: Callable[[], float] = time.time):
+        self._journal = journal
+        self._publisher = publisher
+        self._settled = settled
+        self._grace_s = settings.journal_grace_s
+        self._retention_s = settings.journal_retention_s
+        self._max_attempts = settings.journal_republish_max
+        self._every_s = settings.journal_reconcile_s
+        self._clock = clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A pass at start (what a previous process journaled), then every ``journal_reconcile_s`` until ``stop``."""
+        while not stop.is_set():
+            try:
+                done = await self.reconcile()
+                if done.settled or done.republished or done.expired or done.gave_up:
+                    log.info("journal_reconciled", read=done.read, settled=done.settled,
+                             republished=done.republished, kept=done.kept)
+            except Exception as exc:  # the next pass retries; the reconciler never stops the edge
+                log.warning("journal_reconcile_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._every_s)
+
+    async def _unsettled(self, entries: list[JournalEntry]) -> set[str]:
+        """The entry ids of ``entries`` with an event id the store does not show settled."""
+        wanted = sorted({event_id for e in entries for event_id in e.event_ids})
+        settled = await asyncio.to_thread(self._settled, wanted) if wanted else set()
+        return {e.entry_id for e in entries if not set(e.event_ids) <= settled}
+
+    async def reconcile(self, *, final: bool = False) -> Pass:
+        """One pass. ``final`` (at shutdown): every segment sealed and settled entries compacted, nothing published."""
+        now = self._clock()
+        await asyncio.to_thread(self._journal.seal, float("inf") if final else now - self._grace_s)
+        paths = self._journal.sealed()
+        entries = await asyncio.to_thread(self._journal.read, paths)
+        done = Pass(read=len(entries))
+        unsettled = await self._unsettled(entries)  # a store that is down raises: all is kept for the next pass
+        survivors: list[JournalEntry] = []
+        broker_up = True
+        for entry in entries:
+            if entry.entry_id not in unsettled:
+                done.settled += 1
+            elif now - entry.written_at >= self._retention_s:
+                done.expired.append(entry.record.control_id)
+            elif final or now - entry.due_from < self._grace_s:
+                survivors.append(entry)
+            elif entry.attempts >= self._max_attempts:
+                done.gave_up.append(entry.record.control_id)
+                log.warning("journal_gave_up", control_id=entry.record.control_id, event_ids=list(entry.event_ids),
+                            attempts=entry.attempts)
+            elif broker_up:
+                broker_up = await self._republish(entry, now, survivors)
+                done.republished += broker_up
+            else:
+                survivors.append(entry)
+        if done.expired:
+            log.warning("journal_expired", control_ids=done.expired, retention_s=self._retention_s)
+        done.kept = len(survivors)
+        if len(paths) > 1 or len(survivors) != len(entries) or done.republished:
+            await asyncio.to_thread(self._journal.replace, paths, survivors)
+        return done
+
+    async def _republish(self, entry: JournalEntry, now: float, survivors: list[JournalEntry]) -> bool:
+        """Publishes one entry again; False when the broker is down (the rest of the pass waits for the next)."""
+        try:
+            await self._publisher.publish(entry.record)
+        except RetryLater:
+            survivors.append(entry)
+            return False
+        survivors.append(entry.attempted(now))
+        log.info("journal_republished", control_id=entry.record.control_id, event_ids=list(entry.event_ids),
+                 attempt=entry.attempts + 1)
+        return True
+
+
+@contextlib.asynccontextmanager
+async def journaled(settings: GatewaySettings, directory: Path, publisher: RecordPublisher, settled: Settled
+                    ) -> AsyncIterator[JournaledPublisher]:
+    """The journal opened (fail closed: a journal that cannot open stops the start), its reconciler running."""
+    journal = await asyncio.to_thread(Journal(directory).open)
+    halt = asyncio.Event()
+    reconciler = Reconciler(journal, publisher, settled, settings)
+    running = asyncio.create_task(reconciler.run(halt))
+    log.info("journal_open", directory=str(directory), grace_s=settings.journal_grace_s)
+    try:
+        yield JournaledPublisher(journal, publisher)
+    finally:
+        halt.set()
+        await running
+        try:  # what is settled by now need not wait for the next start
+            await reconciler.reconcile(final=True)
+        except Exception as exc:
+            log.warning("journal_reconcile_failed", error=type(exc).__name__)
+        journal.close()
