@@ -89,7 +89,8 @@ async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: G
                             f"@{draft.adapter_version or '-'}, prompt {draft.prompt_version}, {draft.latency_ms:.0f} ms"),
             ])
     ok = ok and await wait_for(lambda: len(inbox.received) >= len(accessions) - 2, "drafts posted to the RIS", 60)
-    print(f"\n  the RIS inbox received {len(inbox.received)} ORU^R01 drafts with OBX-11 = P over MLLP")
+    print(f"\n  the RIS inbox received {len(inbox.received)} ORU^R01 drafts with OBX-11 = {settings.draft_hl7_status} "
+          "over MLLP")
     print("\n-- 2. signed finals --")
     await replay("final", ports, settings)
     ok = ok and await wait_for(lambda: all(store.signed_records(a) for a in accessions), "captured finals")

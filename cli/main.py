@@ -13,7 +13,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cli import adapters, demo, drift, export, metrics, model, replay, retrain, serve
+from cli.args import refuse
 from consumers import logs
 
 Handler = Callable[[argparse.Namespace], int]
@@ -68,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
     handler: Handler = args.handler
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except ValidationError as exc:  # a setting (option or environment variable) out of range: no traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return refuse(f"invalid setting: {problems}")
 
 
 if __name__ == "__main__":

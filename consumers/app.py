@@ -97,4 +97,9 @@ def build_app(flow: Flow) -> faust.App:
             await flow.capture(value)
             yield None
 
+    @app.task  # type: ignore[untyped-decorator]  # faust ships no annotations for App.task
+    async def deliver() -> None:
+        # Deliveries left pending by a crash or restart go out at start, not at the next record.
+        flow.start_delivery()
+
     return app

@@ -72,7 +72,8 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     structlog.configure(
         processors=processors(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        # No file given: print to sys.stdout as it is at each call (a bound stream may be closed later).
+        logger_factory=structlog.PrintLoggerFactory(file=stream) if stream else structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=True,
     )
     # Libraries (aiokafka, faust, uvicorn) log through stdlib logging: keep them quiet and on stderr.

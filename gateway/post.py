@@ -56,8 +56,9 @@ class DraftPoster:
         """One ORU^R01 of ``draft`` (replacing the draft sent as MSH-10 ``replaces``, if given); its MSA-1."""
         if self._mllp is None:
             raise Skip("mllp_target_not_configured", "no MLLP draft target configured", accession=draft.accession)
-        message = build_draft_oru(draft, **self._sender(draft, control_id), replaces=replaces,
-                                  replacement_status="C" if self._settings.draft_replacement_correction else "P")
+        s = self._settings  # a replacement keeps the draft's status (R or P) unless the RIS replaces only on C
+        message = build_draft_oru(draft, **self._sender(draft, control_id), status=s.draft_hl7_status,
+                                  replaces=replaces, replacement_status="C" if s.draft_replacement_correction else "")
         return await self._exchange(message, draft, answers_retried=False)
 
     async def send_fhir(self, draft: DraftImpression, *, version: str, replaces_url: str = "",
@@ -68,8 +69,10 @@ class DraftPoster:
         s = self._settings
         if replaces_url or event_ids:
             return await replace_draft_fhir(self._http, s.fhir_server_url, draft, version=version,
-                                            replaces_url=replaces_url, event_ids=event_ids, token=s.fhir_server_token)
-        return await post_draft_fhir(self._http, s.fhir_server_url, draft, token=s.fhir_server_token, version=version)
+                                            replaces_url=replaces_url, event_ids=event_ids, token=s.fhir_server_token,
+                                            status=s.draft_fhir_status)
+        return await post_draft_fhir(self._http, s.fhir_server_url, draft, token=s.fhir_server_token, version=version,
+                                     status=s.draft_fhir_status)
 
     async def withdraw(self, draft: DraftImpression, status: ReportStatus, *, hl7_posted: bool,
                        fhir_report_url: str) -> PostResult:

@@ -7,6 +7,7 @@ as keyword arguments. Nothing else in ``gateway/`` reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,15 @@ class GatewaySettings(BaseSettings):
     fhir_server_timeout_s: float = Field(10.0, description="wait for one answer of the FHIR server receiving drafts "
                                          "(a draft send is up to four requests)")
     draft_replacement_correction: bool = Field(False, description="send a re-draft replacing an earlier draft as "
-                                               "OBX-11/OBR-25 C (correction) instead of P, for a RIS that replaces "
+                                               "OBX-11/OBR-25 C (correction) instead of the draft's status, for a RIS that replaces "
                                                "only on C; many read C as a signed status")
+    # The least-trusted status each standard offers for an unverified machine draft (README "How a reporting system
+    # should show a draft"): HL7 table 0085 R "results entered - not verified" (OBR-25 R, table 0123 "results stored;
+    # not yet verified"), FHIR R4 diagnostic-report-status partial ("may be incomplete or unverified"). P and
+    # preliminary ("verified early results") are for a RIS that files nothing else, and many show them as a read.
+    draft_hl7_status: Literal["R", "P"] = Field("R", description="OBX-11/OBR-25 of an ORU^R01 draft: R (results "
+                                                "entered, not verified) or P (preliminary: verified early results)")
+    draft_fhir_status: Literal["partial", "preliminary"] = Field(
+        "partial", description="status of a draft DiagnosticReport: partial (may be incomplete or unverified) or "
+        "preliminary (verified early results)")
     journal_reconcile_s: float = Field(60.0, description="seconds between passes of the journal reconciler")

@@ -75,12 +75,12 @@ class Plan:
 
 
 def _newer(a: DraftImpression, b: DraftImpression, a_id: int, b_id: int) -> bool:
-    """Whether draft ``a`` supersedes ``b``: a later report; for the same report, the model's draft over the
-    retrieval draft; else the one claimed later."""
-    if a.event.received_at != b.event.received_at:
-        return a.event.received_at > b.event.received_at
+    """Whether draft ``a`` supersedes ``b``: of one report version, the model's draft over a retrieval draft (also
+    when the study was sent again later); else the later report; else the one claimed later."""
     if report_version(a) == report_version(b) and (a.drafter is Drafter.RETRIEVAL) != (b.drafter is Drafter.RETRIEVAL):
         return b.drafter is Drafter.RETRIEVAL
+    if a.event.received_at != b.event.received_at:
+        return a.event.received_at > b.event.received_at
     return a_id > b_id
 
 

@@ -81,7 +81,7 @@ class RetrainSettings(BaseSettings):
     epochs: float = Field(3.0, gt=0, description="epochs over the train split")
     rank: int | None = Field(None, gt=0, description="LoRA rank")
     alpha: int | None = Field(None, gt=0, description="LoRA alpha")
-    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
+    learning_rate: float = Field(2e-4, ge=0, description="peak learning rate (0: the candidate stays the base, a control)")
     batch_size: int = Field(16, gt=0, description="training batch size")
     seed: int = Field(0, description="training seed")
     window: int = Field(20, ge=0, description="newest held-out records scored separately")

@@ -1,4 +1,4 @@
-"""Post a draft impression to a FHIR R4 server (a preliminary DiagnosticReport and its Provenance), replace, withdraw it.
+"""Post a draft impression to a FHIR R4 server (an unverified DiagnosticReport, its Provenance), replace, withdraw it.
 
 Stage: post. Input: a ``DraftImpression``. Output: the transaction Bundle (``build_draft_bundle``), the created or
 replaced report's URL (``post_draft_fhir``, ``replace_draft_fhir``), or the withdrawn one's (``withdraw_draft_fhir``).
@@ -40,6 +40,12 @@ _RADIOLOGY = [
 # started or not completed" (an exam cancelled, OBX-11 X). A draft takes its report's fate.
 WITHDRAWN_STATUS = {ReportStatus.WITHDRAWN: "entered-in-error", ReportStatus.CANCELLED: "cancelled"}
 _DRAFT_STATUSES = frozenset({"registered", "partial", "preliminary"})  # not yet signed: still ours to withdraw
+# The draft's status (GatewaySettings.draft_fhir_status). R4 diagnostic-report-status partial by default: "a partial
+# (e.g. initial, interim or preliminary) report: data in the report may be incomplete or unverified", what an unverified
+# machine draft is. preliminary, a child of partial, is "verified early results are available": a verification nobody
+# made, there for a server that files nothing else. Either way the AIAST label and the Provenance say it is AI's.
+DRAFT_REPORT_STATUSES = ("partial", "preliminary")
+DEFAULT_DRAFT_STATUS = "partial"
 # LOINC 18748-4 "Diagnostic imaging study" when the original report had no procedure code.
 _FALLBACK_CODE = {"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}
 
@@ -51,7 +57,10 @@ def _identifier(type_code: str, value: str, system: str = "") -> dict[str, Any]:
     return out
 
 
-def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, version: str = "") -> dict[str, Any]:
+def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, version: str = "",
+                  status: str = DEFAULT_DRAFT_STATUS) -> dict[str, Any]:
+    if status not in DRAFT_REPORT_STATUSES:
+        raise ValueError(f"a draft DiagnosticReport is {' or '.join(DRAFT_REPORT_STATUSES)}, not {status!r}")
     event = draft.event
     identifiers = [_identifier("ACSN", draft.accession, accession_system),
                    {"system": DRAFT_IDENTIFIER_SYSTEM, "value": draft.event_id}]
@@ -64,7 +73,7 @@ def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, 
         "resourceType": "DiagnosticReport",
         "meta": {"tag": [AI_TAG], "security": [AI_SECURITY_LABEL]},
         "identifier": identifiers,
-        "status": "preliminary",  # R4 diagnostic-report-status: "verified, but not final" is not claimed
+        "status": status,
         "category": _RADIOLOGY,
         "code": {"coding": [coding if event.procedure_code else _FALLBACK_CODE],
                  **({"text": event.procedure_text} if event.procedure_text else {})},
@@ -79,7 +88,7 @@ def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, 
 
 
 def build_draft_bundle(draft: DraftImpression, *, now: datetime | None = None, accession_system: str = "",
-                       version: str = "") -> dict[str, Any]:
+                       version: str = "", status: str = DEFAULT_DRAFT_STATUS) -> dict[str, Any]:
     """The transaction Bundle: a conditional create of the draft report, then its Provenance."""
     now = now or utcnow()
     report_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{DRAFT_IDENTIFIER_SYSTEM}:{draft.event_id}')}"
@@ -88,7 +97,7 @@ def build_draft_bundle(draft: DraftImpression, *, now: datetime | None = None, a
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": report_url, "resource": _draft_report(draft, now, accession_system, version),
+            {"fullUrl": report_url, "resource": _draft_report(draft, now, accession_system, version, status),
              "request": {"method": "POST", "url": "DiagnosticReport", "ifNoneExist": condition}},
             {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": draft_provenance(draft, report_url, now),
              "request": {"method": "POST", "url": "Provenance"}},
@@ -129,7 +138,7 @@ async def _skip_if_signed(client: httpx.AsyncClient, base: str, draft: DraftImpr
 
 
 async def post_draft_fhir(client: httpx.AsyncClient, base_url: str, draft: DraftImpression, token: str = "",
-                          *, check_signed: bool = True, version: str = "") -> str:
+                          *, check_signed: bool = True, version: str = "", status: str = DEFAULT_DRAFT_STATUS) -> str:
     """POST the draft Bundle as a transaction to ``base_url``; the DiagnosticReport's absolute URL."""
     base = base_url.rstrip("/")
     if not base:
@@ -137,7 +146,7 @@ async def post_draft_fhir(client: httpx.AsyncClient, base_url: str, draft: Draft
     headers = _headers(token)
     if check_signed:
         await _skip_if_signed(client, base, draft, headers)
-    body = json.dumps(build_draft_bundle(draft, version=version), ensure_ascii=False).encode("utf-8")
+    body = json.dumps(build_draft_bundle(draft, version=version, status=status), ensure_ascii=False).encode("utf-8")
     response = await _send(client, "POST", base, draft, content=body, headers=headers)
     url = location_of(response, base, draft)
     log.info("fhir_draft_posted", event_id=draft.event_id, accession=draft.accession, location=url)
@@ -198,12 +207,13 @@ async def withdraw_draft_fhir(client: httpx.AsyncClient, base_url: str, draft: D
 
 
 def build_replacement_bundle(draft: DraftImpression, earlier: dict[str, Any], report_url: str, etag: str, *,
-                             version: str, now: datetime | None = None, accession_system: str = "") -> dict[str, Any]:
+                             version: str, now: datetime | None = None, accession_system: str = "",
+                             status: str = DEFAULT_DRAFT_STATUS) -> dict[str, Any]:
     """The transaction Bundle replacing the earlier draft report ``earlier`` (at ``report_url``) with ``draft``: an
     update only if the report is still the version read (``ifMatch``, R4 http.html#concurrency), then a Provenance
     of the update. The earlier draft identifiers stay, so a withdrawal of either draft still finds the report."""
     now = now or utcnow()
-    resource = {**_draft_report(draft, now, accession_system, version), "id": earlier["id"]}
+    resource = {**_draft_report(draft, now, accession_system, version, status), "id": earlier["id"]}
     kept = [i for i in earlier.get("identifier") or []
             if isinstance(i, dict) and i.get("system") == DRAFT_IDENTIFIER_SYSTEM and i not in resource["identifier"]]
     resource["identifier"] = resource["identifier"] + kept
@@ -263,7 +273,8 @@ async def _find_draft(client: httpx.AsyncClient, base: str, draft: DraftImpressi
 
 
 async def replace_draft_fhir(client: httpx.AsyncClient, base_url: str, draft: DraftImpression, *, version: str,
-                             replaces_url: str = "", event_ids: Sequence[str] = (), token: str = "") -> str:
+                             replaces_url: str = "", event_ids: Sequence[str] = (), token: str = "",
+                             status: str = DEFAULT_DRAFT_STATUS) -> str:
     """Replaces the earlier draft report of the study with ``draft`` (one report per study, never a second draft
     beside the first); the report's URL. None found → a create, as ``post_draft_fhir``. The report holding this
     version already (our earlier send got through) → done; signed meanwhile → ``Skip``; changed since read → 412
@@ -275,14 +286,14 @@ async def replace_draft_fhir(client: httpx.AsyncClient, base_url: str, draft: Dr
     await _skip_if_signed(client, base, draft, headers)
     found = await _find_draft(client, base, draft, replaces_url, event_ids, headers)
     if found is None:
-        return await post_draft_fhir(client, base_url, draft, token, check_signed=False, version=version)
+        return await post_draft_fhir(client, base_url, draft, token, check_signed=False, version=version, status=status)
     url, earlier, etag = found
     if version in _draft_ids(earlier, DRAFT_VERSION_SYSTEM):
         return url
     if earlier.get("status") not in _DRAFT_STATUSES:
         raise _skip("fhir_report_signed", f"the earlier draft report is {earlier.get('status')!r} now; not replaced",
                     draft)
-    bundle = build_replacement_bundle(draft, earlier, url, etag, version=version)
+    bundle = build_replacement_bundle(draft, earlier, url, etag, version=version, status=status)
     body = json.dumps(bundle, ensure_ascii=False).encode("utf-8")
     answer = await _send(client, "POST", base, draft, check=False, content=body, headers=headers)
     if answer.status_code == 412:

@@ -1,9 +1,9 @@
 """Build the outbound ORU^R01s of one AI-drafted impression: the draft, a re-draft replacing it, and its withdrawal.
 
 Stage: post. Input: ``DraftImpression`` (with the original ``ReportEvent``) and the header ids. Output: ER7 bytes (UTF-8,
-MSH-18 ``UNICODE UTF-8``, CR-terminated): the draft preliminary (OBX-11 = P, OBR-25 = P), a replacement (same ids, its
-NTE naming the draft it replaces), the withdrawal posting it as wrong (OBX-11 = W). Failure modes: ``ValueError`` for a
-version outside ``DRAFT_VERSIONS`` or another replacement status. Field choices and versions: gateway/README.md.
+MSH-18 ``UNICODE UTF-8``, CR-terminated): the draft (OBX-11/OBR-25 R "not verified", or P), a replacement (same ids,
+its NTE naming the draft it replaces), the withdrawal posting it as wrong (OBX-11 = W). Failure modes: ``ValueError``
+for a version outside ``DRAFT_VERSIONS`` or another status. Field choices and versions: gateway/README.md.
 """
 
 from __future__ import annotations
@@ -25,20 +25,26 @@ DEFAULT_VERSION = "2.5.1"
 # the patient. Not the null value `""`: it tells a receiver to delete the name it holds (§2.5.3); not a bare `^`:
 # every component empty is a field not present, which meets R only for a lenient check (hl7apy accepts all three).
 UNNAMED = "^^^^^^U"
+# The draft's status, OBX-11 → OBR-25 (GatewaySettings.draft_hl7_status). R by default: table 0085 R "results entered
+# -- not verified", table 0123 R "results stored; not yet verified", what an unverified machine draft is. P (0085
+# "preliminary results", 0123 "a verified early result is available") claims a verification nobody made, and many RIS
+# show a P result to referring clinicians as a preliminary read; it is there for a RIS that files nothing but P.
+DRAFT_STATUSES = {"R": "R", "P": "P"}
+DEFAULT_STATUS = "R"
 # Withdrawal (HL7 v2.5.1 table 0085): OBX-11 W "post original as wrong, e.g. transmitted for wrong patient" retracts
-# the posted P result and keeps it on record as wrong (it may have been read); D "deletes the OBX record" would erase
+# the posted R/P result and keeps it on record as wrong (it may have been read); D "deletes the OBX record" would erase
 # that trace, and X ("results cannot be obtained") says nothing of what was posted. OBR-25 (table 0123): C
 # "correction to results" for a withdrawn report, X "no results available; order canceled" for a cancelled one.
 WITHDRAWN_OBX_11 = "W"
 _WITHDRAWN_OBR_25 = {ReportStatus.WITHDRAWN: "C", ReportStatus.CANCELLED: "X"}
 # Replacement (a re-draft of the same order: new findings, a new adapter, the model's draft after a retrieval draft):
 # the same placer/filler ids, accession and OBX-3 as the draft it replaces, so the receiver puts it in the earlier
-# one's place, never beside it. By default still OBX-11 P: table 0085 C is "record coming over is a correction and thus
-# replaces a final result" (F: "can only be changed with a corrected result"), and receivers read C as a signed status
-# (HL7 v2-to-FHIR ConceptMap 0085 → Observation "corrected"; our own intake, gateway/data/status.toml, as amended): an
-# AI draft sent as C would pose as a corrected signed report. A RIS that replaces only on C can be given C (OBR-25 C,
-# table 0123 "correction to results"): IG_DRAFT_REPLACEMENT_CORRECTION.
-REPLACEMENT_STATUSES = {"P": "P", "C": "C"}  # OBX-11 → OBR-25
+# one's place, never beside it. By default the draft's own status (R or P): table 0085 C is "record coming over is a
+# correction and thus replaces a final result" (F: "can only be changed with a corrected result"), and receivers read C
+# as a signed status (HL7 v2-to-FHIR ConceptMap 0085 → Observation "corrected"; our own intake,
+# gateway/data/status.toml, as amended): an AI draft sent as C would pose as a corrected signed report. A RIS that
+# replaces only on C can be given C (OBR-25 C, table 0123 "correction to results"): IG_DRAFT_REPLACEMENT_CORRECTION.
+REPLACEMENT_STATUSES = {**DRAFT_STATUSES, "C": "C"}  # OBX-11 → OBR-25
 
 
 def provenance_note(draft: DraftImpression) -> str:
@@ -113,18 +119,22 @@ def build_draft_oru(
     receiving_application: str = "",
     receiving_facility: str = "",
     version: str = DEFAULT_VERSION,
+    status: str = DEFAULT_STATUS,
     replaces: str = "",
-    replacement_status: str = "P",
+    replacement_status: str = "",
 ) -> bytes:
-    """ORU^R01 with MSH, PID, ORC, OBR, OBX (19005-8, TX, OBX-11 = P) and an NTE provenance note.
+    """ORU^R01 with MSH, PID, ORC, OBR, OBX (19005-8, TX, OBX-11 = ``status``: R or P) and an NTE provenance note.
 
     ``replaces``: the MSH-10 of the earlier draft of the same order this one replaces; the NTE names it, and OBX-11 /
-    OBR-25 take ``replacement_status`` (``P``, or ``C`` for a receiver that replaces only on a correction).
+    OBR-25 take ``replacement_status`` (empty: ``status``; ``C`` for a receiver that replaces only on a correction).
     """
-    if replacement_status not in REPLACEMENT_STATUSES:
-        raise ValueError(f"a replacing draft is sent as OBX-11 P or C, not {replacement_status!r}")
+    if status not in DRAFT_STATUSES:
+        raise ValueError(f"a draft is sent as OBX-11 {' or '.join(DRAFT_STATUSES)}, not {status!r}")
+    if replacement_status and replacement_status not in REPLACEMENT_STATUSES:
+        raise ValueError(f"a replacing draft is sent as OBX-11 {', '.join(REPLACEMENT_STATUSES)}, "
+                         f"not {replacement_status!r}")
     header = _header(control_id, sending_application, sending_facility, receiving_application, receiving_facility)
-    obx_11 = replacement_status if replaces else "P"
+    obx_11 = (replacement_status or status) if replaces else status
     return _oru(draft, header, version, obx_11=obx_11, obr_25=REPLACEMENT_STATUSES[obx_11],
                 status_changed=draft.created_at,
                 note=replacement_note(draft, replaces) if replaces else provenance_note(draft))

@@ -102,7 +102,8 @@ async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: t
     await eventually(lambda: inbox.received, "the ORU^R01 draft at the RIS inbox")
     oru = hl7.parse(inbox.received[0].decode().replace("\n", "\r"))
     impression = [obx for obx in oru.segments("OBX") if str(obx[3][0][0]) == "19005-8"]
-    assert impression and str(impression[0][11]) == "P"  # HL7 v2.5.1 §7.4.2: OBX-11 P = preliminary
+    assert impression and str(impression[0][11]) == "R"  # table 0085 R: results entered, not verified (the default)
+    assert str(oru.segment("OBR")[25]) == "R"  # table 0123 R: results stored; not yet verified
     assert str(oru.segment("OBR")[18]) == "DEMO1001"
     assert "AI-generated" in inbox.received[0].decode()
     for message in inbox.received:  # what the RIS received from us
@@ -122,8 +123,8 @@ async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: t
     assert len(inbox.received) == 1, "a duplicate or the final produced a second draft"
 
 
-async def test_fhir_report_is_drafted_as_preliminary_with_provenance(gateway: tuple[Served, int, Store],
-                                                                     fhir_server: FhirServer) -> None:
+async def test_fhir_report_is_drafted_as_partial_with_provenance(gateway: tuple[Served, int, Store],
+                                                                 fhir_server: FhirServer) -> None:
     served, _, store = gateway
     async with httpx.AsyncClient(base_url=served.http) as http:
         response = await http.post("/fhir/DiagnosticReport", content=(SAMPLE / "03_mr_head.prelim.json").read_bytes(),
@@ -133,7 +134,7 @@ async def test_fhir_report_is_drafted_as_preliminary_with_provenance(gateway: tu
         assert draft.route == "mr_head"
         bundle = await eventually(lambda: fhir_server.transactions_for("DEMO1003"), "the draft at the FHIR server")
         resources = {e["resource"]["resourceType"]: e["resource"] for e in bundle[0]["entry"]}
-        assert resources["DiagnosticReport"]["status"] == "preliminary"
+        assert resources["DiagnosticReport"]["status"] == "partial"  # R4: may be incomplete or unverified
         assert resources["DiagnosticReport"]["conclusion"] == draft.text
         assert "Provenance" in resources
 
@@ -152,9 +153,9 @@ async def test_bad_messages_are_nacked_or_dead_lettered_and_the_flow_goes_on(
     refused = await send_mllp(served.mllp_port, adt)
     assert msa(refused) == ("AR", "BADADT1")
     assert_strict(refused)
-    no_obx = b"\r".join(s for s in good.split(b"\r") if not s.startswith(b"OBX")).replace(b"DEMO1002P", b"BADOBX1")
-    error = await send_mllp(served.mllp_port, no_obx)
-    assert msa(error) == ("AE", "BADOBX1")
+    no_obr = b"\r".join(s for s in good.split(b"\r") if not s.startswith(b"OBR")).replace(b"DEMO1002P", b"BADOBR1")
+    error = await send_mllp(served.mllp_port, no_obr)
+    assert msa(error) == ("AE", "BADOBR1")
     assert_strict(error)
     # Passes the ingest checks but has no accession (OBR-2/3/18 empty): normalise dead-letters it.
     no_acc = good.replace(b"PLDEMO1002", b"").replace(b"FIDEMO1002", b"").replace(b"|DEMO1002|", b"||")

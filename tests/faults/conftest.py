@@ -12,6 +12,7 @@ from _pytest.terminal import TerminalReporter
 from tests.harness.fault_traffic import Tally
 
 ROWS = pytest.StashKey[list[Tally]]()
+HEADER = pytest.StashKey[str]()  # what every row did (N, outage lengths), set by the suite
 COLUMNS = ("row", "reports in", "ACKed", "drafts posted", "duplicates", "replaced", "lost", "recovery")
 
 
@@ -34,6 +35,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
     if not rows:
         return
     terminalreporter.section("fault suite")
+    terminalreporter.write_line(config.stash.get(HEADER, ""))
     for line in table_lines(rows):
         terminalreporter.write_line(line)
     for tally in rows:

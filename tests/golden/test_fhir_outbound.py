@@ -1,5 +1,6 @@
-"""build_draft_bundle (structure, R4B-valid, AI provenance), post_draft_fhir and withdraw_draft_fhir against a real
-HTTP server on a loopback port (aiohttp), scripted per test: 2xx, 5xx, 4xx, 412, a signed report, no server.
+"""build_draft_bundle (structure, R4B-valid, AI provenance, status partial by default or preliminary, read back by our
+intake as unsigned), post_draft_fhir and withdraw_draft_fhir against a real HTTP server on a loopback port (aiohttp),
+scripted per test: 2xx, 5xx, 4xx, 412, a signed report, no server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from gateway.fhir.inbound import parse_fhir
-from gateway.fhir.outbound import DRAFT_IDENTIFIER_SYSTEM, build_draft_bundle, post_draft_fhir, withdraw_draft_fhir
+from gateway.fhir.outbound import (
+    DRAFT_IDENTIFIER_SYSTEM,
+    build_draft_bundle,
+    build_replacement_bundle,
+    post_draft_fhir,
+    withdraw_draft_fhir,
+)
 from gateway.settings import GatewaySettings
 from schemas import DraftImpression, Reject, ReportStatus, RetryLater, Skip
 
@@ -48,11 +55,11 @@ def test_bundle_is_an_r4b_valid_transaction() -> None:
     assert [e["request"]["method"] for e in bundle["entry"]] == ["POST", "POST"]
 
 
-def test_report_is_preliminary_with_the_original_ids_and_code() -> None:
+def test_report_is_partial_with_the_original_ids_and_code() -> None:
     draft = make_draft()
     report_entry = entries(build_draft_bundle(draft, now=NOW, accession_system="urn:oid:1.2.3"))["DiagnosticReport"]
     report = report_entry["resource"]
-    assert report["status"] == "preliminary"
+    assert report["status"] == "partial"  # R4 diagnostic-report-status: "may be incomplete or unverified"
     assert report["conclusion"] == DRAFT_TEXT
     assert report["subject"] == {"reference": "Patient/syn-pat-001"}
     assert report["code"]["coding"][0]["code"] == "30745-4" and report["code"]["text"] == "CT chest without contrast"
@@ -62,6 +69,35 @@ def test_report_is_preliminary_with_the_original_ids_and_code() -> None:
     assert {"system": DRAFT_IDENTIFIER_SYSTEM, "value": draft.event_id} in report["identifier"]
     assert {"code": "ai-generated"}.items() <= report["meta"]["tag"][0].items()
     assert report["meta"]["security"][0]["code"] == "AIAST"
+
+
+@pytest.mark.parametrize("status", ["partial", "preliminary"])
+def test_each_draft_status_is_r4b_valid_ai_labelled_and_read_back_unsigned(status: str) -> None:
+    bundle = build_draft_bundle(make_draft(), now=NOW, status=status)
+    assert Bundle.model_validate(bundle).type == "transaction"
+    found = entries(bundle)
+    report = found["DiagnosticReport"]["resource"]
+    assert report["status"] == status and report["meta"]["security"][0]["code"] == "AIAST"
+    assert found["Provenance"]["resource"]["contained"][0]["resourceType"] == "Device"  # the AI author
+    # A draft of ours that comes back (a server feeding its reports back to us) is never taken as signed.
+    [event] = parse_fhir(json.dumps(report).encode(), settings=GatewaySettings())
+    assert event.status in (ReportStatus.IN_PROGRESS, ReportStatus.PRELIMINARY)
+
+
+@pytest.mark.parametrize("status", ["partial", "preliminary"])
+def test_a_replacement_has_the_configured_status(status: str) -> None:
+    draft = make_draft()
+    earlier = stored_draft(draft, "preliminary" if status == "partial" else "partial")
+    bundle = build_replacement_bundle(draft, earlier, "http://fhir.example/DiagnosticReport/dr-0", 'W/"1"',
+                                      version="v2", now=NOW, status=status)
+    assert Bundle.model_validate(bundle).type == "transaction"
+    assert entries(bundle)["DiagnosticReport"]["resource"]["status"] == status
+
+
+@pytest.mark.parametrize("status", ["final", "registered", "amended", "Partial"])
+def test_signed_or_other_draft_statuses_are_refused(status: str) -> None:
+    with pytest.raises(ValueError, match="partial or preliminary"):
+        build_draft_bundle(make_draft(), now=NOW, status=status)
 
 
 def test_conditional_create_is_keyed_on_the_drafts_own_identifier() -> None:
@@ -147,6 +183,7 @@ async def test_post_returns_the_created_report_url(server: Scripted) -> None:
     assert headers["Authorization"] == "Bearer s3cret"
     assert headers["Content-Type"].startswith("application/fhir+json")
     assert json.loads(body)["type"] == "transaction"
+    assert entries(json.loads(body))["DiagnosticReport"]["resource"]["status"] == "partial"
 
 
 async def test_a_signed_report_means_skip_and_no_post(server: Scripted) -> None:
@@ -200,7 +237,7 @@ async def test_an_answer_without_a_location_is_rejected(server: Scripted) -> Non
     assert caught.value.code == "fhir_no_location"
 
 
-def stored_draft(draft: DraftImpression, status: str = "preliminary", version: str = "1") -> dict[str, Any]:
+def stored_draft(draft: DraftImpression, status: str = "partial", version: str = "1") -> dict[str, Any]:
     """The draft report as the server holds it after the transaction (an id and a version given)."""
     report = dict(entries(build_draft_bundle(draft, now=NOW))["DiagnosticReport"]["resource"])
     return {**report, "id": "dr-0", "status": status, "meta": {**report["meta"], "versionId": version}}
@@ -212,12 +249,13 @@ def update_response(request: web.Request, body: bytes) -> web.Response:
     return web.json_response({**json.loads(body), "meta": {"versionId": "2"}})
 
 
+@pytest.mark.parametrize("held", ["partial", "preliminary"])  # as posted now, or under IG_DRAFT_FHIR_STATUS=preliminary
 @pytest.mark.parametrize(("status", "fhir_status"), [(ReportStatus.WITHDRAWN, "entered-in-error"),
                                                      (ReportStatus.CANCELLED, "cancelled")])
-async def test_withdraw_updates_our_draft_with_if_match(server: Scripted, status: ReportStatus, fhir_status: str
-                                                        ) -> None:
+async def test_withdraw_updates_our_draft_with_if_match(server: Scripted, status: ReportStatus, fhir_status: str,
+                                                        held: str) -> None:
     draft = make_draft()
-    server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft)
+    server.resources["/fhir/DiagnosticReport/dr-0"] = stored_draft(draft, held)
     server.answer = update_response
     async with httpx.AsyncClient() as client:
         url, said = await withdraw_draft_fhir(client, server.base_url, draft,

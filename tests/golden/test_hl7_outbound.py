@@ -1,5 +1,6 @@
-"""The outbound ORU^R01s: the draft preliminary (OBX-11 = P), LOINC 19005-8, ids kept, text escaped; its withdrawal
-(OBX-11 = W, same ids and OBX-3); both valid under hl7apy STRICT for every version we build."""
+"""The outbound ORU^R01s: the draft (OBX-11/OBR-25 R "not verified" by default, P when so configured), LOINC 19005-8,
+ids kept, text escaped, read back by our intake as unsigned; a replacement (the draft's status, or C); its withdrawal
+(OBX-11 = W, same ids and OBX-3); all valid under hl7apy STRICT for every version we build."""
 
 from __future__ import annotations
 
@@ -37,21 +38,21 @@ def draft_for(name: str, text: str = TEXT) -> DraftImpression:
     )
 
 
-def build(draft: DraftImpression, version: str = "2.5.1") -> bytes:
+def build(draft: DraftImpression, version: str = "2.5.1", **options: str) -> bytes:
     return build_draft_oru(draft, control_id="DRAFT-0001", sending_application="IMPRESSION-GW",
                            sending_facility="GW", receiving_application="RIS", receiving_facility="GENHOSP",
-                           version=version)  # fmt: skip
+                           version=version, **options)  # fmt: skip
 
 
-def test_draft_is_preliminary_impression_with_ids() -> None:
+def test_draft_is_an_unverified_impression_with_ids() -> None:
     draft = draft_for("separate_obx_loinc")
     raw = build(draft)
     assert raw.endswith(b"\r") and b"\n" not in raw
     msg = hl7.parse(raw.decode("utf-8"))
     obx, obr = msg.segment("OBX"), msg.segment("OBR")
-    assert str(obx[2]) == "TX" and str(obx[11]) == "P"
+    assert str(obx[2]) == "TX" and str(obx[11]) == "R"  # table 0085 R: results entered, not verified
     assert str(obx[3][0][0]) == "19005-8" and str(obx[3][0][2]) == "LN"
-    assert str(obr[25]) == "P" and str(obr[18]) == "ACC1001"
+    assert str(obr[25]) == "R" and str(obr[18]) == "ACC1001"  # table 0123 R: results stored, not yet verified
     assert (str(obr[2]), str(obr[3])) == ("PLC1001", "FIL1001")
     assert str(obr[4][0][0]) == "CTCHEST"
     assert str(msg.segment("PID")[3]) == "MRN00001"
@@ -67,6 +68,34 @@ def test_escaped_text_roundtrips_through_our_parser() -> None:
     assert again.impression == TEXT
     assert again.status is ReportStatus.PRELIMINARY
     assert again.accession == "ACC1001" and again.patient_id == "MRN00001"
+
+
+@pytest.mark.parametrize("status", ["R", "P"])
+@pytest.mark.parametrize("version", DRAFT_VERSIONS)
+def test_each_draft_status_is_strict_valid_and_read_back_unsigned(status: str, version: str) -> None:
+    raw = build(draft_for("separate_obx_loinc"), version, status=status)
+    assert_strict(raw)
+    msg = hl7.parse(raw.decode("utf-8"))
+    assert (str(msg.segment("OBX")[11]), str(msg.segment("OBR")[25])) == (status, status)
+    # A draft of ours that comes back (a RIS echoing results, a replay) is never taken as signed.
+    assert normalise_hl7(raw, settings=GatewaySettings()).status is ReportStatus.PRELIMINARY
+
+
+@pytest.mark.parametrize(("status", "replacement", "expected"),
+                         [("R", "", "R"), ("P", "", "P"), ("R", "C", "C"), ("P", "C", "C")])
+def test_a_replacement_keeps_the_draft_status_unless_told_c(status: str, replacement: str, expected: str) -> None:
+    raw = build(draft_for("separate_obx_loinc"), status=status, replaces="DRAFT-0000", replacement_status=replacement)
+    assert_strict(raw)
+    msg = hl7.parse(raw.decode("utf-8"))
+    assert (str(msg.segment("OBX")[11]), str(msg.segment("OBR")[25])) == (expected, expected)
+    assert "replaces AI-generated draft DRAFT-0000" in str(msg.segment("NTE")[3])
+
+
+@pytest.mark.parametrize("options", [{"status": "F"}, {"status": "C"}, {"status": "p"},
+                                     {"replaces": "DRAFT-0000", "replacement_status": "F"}])
+def test_signed_or_unknown_draft_statuses_are_refused(options: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="OBX-11"):
+        build(draft_for("separate_obx_loinc"), **options)
 
 
 def test_escaped_text_roundtrips_through_python_hl7() -> None:

@@ -5,11 +5,14 @@ and the loopback FHIR server, topics recorded (not Kafka), short timeouts and ba
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
@@ -24,6 +27,12 @@ from schemas import DeadLetter, Drafter, DraftImpression, PostResult, ReportEven
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 DRAFT_TEXT = "1. No acute cardiopulmonary abnormality."
 FAST = {"delivery_backoff_s": 0.05, "delivery_backoff_max_s": 0.3, "park_backoff_s": 0.01, "park_backoff_max_s": 0.05}
+
+
+def log_to_current_stdout() -> None:
+    """Loggers made from here on print to this session's stdout: a test that ran ``cli.main`` under ``capsys`` left
+    structlog printing to that test's stream, closed since (cli/main.py configures the logs with ``sys.stdout``)."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))
 
 
 class Recorded:

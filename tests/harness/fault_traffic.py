@@ -89,7 +89,7 @@ class Sent:
 
 
 class Sender:
-    def __init__(self, port: int, *, retry_s: float = 0.5, give_up_s: float = 150.0, answer_timeout_s: float = 10.0):
+    def __init__(self, port: int, *, retry_s: float = 0.5, give_up_s: float = 120.0, answer_timeout_s: float = 10.0):
         self.target = MllpTarget("127.0.0.1", port)
         self.retry_s, self.give_up_s, self.answer_timeout_s = retry_s, give_up_s, answer_timeout_s
 

@@ -20,9 +20,24 @@ from model.inference.port import FakeDrafter
 from model.inference.retrieval import RetrievalDrafter
 from ops.delivery import delivery_key, key_digest
 from schemas import Drafter, InferenceRequest, ReportStatus, topics
-from tests.harness.delivery import close_flow, dead_letters, draft_of, make_flow, posted, sent, study, value
+from tests.harness.delivery import (
+    close_flow,
+    dead_letters,
+    draft_of,
+    log_to_current_stdout,
+    make_flow,
+    posted,
+    sent,
+    study,
+    value,
+)
 from tests.harness.fhir_server import DRAFT_SYSTEM, FhirServer
 from tests.harness.hl7_strict import assert_strict
+
+
+@pytest.fixture(autouse=True)
+def _logs() -> None:
+    log_to_current_stdout()
 
 
 @pytest.fixture
@@ -71,11 +86,14 @@ async def test_the_same_study_with_twenty_new_control_ids_is_posted_once(inbox: 
         await close_flow(flow)
 
 
-@pytest.mark.parametrize(("correction", "status"), [(False, "P"), (True, "C")])
+@pytest.mark.parametrize(("hl7_status", "fhir_status", "correction", "status"),
+                         [("R", "partial", False, "R"), ("P", "preliminary", False, "P"), ("R", "partial", True, "C")])
 async def test_a_redraft_replaces_the_draft_it_follows(inbox: DraftInbox, fhir: FhirServer, tmp_path: Path,
-                                                       correction: bool, status: str) -> None:
+                                                       hl7_status: str, fhir_status: str, correction: bool,
+                                                       status: str) -> None:
     flow = make_flow(tmp_path, mllp_port=inbox.port, fhir_url=fhir.base_url,
-                     gateway={"draft_replacement_correction": correction})
+                     gateway={"draft_replacement_correction": correction, "draft_hl7_status": hl7_status,
+                              "draft_fhir_status": fhir_status})
     try:
         event = study(1)
         first, second = draft_of(event, adapter_version="1"), draft_of(event, text="1. Revised.", adapter_version="2")
@@ -91,12 +109,13 @@ async def test_a_redraft_replaces_the_draft_it_follows(inbox: DraftInbox, fhir: 
         for seg, field in (("OBR", 2), ("OBR", 3), ("OBR", 18), ("OBX", 3), ("PID", 3)):
             assert str(now.segment(seg)[field]) == str(was.segment(seg)[field])
         assert str(now.segment("OBX")[11]) == status and str(now.segment("OBR")[25]) == status
-        assert str(was.segment("OBX")[11]) == "P"
+        assert str(was.segment("OBX")[11]) == str(was.segment("OBR")[25]) == hl7_status  # IG_DRAFT_HL7_STATUS
         was_id = str(was.segment("MSH")[10])
         assert str(now.segment("MSH")[10]) != was_id
         assert f"replaces AI-generated draft {was_id}" in str(now.segment("NTE")[3])
         [report] = fhir.reports.values()  # one report per study, updated in place
         assert report["conclusion"] == "1. Revised." and report["meta"]["versionId"] == "2"
+        assert report["status"] == fhir_status  # IG_DRAFT_FHIR_STATUS, the replacement's too
         assert {"system": DRAFT_SYSTEM, "value": event.event_id} in report["identifier"]
         assert key_digest(delivery_key(second)) in {i["value"] for i in report["identifier"]}
         update = fhir.transactions[1]["entry"][0]["request"]

@@ -19,8 +19,23 @@ import pytest
 from gateway.draft_inbox import DraftInbox
 from ops.delivery import HL7V2, control_id_for, delivery_key
 from schemas import ReportStatus
-from tests.harness.delivery import close_flow, dead_letters, draft_of, make_flow, posted, study, until, value
+from tests.harness.delivery import (
+    close_flow,
+    dead_letters,
+    draft_of,
+    log_to_current_stdout,
+    make_flow,
+    posted,
+    study,
+    until,
+    value,
+)
 from tests.harness.fhir_server import FhirServer
+
+
+@pytest.fixture(autouse=True)
+def _logs() -> None:
+    log_to_current_stdout()
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ async def test_a_new_preliminary_after_the_withdrawal_is_posted(flow: Flow, inbo
     event = prelim()
     await flow.capture(later(event, "W", -5, status=ReportStatus.WITHDRAWN).model_dump_json().encode())
     await flow.post(await drafted(flow, event))  # its report came after the withdrawal
-    assert len(inbox.received) == 1 and b"|P\r" in inbox.received[0]
+    assert len(inbox.received) == 1 and b"|R\r" in inbox.received[0]  # a draft (OBX-11 R), not a withdrawal (W)
 
 
 async def test_a_status_only_final_signs_the_preliminary_text(flow: Flow, inbox: DraftInbox) -> None:

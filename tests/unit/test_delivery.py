@@ -61,3 +61,7 @@ def test_an_older_version_or_a_retrieval_draft_after_the_models_is_stale() -> No
     assert plan(row(2, draft_of(event, drafter=Drafter.RETRIEVAL)), [model], now=0.0).stale
     retrieval = row(1, draft_of(event, drafter=Drafter.RETRIEVAL), "delivered", 1)
     assert plan(row(2, draft_of(event)), [retrieval], now=0.0).replaces == retrieval
+    resent = event.model_copy(update={"event_id": "ev-1c", "message_control_id": "AGAIN",
+                                      "received_at": event.received_at + timedelta(minutes=9)})
+    # sent again while the model is down: the fallback's draft of it never replaces the model's
+    assert plan(row(2, draft_of(resent, drafter=Drafter.RETRIEVAL)), [model], now=0.0).stale
