@@ -171,6 +171,7 @@ class Ris:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="ris")
         self._thread.start()
         self.inbox = self._call(lambda: DraftInbox().start())
+        self.closed = False
 
     def _call(self, work: Callable[[], Any], timeout_s: float = 10.0) -> Any:
         async def run() -> Any:
@@ -190,9 +191,13 @@ class Ris:
 
     def close(self) -> None:
         self._call(self.inbox.close)
+        self.closed = True
 
     def reopen(self) -> None:
-        self._call(self.inbox.reopen)
+        """Back on the same port (nothing to do when it is open)."""
+        if self.closed:
+            self._call(self.inbox.reopen)
+            self.closed = False
 
     def answer(self, code: str) -> None:
         self._loop.call_soon_threadsafe(setattr, self.inbox, "answer", code)

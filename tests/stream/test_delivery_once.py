@@ -8,7 +8,6 @@ draft is replaced by the model's once it is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import hl7
@@ -24,7 +23,6 @@ from tests.harness.delivery import (
     close_flow,
     dead_letters,
     draft_of,
-    log_to_current_stdout,
     make_flow,
     posted,
     sent,
@@ -33,24 +31,6 @@ from tests.harness.delivery import (
 )
 from tests.harness.fhir_server import DRAFT_SYSTEM, FhirServer
 from tests.harness.hl7_strict import assert_strict
-
-
-@pytest.fixture(autouse=True)
-def _logs() -> None:
-    log_to_current_stdout()
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[DraftInbox]:
-    running = await DraftInbox().start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-def fhir() -> Iterator[FhirServer]:
-    with FhirServer() as server:
-        yield server
 
 
 def segments(message: bytes) -> hl7.Message:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import hl7
-import pytest
 
 from gateway.draft_inbox import DraftInbox
 from ops.delivery import HL7V2, control_id_for, delivery_key
@@ -23,7 +21,6 @@ from tests.harness.delivery import (
     close_flow,
     dead_letters,
     draft_of,
-    log_to_current_stdout,
     make_flow,
     posted,
     study,
@@ -31,24 +28,6 @@ from tests.harness.delivery import (
     value,
 )
 from tests.harness.fhir_server import FhirServer
-
-
-@pytest.fixture(autouse=True)
-def _logs() -> None:
-    log_to_current_stdout()
-
-
-@pytest.fixture
-async def inbox() -> AsyncIterator[DraftInbox]:
-    running = await DraftInbox().start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-def fhir() -> Iterator[FhirServer]:
-    with FhirServer() as server:
-        yield server
 
 
 def accessions(inbox: DraftInbox) -> list[str]:

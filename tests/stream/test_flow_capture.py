@@ -41,13 +41,6 @@ class Recorded:
 
 
 @pytest.fixture
-async def inbox() -> AsyncIterator[DraftInbox]:
-    running = await DraftInbox().start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
 async def flow(inbox: DraftInbox, tmp_path: Path) -> AsyncIterator[Flow]:
     settings = GatewaySettings(draft_mllp_target=f"127.0.0.1:{inbox.port}", fhir_server_url="", draft_mllp_retries=2)
     store = Store(f"sqlite:///{tmp_path / 'store.db'}").create()
