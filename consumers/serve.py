@@ -40,11 +40,12 @@ from model.inference.fallback import FallbackDrafter
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
+from ops.delivery_rows import deliveries as delivery_rows
 from ops.drift.stage import DriftStage
 from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
 from ops.settings import OpsSettings
-from ops.store import Store, drafts, edit_records
+from ops.store import Store, edit_records
 
 log = structlog.get_logger("consumers.serve")
 
@@ -115,14 +116,18 @@ def open_store(url: str) -> Store:
 
 
 def settled_in(store: Store) -> Settled:
-    """The intake journal's settled check (read-only): the event ids with a draft or a captured edit record."""
+    """The intake journal's settled check (read-only): the event ids whose final was captured, or whose draft
+    has its delivery rows claimed. A stored draft alone is not enough: its ``drafts.generated`` record may be
+    what a broker lost. (With no draft destination at all, a preliminary settles only by its retries running out.)"""
+    drafted = delivery_rows.c.draft_event_id
+
     def settled(event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with store.engine.connect() as conn:
             for start in range(0, len(event_ids), 500):  # bounded IN lists
                 chunk = list(event_ids[start:start + 500])
-                for table in (drafts, edit_records):
-                    found.update(conn.scalars(select(table.c.event_id).where(table.c.event_id.in_(chunk))))
+                for column in (drafted, edit_records.c.event_id):
+                    found.update(conn.scalars(select(column).where(column.in_(chunk))))
         return found
 
     return settled

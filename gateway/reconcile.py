@@ -30,6 +30,9 @@ log = structlog.get_logger("gateway.reconcile")
 Settled = Callable[[Sequence[str]], set[str]]
 
 
+# A pass stops after this many publishes in a row failed (the broker is down: the rest waits for the next pass).
+MAX_FAILURES_PER_PASS = 3
+
 class RecordPublisher(Protocol):
     async def publish(self, record: RawRecord) -> None:
         """Return once the broker has the record; raise ``RetryLater`` when it cannot take it."""
@@ -126,7 +129,7 @@ class Reconciler:
         done = Pass(read=len(entries))
         unsettled = await self._unsettled(entries)  # a store that is down raises: all is kept for the next pass
         survivors: list[JournalEntry] = []
-        broker_up = True
+        failures = 0  # consecutive failed publishes: a broker just restarted fails some and takes the next
         for entry in entries:
             if entry.entry_id not in unsettled:
                 done.settled += 1
@@ -138,9 +141,10 @@ class Reconciler:
                 done.gave_up.append(entry.record.control_id)
                 log.warning("journal_gave_up", control_id=entry.record.control_id, event_ids=list(entry.event_ids),
                             attempts=entry.attempts)
-            elif broker_up:
-                broker_up = await self._republish(entry, now, survivors)
-                done.republished += broker_up
+            elif failures < MAX_FAILURES_PER_PASS:
+                published = await self._republish(entry, now, survivors)
+                done.republished += published
+                failures = 0 if published else failures + 1
             else:
                 survivors.append(entry)
         if done.expired:
@@ -151,7 +155,7 @@ class Reconciler:
         return done
 
     async def _republish(self, entry: JournalEntry, now: float, survivors: list[JournalEntry]) -> bool:
-        """Publishes one entry again; False when the broker is down (the rest of the pass waits for the next)."""
+        """Publishes one entry again; False when that failed (kept, not counted as an attempt)."""
         try:
             await self._publisher.publish(entry.record)
         except RetryLater:

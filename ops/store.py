@@ -206,6 +206,12 @@ class Store(DeliveryRows):
         with self.engine.connect() as conn:
             return conn.execute(select(drafts.c.event_id).where(drafts.c.event_id == event_id)).first() is not None
 
+    def draft_of_event(self, event_id: str) -> DraftImpression | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(drafts.c.body).where(drafts.c.event_id == event_id)
+                               .order_by(drafts.c.created_at.desc())).first()
+        return DraftImpression.model_validate_json(row[0]) if row else None
+
     def latest_draft(self, accession: str) -> DraftImpression | None:
         with self.engine.connect() as conn:
             row = conn.execute(

@@ -91,12 +91,17 @@ async def test_what_a_restarted_broker_lost_is_published_again_once(tmp_path: Pa
             second = EmbeddedBroker(tmp_path / "second", port=first.port).start()  # empty, like memory storage
             try:
                 assert list(tmp_path.glob(".data/journal/*.seg"))  # under the data dir, names without PHI
-                # JRNL-0 was drafted before the broker went: the store shows it settled, it is not published again.
+                # JRNL-0 was drafted and claimed for delivery before the broker went: the store shows it settled,
+                # it is not published again (a stored draft alone would not do: its drafts.generated may be lost).
                 event = normalise_hl7(messages[0], settings=GatewaySettings())
                 store = open_store(f"sqlite:///{tmp_path / '.data' / 'impression-gateway.db'}")
-                store.save_draft(DraftImpression(event_id=event.event_id, accession=event.accession, route="xr_chest",
-                                                 text="No acute abnormality.", adapter_name="xr_chest",
-                                                 model="xr_chest", event=event))
+                draft = DraftImpression(event_id=event.event_id, accession=event.accession, route="xr_chest",
+                                        text="No acute abnormality.", adapter_name="xr_chest", model="xr_chest",
+                                        event=event)
+                store.save_draft(draft)
+                now = time.time()
+                assert store.claim_delivery(draft, "k-jrnl-0", "hl7v2", control_id="C0", now=now, deadline=now + 60,
+                                            lease_until=None)
                 store.close()
                 # Published again after the grace period, given up one grace period later (IG_JOURNAL_REPUBLISH_MAX=1).
                 _wait_for(lambda: "journal_gave_up" in {line.get("event") for line in served.log_lines()}, 40)
