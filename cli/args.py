@@ -13,11 +13,12 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from gateway.settings import KafkaProtocol, KafkaSecurity, SaslMechanism
 from model.settings import ModelSettings, WorkerSettings
 from ops import settings as ops_settings
 
@@ -84,12 +85,50 @@ def add_registry_options(p: argparse.ArgumentParser) -> None:
     add_setting(p, "--data-dir", ModelSettings, "data_dir", type=Path)
 
 
-MODEL_OPTIONS = ("model_url", "data_dir", "adapter_registry")
+def add_model_key_option(p: argparse.ArgumentParser) -> None:
+    """The model worker's API key file (README "Model worker authentication"); the key itself never an option."""
+    add_setting(p, "--model-api-key-file", ModelSettings, "api_key_file", type=Path)
+
+
+MODEL_OPTIONS = ("model_url", "data_dir", "adapter_registry", "api_key_file")  # model serve: its --api-key-file too
 
 
 def model_settings(args: argparse.Namespace, worker: WorkerSettings | None = None) -> ModelSettings:
     """``ModelSettings`` from the environment, with ``--model-url`` / ``--data-dir`` / ``--registry`` when given."""
     return ModelSettings(**picked(args, MODEL_OPTIONS), **({"worker": worker} if worker else {}))
+
+
+class _Refused(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: {self.help.split(' (env')[0] if self.help else 'refused'}")
+
+
+KAFKA_SECURITY_OPTIONS = ("kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
+                          "kafka_sasl_password_file", "kafka_ssl_ca", "kafka_ssl_system_ca", "kafka_ssl_cert",
+                          "kafka_ssl_key")
+
+
+def add_kafka_security_options(p: argparse.ArgumentParser) -> None:
+    """TLS / SASL of every Kafka client (README "Kafka security"); the password only from a file or the environment."""
+    k = KafkaSecurity
+    add_setting(p, "--kafka-security-protocol", k, "kafka_security_protocol", choices=get_args(KafkaProtocol))
+    add_setting(p, "--kafka-sasl-mechanism", k, "kafka_sasl_mechanism", choices=get_args(SaslMechanism))
+    add_setting(p, "--kafka-sasl-username", k, "kafka_sasl_username")
+    add_setting(p, "--kafka-sasl-password-file", k, "kafka_sasl_password_file", type=Path)
+    # Named so that it is refused, not taken as an abbreviation of --kafka-sasl-password-file (argparse would).
+    add_setting(p, "--kafka-sasl-password", k, "kafka_sasl_password", action=_Refused, nargs="?", default="unset",
+                text="refused: a password is never an option (every local user can read the command line); "
+                "use IG_KAFKA_SASL_PASSWORD_FILE or IG_KAFKA_SASL_PASSWORD")
+    add_setting(p, "--kafka-ssl-ca", k, "kafka_ssl_ca", type=Path)
+    add_setting(p, "--kafka-ssl-system-ca", k, "kafka_ssl_system_ca", action="store_true")
+    add_setting(p, "--kafka-ssl-cert", k, "kafka_ssl_cert", type=Path)
+    add_setting(p, "--kafka-ssl-key", k, "kafka_ssl_key", type=Path)
+
+
+def kafka_security(args: argparse.Namespace) -> KafkaSecurity:
+    """``KafkaSecurity`` from the environment, with the Kafka security options given."""
+    return KafkaSecurity(**picked(args, KAFKA_SECURITY_OPTIONS))
 
 
 def refuse(reason: str) -> int:

@@ -1,15 +1,18 @@
 """``demo``: the whole flow on embedded parts with the bundled synthetic sample.
 
-Starts ``serve --embedded`` on free loopback ports (Tansu broker, SQLite store, local vLLM worker with the demo model)
-and a draft inbox standing in for the RIS; sends the preliminaries (HL7 v2/MLLP and FHIR/HTTP, English and Chinese,
-six routes), shows each draft beside its findings, then sends the signed finals and shows what was captured.
-Exit 0 when every report was drafted and every final captured; 1 otherwise (with what is missing). Synthetic sample.
+Starts ``serve --embedded`` on free loopback ports (Tansu broker, SQLite store, local vLLM worker, demo model) and a
+draft inbox for the RIS; sends the preliminaries (HL7 v2/MLLP, FHIR/HTTP, English, Chinese, six routes), shows each
+draft beside its findings with its consistency flags and the policy applied (``demo_routes.toml``), then the signed
+finals and what was captured. Exit 0 when every report was drafted (posted or withheld) and every final captured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
+import secrets
 import shutil
 import textwrap
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from cli.serve import config_from_args, until_signal
 from consumers import logs
@@ -28,16 +32,22 @@ from gateway.files import normalize_paths
 from gateway.mllp import MllpClient, MllpTarget, ack_code
 from gateway.settings import GatewaySettings
 from ops.store import Store
+from schemas import ConsistencyAction, DraftImpression
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
+# model/inference/routes.toml with two policies changed, so the demo shows them (README "Consistency check")
+DEMO_ROUTES = Path(__file__).parent / "demo_routes.toml"
 WAIT_S = 600.0
+_DID = {ConsistencyAction.CLEAN: "posted", ConsistencyAction.POSTED_WITH_FLAGS: "posted with its flags (NTE)",
+        ConsistencyAction.WITHHELD: "withheld: not posted, kept to compare with the final",
+        ConsistencyAction.RETRIEVAL: "the retrieval draft instead", ConsistencyAction.REGENERATED: "re-drafted"}
 
 
 def sample(phase: str) -> list[Path]:
     return sorted(p for p in SAMPLE_DIR.iterdir() if p.name.split(".")[1] == phase)
 
 
-async def send(path: Path, ports: Ports) -> str:
+async def send(path: Path, ports: Ports, token: str) -> str:
     """Sends one sample file the way a hospital system would; returns the ACK / HTTP status."""
     if path.suffix == ".hl7":
         client = MllpClient(MllpTarget("127.0.0.1", ports.mllp))
@@ -47,7 +57,8 @@ async def send(path: Path, ports: Ports) -> str:
             await client.close()
     endpoint = "/fhir" if b'"Bundle"' in path.read_bytes()[:200] else "/fhir/DiagnosticReport"
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}") as http:
-        response = await http.post(endpoint, content=path.read_bytes(), headers={"Content-Type": "application/fhir+json"})
+        response = await http.post(endpoint, content=path.read_bytes(),
+                                   headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"})
     return f"HTTP {response.status_code}"
 
 
@@ -61,22 +72,40 @@ async def wait_for(check: Any, what: str, timeout_s: float = WAIT_S) -> bool:
     return False
 
 
+def checked(draft: DraftImpression) -> list[tuple[str, str]]:
+    """The draft with its consistency flags and what the route's policy did (the first draft too, when replaced)."""
+    check = draft.consistency
+    if check is None:
+        return [("draft", draft.text or "(empty)"), ("check", "not checked")]
+    rows = [("draft", check.replaced.text if check.replaced else draft.text or "(empty)")]
+    rows += [("  flag", f.note()) for f in check.first_flags]
+    did = _DID[check.action]
+    if check.action is ConsistencyAction.REGENERATED:
+        did += f": {check.samples} drafts, kept #{check.chosen + 1} with {len(check.flags)} flags"
+    elif check.note:
+        did += f" ({check.note})"
+    rows.append(("policy", f"{check.policy.value} → {did}" if check.first_flags else "no flags: posted"))
+    if check.replaced is not None:
+        rows += [("posted", draft.text)] + [("  flag", f.note()) for f in check.flags]
+    return rows
+
+
 def show(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"\n== {title} " + "=" * max(0, 74 - len(title)))
     for label, text in rows:
         print(textwrap.fill(text, width=100, initial_indent=f"  {label:<11}", subsequent_indent=" " * 13))
 
 
-async def replay(phase: str, ports: Ports, settings: GatewaySettings) -> list[dict[str, Any]]:
+async def replay(phase: str, ports: Ports, settings: GatewaySettings, token: str) -> list[dict[str, Any]]:
     events = [e for e in normalize_paths(sample(phase), settings) if "error" not in e]
     for path in sample(phase):
-        print(f"  sent {path.name:<28} → {await send(path, ports)}")
+        print(f"  sent {path.name:<28} → {await send(path, ports, token)}")
     return events
 
 
-async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: GatewaySettings) -> int:
+async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: GatewaySettings, token: str) -> int:
     print("\n-- 1. preliminary reports (findings only) --")
-    prelims = await replay("prelim", ports, settings)
+    prelims = await replay("prelim", ports, settings, token)
     accessions = [e["accession"] for e in prelims]
     ok = await wait_for(lambda: all(store.latest_draft(a) for a in accessions), "drafts")
     for event in prelims:
@@ -84,20 +113,25 @@ async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: G
         if draft is not None:
             show(f"{event['accession']} {event['modality']}/{event['body_system']} ({event['language']})", [
                 ("findings", event["findings"]),
-                ("draft", draft.text or "(empty)"),
+                *checked(draft),
                 ("made by", f"{draft.drafter.value}: route {draft.route}, adapter {draft.adapter_name}"
                             f"@{draft.adapter_version or '-'}, prompt {draft.prompt_version}, {draft.latency_ms:.0f} ms"),
             ])
-    ok = ok and await wait_for(lambda: len(inbox.received) >= len(accessions) - 2, "drafts posted to the RIS", 60)
+    drafts = [d for d in map(store.latest_draft, accessions) if d is not None]
+    withheld = [d.accession for d in drafts if d.withheld]
+    posted = len(drafts) - len(withheld)
+    ok = ok and await wait_for(lambda: len(inbox.received) >= posted, "drafts posted to the RIS", 60)
     print(f"\n  the RIS inbox received {len(inbox.received)} ORU^R01 drafts with OBX-11 = {settings.draft_hl7_status} "
-          "over MLLP")
+          f"over MLLP, the consistency check in their NTEs;\n  withheld by their route's policy: "
+          f"{', '.join(withheld) or 'none'}")
     print("\n-- 2. signed finals --")
-    await replay("final", ports, settings)
+    await replay("final", ports, settings, token)
     ok = ok and await wait_for(lambda: all(store.signed_records(a) for a in accessions), "captured finals")
     for accession in accessions:
         for record in store.signed_records(accession):
+            label = "withheld" if accession in withheld else "draft"  # never posted, still compared with the final
             show(f"{accession} captured", [
-                ("draft", record.draft or "(no draft)"), ("final", record.final),
+                (label, record.draft or "(no draft)"), ("final", record.final),
                 ("edit", f"accepted unchanged: {record.accepted_unchanged}, edit distance {record.edit_distance} "
                          f"({record.normalised_edit_distance:.0%}), +{record.chars_added}/-{record.chars_removed} chars"),
             ])
@@ -120,8 +154,8 @@ async def fallback_step(ports: Ports, store: Store, worker: Any) -> bool:
     draft = store.latest_draft("DEMO1007")
     assert draft is not None
     show("DEMO1007 XR/chest (en), worker down", [
-        ("draft", draft.text), ("made by", f"{draft.drafter.value}: route {draft.route}, {draft.model}, "
-                                           f"index {draft.adapter_version}, {draft.latency_ms:.0f} ms")])
+        *checked(draft), ("made by", f"{draft.drafter.value}: route {draft.route}, {draft.model}, "
+                                     f"index {draft.adapter_version}, {draft.latency_ms:.0f} ms")])
     return draft.drafter.value == "retrieval"
 
 
@@ -154,10 +188,16 @@ async def run_demo(args: argparse.Namespace) -> int:
     inbox = await DraftInbox().start()
     options = argparse.Namespace(role="all", mllp_port=0, http_port=0, data_dir=data_dir,
                                  model_url=args.model_url or (worker.url if worker else None),
-                                 draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}")
+                                 draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}",
+                                 routing_table=DEMO_ROUTES)
     try:
         config = config_from_args(options)
-        config = replace(config, gateway=config.gateway.model_copy(update={"journal_dir": journal}))
+        # This run's bearer token (README "Authentication"): only its SHA-256 is configured; the value is never shown.
+        token = secrets.token_urlsafe(32)
+        tokens = json.dumps([{"name": "demo", "scopes": ["intake", "dashboard-read", "report-text-read"],
+                              "sha256": hashlib.sha256(token.encode()).hexdigest()}])
+        gateway = config.gateway.model_copy(update={"journal_dir": journal, "auth_tokens": SecretStr(tokens)})
+        config = replace(config, gateway=gateway)
         async with embedded_parts(config, store=False) as config:
             stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
             serving = asyncio.create_task(run(config, stop, on_ready=ready.set_result))
@@ -168,13 +208,14 @@ async def run_demo(args: argparse.Namespace) -> int:
                   f"broker {config.consumer.kafka_bootstrap}, model worker {config.model.model_url}")
             store = Store(config.consumer.database_url).create()
             try:
-                ok = await walkthrough(ready.result(), store, inbox, config.gateway) == 0
+                ok = await walkthrough(ready.result(), store, inbox, config.gateway, token) == 0
                 if worker is not None:
                     ok = await fallback_step(ready.result(), store, worker) and ok
                 drift_step(store, db.parent)
                 print(f"\n  dashboard while serving: http://127.0.0.1:{ready.result().http}/dashboard "
-                      f"(run `impression-gateway serve --embedded` to keep it up)")
-                print("\n" + ("demo finished: every report drafted, posted and captured" if ok
+                      f"(run `impression-gateway serve --embedded` with a token to keep it up: README \"Authentication\")")
+                done = "every report drafted, posted (or withheld by its route's policy) and captured"
+                print("\n" + (f"demo finished: {done}" if ok
                               else "demo incomplete (see above)"))
                 return 0 if ok else 1
             finally:

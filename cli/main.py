@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cli import adapters, demo, drift, export, metrics, model, replay, retrain, serve
+from cli import adapters, certs, demo, drift, export, metrics, model, replay, retrain, routes, serve
 from cli.args import refuse
 from consumers import logs
 
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_normalize)
     # In the order of the flow: the edge and its consumers, the model, the offline jobs.
     serve.register(sub)
+    routes.register(sub)
+    certs.register(sub)
     demo.register(sub)
     model_sub = model.register(sub)
     adapters.register(sub)

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from cli.args import add_registry_options, add_setting, model_settings, picked, refuse
+from cli.args import add_model_key_option, add_registry_options, add_setting, model_settings, picked, refuse
+from cli.metrics import add_metrics_options, metrics_settings
 from model.adapters.registry import ManifestError, Registry, load_registry
 from model.settings import DEMO_MODEL_DIR, ModelSettings, SwapMode, WorkerSettings
 
@@ -55,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=w.host,
                             port=w.port, base_dir=w.base, swap=w.swap, runtime_lora=w.runtime_lora,
                             max_lora_rank=w.max_lora_rank, max_model_len=w.max_model_len, watch_s=w.watch_s,
-                            drain_s=w.drain_s, vllm_args=w.vllm_args)
+                            drain_s=w.drain_s, vllm_args=w.vllm_args, api_key_file=w.api_key_file, api_key=w.api_key)
     return asyncio.run(run_worker(options))
 
 
@@ -68,7 +69,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from model.worker.vllm import VllmStartError
     from ops.retrain import evaluate as ev
 
-    settings = model_settings(args)
+    settings, metrics = model_settings(args), metrics_settings(args)
+    embeddings = not args.no_embeddings
     if args.drafter == "retrieval" and args.index is None:
         return refuse("--drafter retrieval needs --index PAST_FILE")
     try:
@@ -79,9 +81,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.drafter == "retrieval":
             drafter, indexed = ev.retrieval_drafter(args.index, table)
             print(json.dumps({"indexed": indexed, "index": str(args.index)}), file=sys.stderr)
-            result = asyncio.run(ev.evaluate(drafter, "retrieval", rows, skipped, table, concurrency=args.concurrency))
+            result = asyncio.run(ev.evaluate(drafter, "retrieval", rows, skipped, table, concurrency=args.concurrency,
+                                             embeddings=embeddings, settings=metrics))
         else:
-            result = asyncio.run(ev.evaluate_adapter(settings, args.adapter, rows, skipped, table, concurrency=args.concurrency))
+            result = asyncio.run(ev.evaluate_adapter(settings, args.adapter, rows, skipped, table, concurrency=args.concurrency,
+                                                     embeddings=embeddings, metrics=metrics))
     except (ev.EvalInputError, ValueError) as exc:
         return refuse(str(exc))
     except (httpx.HTTPError, VllmStartError) as exc:
@@ -128,13 +132,15 @@ def _add_serve(model_sub: Any) -> None:
     add_setting(p, "--vllm-arg", w, "vllm_args", action="append", metavar="ARG",
                 text="extra vLLM argument, repeatable, e.g. --vllm-arg=--gpu-memory-utilization=0.45 for rolling "
                 "swaps on one GPU; in the environment a JSON list")
+    add_setting(p, "--api-key-file", w, "api_key_file", type=Path,
+                default="unset: no key (only on a loopback --host; README \"Model worker authentication\")")
     add_registry_options(p)
     p.set_defaults(handler=cmd_serve)
 
 
 def _add_eval(model_sub: Any) -> None:
     p = model_sub.add_parser("eval", help="draft a findings/impression dataset with an adapter or the retrieval "
-                             "drafter; ROUGE, BLEU-4, ECR/UER/FCR per route and overall")
+                             "drafter; ROUGE, BLEU-4, METEOR, BERTScore, SBERT, ECR/UER/FCR per route and overall")
     p.add_argument("--data", type=Path, required=True, help="CSV or JSONL with findings, impression "
                    "(optional modality, body_system, site, language)")
     which = p.add_mutually_exclusive_group(required=True)
@@ -143,9 +149,11 @@ def _add_eval(model_sub: Any) -> None:
     p.add_argument("--index", type=Path, help="past reports to index for --drafter retrieval (same format as --data)")
     add_setting(p, "--model-url", ModelSettings, "model_url", text="OpenAI-compatible server",
                 default="none: start the local demo worker")
+    add_model_key_option(p)
     p.add_argument("--routing-table", type=Path, help="routing table TOML (default model/inference/routes.toml)")
     p.add_argument("--concurrency", type=int, default=8, help="drafts in flight (default 8)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output (default table)")
+    add_metrics_options(p)
     add_registry_options(p)
     p.set_defaults(handler=cmd_eval)
 

@@ -1,19 +1,21 @@
 """``impression-gateway replay dlq [filters] | raw --since --until`` (``--dry-run`` lists, sends nothing).
 
-Input: options; the broker named by ``--kafka-bootstrap`` (default: the consumers' setting). Output: with ``--dry-run``
-one JSON line per record it would send (ids, never content); always a JSON summary line last. Failure modes: exit 1
-when the broker cannot be reached or a record could not be sent; exit 2 for bad arguments. Logic: ``ops.replay``.
+Input: options; the broker named by ``--kafka-bootstrap`` (default: the consumers' setting), reached with the Kafka
+security settings of ``serve``. Output: with ``--dry-run`` one JSON line per record it would send (ids, never content);
+a JSON summary line last. Failure modes: exit 1 when the broker cannot be reached, refuses the TLS/SASL settings, or a
+record could not be sent; exit 2 for bad arguments or unusable security settings. Logic: ``ops.replay``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from cli.args import add_setting, picked, refuse
+from cli.args import add_kafka_security_options, add_setting, kafka_security, picked, refuse
 from consumers.settings import ConsumerSettings
 
 
@@ -28,6 +30,7 @@ def when(text: str) -> datetime:
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_setting(p, "--kafka-bootstrap", ConsumerSettings, "kafka_bootstrap")
+    add_kafka_security_options(p)
     p.add_argument("--dry-run", action="store_true", help="list what would be sent (one JSON line each), send nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -52,17 +55,34 @@ def register(sub: Any) -> None:
     r.set_defaults(handler=cmd_replay_raw)
 
 
+def _cluster(args: argparse.Namespace) -> Any:
+    """The broker and kafka-python's TLS/SASL options; ``KafkaSecurityError`` when the broker refuses them."""
+    from gateway.kafka_security import client_options, probe
+    from ops.replay import Cluster
+
+    bootstrap = ConsumerSettings(**picked(args, ("kafka_bootstrap",))).kafka_bootstrap
+    security = kafka_security(args)
+    asyncio.run(probe(bootstrap, security))  # the broker's refusal named now, not a client retrying until a timeout
+    return Cluster(bootstrap, client_options(security))
+
+
 def _run(args: argparse.Namespace, plan: Any) -> int:
+    from gateway.kafka_security import KafkaSecurityError, problem
     from ops.replay import Replay, run
     from schemas import RetryLater
 
     def listed(item: Replay) -> None:
         print(json.dumps(item.listed()), flush=True)
 
-    bootstrap = ConsumerSettings(**picked(args, ("kafka_bootstrap",))).kafka_bootstrap
+    if (why := problem(kafka_security(args))) is not None:
+        return refuse(why)
     try:
-        summary = run(bootstrap, partial(plan, bootstrap), dry_run=args.dry_run, progress=not args.no_progress,
+        cluster = _cluster(args)
+        summary = run(cluster, partial(plan, cluster), dry_run=args.dry_run, progress=not args.no_progress,
                       listed=listed if args.dry_run else None)
+    except KafkaSecurityError as exc:
+        print(json.dumps({"error": "kafka_refused", "reason": str(exc)}))
+        return 1
     except RetryLater as exc:
         print(json.dumps({"error": exc.code, "reason": exc.reason}))
         return 1

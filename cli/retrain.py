@@ -16,15 +16,25 @@ import threading
 from typing import Any
 
 from cli.adapters import NOT_WATCHED
-from cli.args import add_registry_options, add_setting, day, duration_s, model_settings, picked, refuse
+from cli.args import (
+    add_model_key_option,
+    add_registry_options,
+    add_setting,
+    day,
+    duration_s,
+    model_settings,
+    picked,
+    refuse,
+)
 from consumers.settings import ConsumerSettings
 from model.adapters.registry import ManifestError
 from model.settings import ModelSettings
+from model.worker.keys import KeyConfigError, client_key
 from ops.retrain.audit import TRIGGERS, Trigger
 from ops.settings import RetrainSettings
 
 
-def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trigger: Trigger) -> Any:
+def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trigger: Trigger, api_key: str) -> Any:
     from ops.retrain.loop import RetrainJob
 
     r = retrain
@@ -32,7 +42,7 @@ def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trig
                       model_url=model.model_url, reload_url=r.reload_url, since=r.since, until=r.until, margin=r.margin,
                       tolerance=r.tolerance, steps=r.steps, epochs=r.epochs, rank=r.rank, alpha=r.alpha,
                       learning_rate=r.learning_rate, batch_size=r.batch_size, seed=r.seed, window=r.window,
-                      trigger=trigger, worker_url=r.worker_url, serve_timeout_s=r.serve_timeout)
+                      trigger=trigger, worker_url=r.worker_url, serve_timeout_s=r.serve_timeout, api_key=api_key)
 
 
 def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -76,14 +86,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     r = RetrainSettings(**picked(args, tuple(RetrainSettings.model_fields)))
     if not r.route:
         return refuse("no route: pass --route NAME or set IG_RETRAIN_ROUTE")
+    try:
+        api_key = client_key(model)  # sent to --model-url, --reload-url and --worker-url
+    except KeyConfigError as exc:
+        return refuse(str(exc))
     if r.every is None and not r.on_drift_alert:
-        return _once(_job(r, model, database_url, r.trigger))
+        return _once(_job(r, model, database_url, r.trigger, api_key))
     from ops.retrain.schedule import run_schedule
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    run_schedule(_job(r, model, database_url, "schedule"), _once, stop, every_s=r.every, on_drift_alert=r.on_drift_alert,
+    run_schedule(_job(r, model, database_url, "schedule", api_key), _once, stop, every_s=r.every, on_drift_alert=r.on_drift_alert,
                  poll_s=r.poll)
     return 0
 
@@ -107,6 +121,7 @@ def register(sub: Any) -> None:
     add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
     add_setting(p, "--model-url", ModelSettings, "model_url", text="worker with runtime LoRA updating to evaluate on",
                 default="unset: start one")
+    add_model_key_option(p)
     add_setting(p, "--worker-url", s, "worker_url")
     add_setting(p, "--serve-timeout", s, "serve_timeout", type=duration_s)
     add_setting(p, "--reload-url", s, "reload_url")

@@ -14,6 +14,8 @@ import faust
 
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
+from gateway.kafka_security import client_options
+from gateway.settings import KafkaSecurity
 from model.inference.routing import RoutingTable
 from schemas import topics
 
@@ -26,10 +28,21 @@ def flow_topics(routing: RoutingTable) -> list[str]:
     return names + [topics.dead_letter_of(name) for name in names]
 
 
-def _faust_app(settings: ConsumerSettings) -> faust.App:
+def broker_credentials(security: KafkaSecurity) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The Kafka security settings as faust takes them; faust hands them to every aiokafka client it makes
+    (consumer, producer, topic creation): SASLCredentials with an SSL context is SASL_SSL."""
+    options = client_options(security)
+    if "sasl_mechanism" in options:
+        return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+                                     ssl_context=options["ssl_context"], mechanism=options["sasl_mechanism"])
+    return faust.SSLCredentials(options["ssl_context"]) if options.get("ssl_context") else None
+
+
+def _faust_app(settings: ConsumerSettings, security: KafkaSecurity) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
+        broker_credentials=broker_credentials(security),
         store="memory://",
         web_enabled=False,
         autodiscover=False,
@@ -52,7 +65,7 @@ def _faust_app(settings: ConsumerSettings) -> faust.App:
 
 def build_app(flow: Flow) -> faust.App:
     settings = flow.consumer_settings
-    app = _faust_app(settings)
+    app = _faust_app(settings, flow.gateway_settings.kafka)
     declared = {name: app.topic(name, key_type=bytes, value_type=bytes) for name in flow_topics(flow.routing)}
     raw = declared[topics.REPORTS_RAW.name]
     events = declared[topics.REPORTS_EVENTS.name]

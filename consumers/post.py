@@ -21,6 +21,7 @@ from gateway.post import DraftPoster
 from ops.capture import attach_late_draft, attach_withdrawn_draft
 from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Sent, control_id_for, delivery_key, key_digest
 from ops.delivery_rows import Delivery
+from ops.shadow import RouteModes
 from ops.store import Store
 from schemas import DraftImpression, EditRecord, GatewayError, PostResult, Reject, Skip, topics, utcnow
 
@@ -28,6 +29,8 @@ log = structlog.get_logger("consumers.post")
 # The post stage sends inline to a destination that answers and waits this long at most; a slow send goes on in the
 # background (it holds its row's lease), so one destination's outage never holds back the next draft elsewhere.
 INLINE_WAIT_S = 2.0
+WITHHELD = "withheld_by_consistency_policy"  # PostResult.skipped_reason of a draft its route's policy withholds
+SHADOW = "shadow"  # PostResult.skipped_reason of a draft its route holds back in shadow mode (README "Routing")
 
 Send = Callable[[str, str, BaseModel], Awaitable[None]]
 DeadLetterFn = Callable[[str, str, bytes, GatewayError], Awaitable[None]]
@@ -44,11 +47,14 @@ class PostStage:
     send: Send  # (topic, key, value) onto a declared topic
     dead_letter: DeadLetterFn  # (stage, topic, original bytes, error)
     replace_late: Callable[[EditRecord], Awaitable[None]]  # a signed record given its late draft (drift scored)
+    modes: RouteModes | None = None  # the routes' modes (ops/shadow.py); None: every route live
     _lanes: dict[str, DeliveryLane] | None = field(default=None, init=False, repr=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     async def post(self, draft: DraftImpression) -> None:
         refused = await self.refused(draft)
+        if refused is None and draft.withheld:  # its route's consistency policy (ops/consistency): stored, not posted
+            refused = PostResult(draft=draft, skipped_reason=WITHHELD)
         if refused is not None:
             await self._posted(refused)
             return
@@ -109,7 +115,8 @@ class PostStage:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def refused(self, draft: DraftImpression) -> PostResult | None:
-        """Why the draft is never posted: its report was withdrawn, or the study is signed; None when it may be."""
+        """Why the draft is never posted: its report was withdrawn, the study is signed, or its route holds it back
+        (shadow mode: stored and captured, no delivery claimed, a pending one not sent); None when it may be."""
         withdrawal = await asyncio.to_thread(self.store.withdrawal_of, draft)
         if withdrawal is not None:
             if not withdrawal.has_draft:
@@ -118,7 +125,8 @@ class PostStage:
                               withdrawn_reason=f"not posted: report {withdrawal.final_status.value} at the source")
         signed = await asyncio.to_thread(self.store.signed_records, draft.accession)
         if not signed:
-            return None
+            shadow = self.modes is not None and await asyncio.to_thread(self.modes.hold_back, draft)
+            return PostResult(draft=draft, skipped_reason=SHADOW) if shadow else None
         for record in signed:  # a draft never overwrites a signed report: kept beside the final, not posted
             if not record.has_draft:
                 await self.replace_late(attach_late_draft(record, draft))

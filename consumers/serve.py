@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
 import structlog
@@ -27,14 +29,16 @@ from sqlalchemy.engine import make_url
 from consumers.app import build_app, flow_topics
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
-from gateway.auth import require_bearer
+from gateway.auth import HttpAuth
 from gateway.http import RawPublisher, create_app
 from gateway.ingest import MllpIngest
-from gateway.mllp import MllpServer, server_ssl_context
+from gateway.kafka_security import client_options, probe
+from gateway.mllp_policy import listener as mllp_listener
 from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
 from gateway.reconcile import Settled, journaled
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, KafkaSecurity
+from gateway.topic_watch import GuardedPublisher, TopicWatch, watching
 from model.inference.client import InferenceClient
 from model.inference.fallback import FallbackDrafter
 from model.inference.retrieval import RetrievalDrafter
@@ -44,8 +48,10 @@ from ops.delivery_rows import deliveries as delivery_rows
 from ops.drift.stage import DriftStage
 from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
+from ops.route_modes import shadow_drafts
 from ops.settings import OpsSettings
-from ops.store import Store, edit_records
+from ops.shadow import RouteModes, evaluate_every
+from ops.store import Store, drafts, edit_records
 
 log = structlog.get_logger("consumers.serve")
 
@@ -78,9 +84,41 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int) -> list[str]:
+# RFC 9325 (BCP 195) §4.2: TLS 1.2 with AEAD ECDHE/DHE suites only (TLS 1.3 suites are not affected by this list).
+HTTP_TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
+
+def http_config(app: Any, g: GatewaySettings) -> uvicorn.Config:
+    """uvicorn for the HTTP app: HTTPS when ``http_tls_cert``/``http_tls_key`` are set (TLS ≥ 1.2), client
+    certificates required with ``http_tls_client_ca`` (mutual TLS)."""
+    tls: dict[str, Any] = {}
+    if g.http_tls_cert and g.http_tls_key:
+        tls = {"ssl_certfile": str(g.http_tls_cert), "ssl_keyfile": str(g.http_tls_key), "ssl_ciphers": HTTP_TLS_CIPHERS}
+        if g.http_tls_client_ca:
+            tls |= {"ssl_ca_certs": str(g.http_tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    config = uvicorn.Config(app, host=g.http_host, port=g.http_port, log_level="warning", lifespan="off",
+                            access_log=False, **tls)
+    config.load()  # builds the SSL context now, so a bad certificate fails here and the floor can be set
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996: TLS 1.0 and 1.1 are deprecated
+    return config
+
+
+async def start_http(g: GatewaySettings, app: Any) -> tuple[_Server, asyncio.Task[None]]:
+    """uvicorn serving ``app`` as ``http_config`` says; returns once it listens (raises the bind error)."""
+    server = _Server(http_config(app, g))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if serving.done():
+        serving.result()
+    return server, serving
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication: int,
+                        security: KafkaSecurity | None = None) -> list[str]:
     """Creates every topic of the flow (and its DLQ twin) that does not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -93,13 +131,13 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int, repli
         await admin.close()
 
 
-async def keep_topics(c: ConsumerSettings, names: list[str]) -> None:
+async def keep_topics(c: ConsumerSettings, names: list[str], security: KafkaSecurity | None = None) -> None:
     """Re-creates what a broker lost, every ``topic_check_s``: Tansu's memory storage forgets its topics when it
     restarts, then answers writes to them without an error, into nothing (README "Guarantees")."""
     while True:
         await asyncio.sleep(c.topic_check_s)
         try:
-            made = await ensure_topics(c.kafka_bootstrap, names, c.topic_partitions, c.topic_replication)
+            made = await ensure_topics(c.kafka_bootstrap, names, c.topic_partitions, c.topic_replication, security)
         except Exception as exc:  # the broker is down: the next check retries
             log.debug("topic_check_failed", error=type(exc).__name__)
             continue
@@ -117,8 +155,9 @@ def open_store(url: str) -> Store:
 
 def settled_in(store: Store) -> Settled:
     """The intake journal's settled check (read-only): the event ids whose final was captured, or whose draft
-    has its delivery rows claimed. A stored draft alone is not enough: its ``drafts.generated`` record may be
-    what a broker lost. (With no draft destination at all, a preliminary settles only by its retries running out.)"""
+    has its delivery rows claimed, or whose draft its shadow route held back (ops/shadow.py: nothing more to do). A
+    stored draft alone is not enough: its ``drafts.generated`` record may be what a broker lost. (With no draft
+    destination at all, a draft counts once it is marked posted.)"""
     drafted = delivery_rows.c.draft_event_id
 
     def settled(event_ids: Sequence[str]) -> set[str]:
@@ -126,8 +165,10 @@ def settled_in(store: Store) -> Settled:
         with store.engine.connect() as conn:
             for start in range(0, len(event_ids), 500):  # bounded IN lists
                 chunk = list(event_ids[start:start + 500])
-                for column in (drafted, edit_records.c.event_id):
+                for column in (drafted, edit_records.c.event_id, shadow_drafts.c.event_id):
                     found.update(conn.scalars(select(column).where(column.in_(chunk))))
+                found.update(conn.scalars(select(drafts.c.event_id).where(  # posted (or no destination to post to)
+                    drafts.c.event_id.in_(chunk), drafts.c.posted_at.is_not(None))))
         return found
 
     return settled
@@ -141,7 +182,8 @@ async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Sto
     stack.push_async_callback(client.aclose)
     poster = DraftPoster(g)
     stack.push_async_callback(poster.close)
-    retrieval = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings))
+    retrieval = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings),
+                                 threshold=c.retrieval_threshold)
     indexed = await asyncio.to_thread(retrieval.index_from, store.edit_records(limit=c.retrieval_index_limit))
     log.info("retrieval_indexed", reports=indexed)
     drafter = FallbackDrafter(client, retrieval) if c.retrieval_fallback else client
@@ -149,6 +191,8 @@ async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Sto
     flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
                 drafter=drafter, poster=poster, retrieval=retrieval, drift=drift)
     faust_app = build_app(flow)
+    shadow = asyncio.create_task(evaluate_every(RouteModes(store, routing), config.ops.shadow.evaluate_every))
+    stack.callback(shadow.cancel)  # shadow routes go live by their evidence (README "Routing")
     await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
     return faust_app, client
 
@@ -157,19 +201,26 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
     """Both roles share the publisher and the store (the dashboard reads it); only the consumers need a model."""
     g, c = config.gateway, config.consumer
     routing = RoutingTable.load(c.routing_table)
-    await ensure_topics(c.kafka_bootstrap, flow_topics(routing), c.topic_partitions, c.topic_replication)
+    await probe(c.kafka_bootstrap, g.kafka)  # TLS/SASL refused → KafkaSecurityError naming the setting, now
+    await ensure_topics(c.kafka_bootstrap, flow_topics(routing), c.topic_partitions, c.topic_replication, g.kafka)
     async with AsyncExitStack() as stack:
-        watch = asyncio.create_task(keep_topics(c, flow_topics(routing)))
+        watch = asyncio.create_task(keep_topics(c, flow_topics(routing), g.kafka))
         stack.callback(watch.cancel)
-        publisher = KafkaRawPublisher(c.kafka_bootstrap, send_timeout_s=g.publish_timeout_s)
+        publisher = KafkaRawPublisher(c.kafka_bootstrap, send_timeout_s=g.publish_timeout_s, security=g.kafka)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         store = open_store(c.database_url)
         stack.callback(store.close)
-        intake: RawPublisher = publisher  # README "Guarantees": with the journal, an AA rests on disk and broker
+        # A broker that lost reports.raw is noticed: AE meanwhile, the journal published again once it is back.
+        lost = TopicWatch(c.kafka_bootstrap, every_s=g.topic_watch_s, partitions=c.topic_partitions,
+                          replication=c.topic_replication, security=g.kafka) if g.topic_watch_s and "gateway" in config.roles else None
+        sending = GuardedPublisher(publisher, lost) if lost else publisher
+        intake: RawPublisher = sending  # README "Guarantees": with the journal, an AA rests on disk and broker
         if "gateway" in config.roles and g.journal:
             journal_dir = g.journal_dir or Path(config.model.data_dir) / "journal"
-            intake = await stack.enter_async_context(journaled(g, journal_dir, publisher, settled_in(store)))
+            intake = await stack.enter_async_context(journaled(g, journal_dir, sending, settled_in(store), lost))
+        else:
+            await stack.enter_async_context(watching(lost))
         faust_app: faust.App | None = None
         client: InferenceClient | None = None
         if "consumers" in config.roles:
@@ -184,21 +235,16 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
 
         mllp_port = 0
         if "gateway" in config.roles:
-            tls = server_ssl_context(g.tls_cert, g.tls_key, g.tls_client_ca) if g.tls_cert and g.tls_key else None
-            mllp = MllpServer(MllpIngest(g, intake), max_message_bytes=g.max_message_bytes, ssl_context=tls)
+            mllp = mllp_listener(g, MllpIngest(g, intake))  # TLS, sender allow-list, limits (README "MLLP security")
             await mllp.start(g.mllp_host, g.mllp_port)
             stack.push_async_callback(mllp.stop)
             mllp_port = mllp.port
-        routers = [dashboard_router(store, require_bearer(g.fhir_bearer_token, "dashboard"), min_samples=config.ops.drift.min_samples)]
-        server = _Server(uvicorn.Config(create_app(g, intake, readiness, routers=routers), host=g.http_host, port=g.http_port,
-                                        log_level="warning", lifespan="off", access_log=False))
-        serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.02)
-        if serving.done():
-            serving.result()  # raises the bind error
+        auth = HttpAuth(g)  # tokens, scopes (README "Authentication"); serve checked them before it started
+        routers = [dashboard_router(store, auth.require("dashboard"), min_samples=config.ops.drift.min_samples)]
+        server, serving = await start_http(g, create_app(g, intake, readiness, routers=routers, auth=auth))
         http_port = server.servers[0].sockets[0].getsockname()[1]
-        log.info("serving", mllp_port=mllp_port, http_port=http_port, roles=sorted(config.roles))
+        log.info("serving", mllp_port=mllp_port, http_port=http_port, https=server.config.is_ssl,
+                 roles=sorted(config.roles))
         if on_ready is not None:
             on_ready(Ports(mllp=mllp_port, http=http_port))
         try:

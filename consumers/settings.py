@@ -37,6 +37,8 @@ class ConsumerSettings(BaseSettings):
     park_backoff_max_s: float = Field(60.0, description="longest delay between retries of a parked request")
     retrieval_fallback: bool = Field(True, description="draft with the retrieval drafter while the model worker is down")
     retrieval_index_limit: int = Field(50_000, description="most recent signed reports indexed at start")
+    retrieval_threshold: float | None = Field(None, description="similarity (0-1) the retrieval drafter needs to "
+                                              "draft; unset = calibrated per route from its own index")
     # Recovery after a consumer dies (README "Guarantees": back within 30 s). The coordinator drops a dead member
     # after the session timeout, then waits up to the rebalance timeout for the live ones to rejoin.
     consumer_session_timeout_s: float = Field(10.0, description="a consumer silent this long is dropped from the "

@@ -2,8 +2,8 @@
 
 Stage: ingest. Input: FHIR R4 JSON (a DiagnosticReport or a Bundle of them) POSTed by an EHR/RIS.
 Output: the raw bytes durably on ``reports.raw``, then 201 naming the event id(s), never before the broker
-confirmed. Failure modes, each an OperationOutcome (R4 http.html#create): 401 no valid bearer token
-(``gateway.auth``) · 413 over 5 MiB · 415 media type · 400 not JSON / wrong resourceType · 422 invalid · 503.
+confirmed. Failure modes, each an OperationOutcome (R4 http.html#create): 401 no valid token / 403 no ``intake``
+scope (``gateway.auth``) · 413 over 5 MiB · 415 media type · 400 not JSON / wrong resourceType · 422 invalid · 503.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.auth import DENIED, bearer_challenge
+from gateway.auth import INTAKE, HttpAuth, Refusal
 from gateway.fhir.inbound import parse_fhir
 from gateway.fhir.outcome import issue, operation_outcome, outcome_of
 from gateway.fhir.validate import BAD_REQUEST_CODES
+from gateway.fhir.version import ACCEPTED, LABEL, release_of_version
 from gateway.settings import GatewaySettings
 from schemas.errors import Reject, RetryLater
 from schemas.events import ReportEvent
@@ -37,6 +39,8 @@ FHIR_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json"})
 FHIR_VERSIONS = ("4.0", "4.3")
 SENDER = "fhir"
 FHIR_JSON = "application/fhir+json"
+# RFC 6797 §6.1: one year; sent only on responses over TLS (§7.2: a UA ignores it over plain HTTP anyway).
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class RawPublisher(Protocol):
@@ -80,11 +84,33 @@ def _fhir(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return JSONResponse(body, status_code=status, headers=headers, media_type=FHIR_JSON)
 
 
-def _check_auth(request: Request, token: str) -> None:
-    """``gateway.auth``'s bearer check, answered as FHIR does: 401 with an OperationOutcome (code login)."""
-    challenge = bearer_challenge(request.headers.get("authorization", ""), token, realm="fhir")
-    if challenge is not None:
-        raise _Refused(401, "login", DENIED, {"WWW-Authenticate": challenge})
+def _check_auth(request: Request, auth: HttpAuth) -> str:
+    """``gateway.auth``'s check of the ``intake`` scope, answered as FHIR does: an OperationOutcome with 401
+    (code login) or 403 (code forbidden); the token's name when granted."""
+    decided = auth.check(request, INTAKE, realm="fhir")
+    if isinstance(decided, Refusal):
+        code = "forbidden" if decided.status == 403 else "login"
+        raise _Refused(decided.status, code, decided.detail, {"WWW-Authenticate": decided.challenge})
+    return decided
+
+
+class _Hsts:
+    """Adds ``Strict-Transport-Security`` to every response sent over HTTPS (the ASGI scope's scheme)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") != "https":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), HSTS]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def _check_media_type(request: Request) -> None:
@@ -96,7 +122,10 @@ def _check_media_type(request: Request) -> None:
     elif named.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         problem = "FHIR JSON must be UTF-8 (RFC 8259 §8.1)"
     elif "fhirversion" in named and not named["fhirversion"].startswith(FHIR_VERSIONS):
-        problem = "fhirVersion must be 4.0 (R4)"
+        # R4 http.html "version parameter": a posted fhirVersion the server does not support is 415.
+        release = release_of_version(named["fhirversion"])
+        refused = LABEL[release] if release and release not in ACCEPTED else "no FHIR release it takes"
+        problem = f"fhirVersion names {refused}; this endpoint takes FHIR R4 (4.0) and R4B (4.3)"
     if problem:
         raise _Refused(415, "not-supported", problem)
 
@@ -138,20 +167,21 @@ def _rejected(exc: Reject) -> JSONResponse:
 class _FhirIntake:
     """One POST: authorise, read, validate (``parse_fhir``), publish the raw bytes, answer."""
 
-    def __init__(self, settings: GatewaySettings, publisher: RawPublisher):
+    def __init__(self, settings: GatewaySettings, publisher: RawPublisher, auth: HttpAuth):
         self._settings = settings
         self._publisher = publisher
+        self._auth = auth
 
     async def handle(self, request: Request, accept: tuple[str, ...]) -> Response:
         try:
-            _check_auth(request, self._settings.fhir_bearer_token)
-            response = await self._intake(request, accept)
+            principal = _check_auth(request, self._auth)
+            response = await self._intake(request, accept, principal)
         except _Refused as refused:
             response = refused.response
         metrics.FHIR_REQUESTS.labels(status=str(response.status_code)).inc()
         return response
 
-    async def _intake(self, request: Request, accept: tuple[str, ...]) -> Response:
+    async def _intake(self, request: Request, accept: tuple[str, ...], principal: str) -> Response:
         started = time.perf_counter()
         _check_media_type(request)
         body = await _read_body(request)
@@ -162,14 +192,14 @@ class _FhirIntake:
             await self._publisher.publish_raw(body, content_type=CONTENT_TYPE_FHIR, sender=SENDER,
                                               control_id=control_id, event_ids=tuple(e.event_id for e in events))
         except Reject as exc:
-            log.warning("fhir_rejected", code=exc.code, control_id=exc.message_control_id)
+            log.warning("fhir_rejected", code=exc.code, control_id=exc.message_control_id, principal=principal)
             outcome, response = "rejected", _rejected(exc)
         except RetryLater as exc:
-            log.warning("fhir_publish_failed", code=exc.code, control_id=exc.message_control_id)
+            log.warning("fhir_publish_failed", code=exc.code, control_id=exc.message_control_id, principal=principal)
             outcome, response = "retry", _fhir(503, operation_outcome(
                 "error", "transient", "the message broker is unavailable; retry later"), {"Retry-After": "5"})
         else:
-            log.info("fhir_accepted", control_id=control_id, event_ids=[e.event_id for e in events])
+            log.info("fhir_accepted", control_id=control_id, event_ids=[e.event_id for e in events], principal=principal)
             outcome, response = "accepted", _accepted(events)
         metrics.MESSAGES_RECEIVED.labels(source="fhir", outcome=outcome).inc()
         metrics.INGEST_LATENCY.labels(source="fhir").observe(time.perf_counter() - started)
@@ -177,16 +207,22 @@ class _FhirIntake:
 
 
 def create_app(settings: GatewaySettings, publisher: RawPublisher, readiness: Readiness,
-               routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The ASGI app; the CLI serves it with uvicorn on ``settings.http_host:http_port``.
+               routers: Sequence[APIRouter] = (), auth: HttpAuth | None = None) -> FastAPI:
+    """The ASGI app; the CLI serves it with uvicorn on ``settings.http_host:http_port`` (HTTPS with
+    ``http_tls_cert``/``http_tls_key``).
 
-    ``routers`` are mounted as they are (e.g. the drift dashboard built by ``ops.drift.web``), so
-    the edge stays free of the packages that build them.
+    ``routers`` are mounted as they are (e.g. the drift dashboard built by ``ops.drift.web`` with
+    ``auth.require``), so the edge stays free of the packages that build them. ``auth``: built from
+    ``settings`` when not given. Health probes and ``/metrics`` need no token: they carry no ids or text.
     """
+    auth = auth or HttpAuth(settings)
+    if not auth.credentials.configured:
+        log.warning("http_auth_closed", reason="no credentials configured: intake and report text refuse every call")
     app = FastAPI(title="impression-gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_Hsts)
     for router in routers:
         app.include_router(router)
-    intake = _FhirIntake(settings, publisher)
+    intake = _FhirIntake(settings, publisher, auth)
 
     @app.post("/fhir/DiagnosticReport")
     async def post_report(request: Request) -> Response:

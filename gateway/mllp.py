@@ -1,9 +1,9 @@
 """MLLP transport (HL7 v2.5.1 Appendix C.4): framing, an asyncio listener, a client that waits for the peer's ACK.
 
 Input: a TCP (optionally TLS) byte stream of frames ``<VT> message <FS><CR>``. Output: each frame handed to a
-``FrameHandler``; the bytes it returns are written back framed, in order, on the same connection. Failure modes: bytes
-outside a frame are discarded (counted); an oversized frame → ``FrameHandler.oversized``, discarded; a handler exception
-→ ``FrameHandler.failed``, the listener stays up; a connection closed mid-frame loses only that unACKed frame (resent).
+``FrameHandler``, its answer written back framed, in order. Failure modes: bytes outside a frame discarded (counted);
+oversized → ``FrameHandler.oversized``; a handler exception → ``FrameHandler.failed``, the listener stays up; limits
+and the sender allow-list (gateway/mllp_limits.py, mllp_senders.py) close or refuse connections, counted (metrics.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
+
+from gateway import metrics
+from gateway.mllp_limits import Admission, MllpLimits
+from gateway.mllp_senders import SenderCheck, SenderClient, fingerprint
 
 log = structlog.get_logger("gateway.mllp")
 
@@ -102,19 +106,30 @@ class FrameReader:
 
 
 class MllpServer:
-    """Accepts connections and answers each frame, in order, with what the handler returns."""
+    """Accepts connections within ``limits`` and answers each frame, in order, with what the handler returns.
 
-    def __init__(self, handler: FrameHandler, *, max_message_bytes: int, ssl_context: ssl.SSLContext | None = None):
+    With ``senders``, every connection needs a verified client certificate listed in the allow-list, and a frame
+    whose MSH-3/MSH-4 that certificate may not send as is answered AR there, never handed to the handler."""
+
+    def __init__(self, handler: FrameHandler, *, max_message_bytes: int, ssl_context: ssl.SSLContext | None = None,
+                 limits: MllpLimits | None = None, senders: SenderCheck | None = None):
+        if senders is not None and (ssl_context is None or ssl_context.verify_mode != ssl.CERT_REQUIRED):
+            raise ValueError("a sender allow-list needs TLS with required client certificates")
         self._handler = handler
         self._max = max_message_bytes
         self._ssl = ssl_context
+        self._limits = limits or MllpLimits()
+        self._senders = senders
+        self._admission = Admission(self._limits)
         self._server: asyncio.Server | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, ssl=self._ssl, limit=2**20)
+        # TLS starts per connection, after admission (StreamWriter.start_tls): a refused connection costs no handshake.
+        self._server = await asyncio.start_server(self._serve, host, port, limit=2**20, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("mllp_listening", host=host, port=self.port, tls=self._ssl is not None)
+        log.info("mllp_listening", host=host, port=self.port, tls=self._ssl is not None,
+                 senders=len(self._senders.allowed.clients) if self._senders else None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -123,25 +138,96 @@ class MllpServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        deframer = FrameReader(self._max)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else ""
+        if reason := self._admission.admit(peer):
+            self._refuse(writer, peer, reason)
+            return
+        metrics.MLLP_CONNECTIONS.inc()
         try:
-            while data := await reader.read(65536):
-                for kind, payload in deframer.feed(data):
-                    writer.write(frame(await self._answer(kind, payload)))
-                await writer.drain()
+            admitted, client = await self._secure(writer, peer)
+            if admitted:
+                await self._converse(reader, writer, peer, client)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
-            log.info("mllp_connection_error", peer=str(peer), error=type(exc).__name__)
+            log.info("mllp_connection_error", peer=peer, error=type(exc).__name__)
         finally:
-            if deframer.pending:
-                log.warning("mllp_truncated_frame", peer=str(peer), bytes=deframer.pending)
-            if deframer.discarded:
-                log.warning("mllp_bytes_outside_frame", peer=str(peer), bytes=deframer.discarded)
+            self._admission.release(peer)
+            metrics.MLLP_CONNECTIONS.dec()
             writer.close()
 
-    async def _answer(self, kind: str, payload: bytes) -> bytes:
+    def _refuse(self, writer: asyncio.StreamWriter, peer: str, reason: str, **ids: str) -> None:
+        metrics.MLLP_REFUSED.labels(reason).inc()
+        log.warning("mllp_connection_refused", peer=peer, reason=reason, **ids)
+        writer.transport.abort()
+
+    async def _secure(self, writer: asyncio.StreamWriter, peer: str) -> tuple[bool, SenderClient | None]:
+        """The TLS handshake (client certificate verified against the CA), then the allow-list: which client it is."""
+        if self._ssl is None:
+            return True, None
+        try:
+            await writer.start_tls(self._ssl, ssl_handshake_timeout=self._limits.handshake_timeout_s)
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            self._refuse(writer, peer, "tls_handshake", error=str(getattr(exc, "reason", None) or type(exc).__name__))
+            return False, None
+        if self._senders is None:
+            return True, None
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        client = self._senders.allowed.client_for(der) if der else None
+        if client is None:
+            self._refuse(writer, peer, "certificate_not_listed", fingerprint=fingerprint(der) if der else "")
+            return False, None
+        log.info("mllp_client", peer=peer, client=client.name)
+        return True, client
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+                        client: SenderClient | None) -> None:
+        deframer = FrameReader(self._max)
+        idle = self._limits.idle_timeout_s
+        if self._limits.max_unacked_bytes is not None:
+            writer.transport.set_write_buffer_limits(high=self._limits.max_unacked_bytes)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(65536), idle)
+                except TimeoutError:
+                    metrics.MLLP_IDLE_CLOSED.inc()
+                    log.info("mllp_idle_closed", peer=peer, idle_s=idle)
+                    return
+                if not data:
+                    return
+                for kind, payload in deframer.feed(data):
+                    writer.write(frame(await self._answer(kind, payload, client)))
+                    if not await self._drained(writer, peer):
+                        return
+        finally:
+            if deframer.pending:
+                log.warning("mllp_truncated_frame", peer=peer, bytes=deframer.pending)
+            if deframer.discarded:
+                log.warning("mllp_bytes_outside_frame", peer=peer, bytes=deframer.discarded)
+
+    async def _drained(self, writer: asyncio.StreamWriter, peer: str) -> bool:
+        """The bound on unacknowledged bytes: past it this peer is not read (TCP pushes back on it) until it reads its
+        ACKs; a peer that reads none of them for the idle timeout is dropped (abort: a close would wait for it)."""
+        bound = self._limits.max_unacked_bytes
+        if bound is None or writer.transport.get_write_buffer_size() <= bound:
+            await writer.drain()
+            return True
+        metrics.MLLP_UNACKED_PAUSED.inc()
+        try:
+            await asyncio.wait_for(writer.drain(), self._limits.idle_timeout_s)
+            return True
+        except TimeoutError:
+            metrics.MLLP_UNACKED_CLOSED.inc()
+            log.warning("mllp_unacked_closed", peer=peer, unread_bytes=writer.transport.get_write_buffer_size())
+            writer.transport.abort()
+            return False
+
+    async def _answer(self, kind: str, payload: bytes, client: SenderClient | None) -> bytes:
         if kind == "oversized":
             return self._handler.oversized(payload)
+        if client is not None and self._senders is not None and (refused := self._senders.refused(client, payload)):
+            return refused  # not handed on: nothing from a refused sender is journaled or published
         try:
             return await self._handler.handle(payload)
         except Exception as exc:  # one bad message never stops the listener

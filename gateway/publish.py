@@ -16,6 +16,8 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from gateway.kafka_security import client_options
+from gateway.settings import KafkaSecurity
 from schemas import RetryLater
 from schemas.topics import (
     HEADER_CONTENT_TYPE,
@@ -56,8 +58,10 @@ def raw_record(payload: bytes, *, content_type: str, sender: str, control_id: st
 class KafkaRawPublisher:
     """Publishes raw inbound messages; one producer shared by the MLLP listener, the HTTP app and the reconciler."""
 
-    def __init__(self, bootstrap: str, *, topic: str = REPORTS_RAW.name, send_timeout_s: float = 1.5):
+    def __init__(self, bootstrap: str, *, topic: str = REPORTS_RAW.name, send_timeout_s: float = 1.5,
+                 security: KafkaSecurity | None = None):
         self._bootstrap = bootstrap
+        self._security = security  # TLS / SASL (README "Kafka security"); None: PLAINTEXT
         self._topic = topic
         self._send_timeout_s = send_timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -77,6 +81,7 @@ class KafkaRawPublisher:
             max_request_size=8_388_608,
             request_timeout_ms=int(self._send_timeout_s * 1000),
             retry_backoff_ms=50,
+            **client_options(self._security),
         )
 
     async def start(self) -> None:

@@ -21,6 +21,7 @@ import structlog
 from gateway.journal import Journal, JournalEntry
 from gateway.publish import RawRecord, raw_record
 from gateway.settings import GatewaySettings
+from gateway.topic_watch import TopicWatch
 from schemas import RetryLater
 from schemas.events import event_id_for
 
@@ -85,6 +86,7 @@ class Pass:
     settled: int = 0
     republished: int = 0
     kept: int = 0
+    failed: int = 0  # due, but the publish failed or the pass stopped before it
     expired: list[str] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)
 
@@ -100,6 +102,7 @@ class Reconciler:
         self._max_attempts = settings.journal_republish_max
         self._every_s = settings.journal_reconcile_s
         self._clock = clock
+        self._passing = asyncio.Lock()  # a recovery and a regular pass never compact the same segments at once
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass at start (what a previous process journaled), then every ``journal_reconcile_s`` until ``stop``."""
@@ -120,10 +123,17 @@ class Reconciler:
         settled = await asyncio.to_thread(self._settled, wanted) if wanted else set()
         return {e.entry_id for e in entries if not set(e.event_ids) <= settled}
 
-    async def reconcile(self, *, final: bool = False) -> Pass:
-        """One pass. ``final`` (at shutdown): every segment sealed and settled entries compacted, nothing published."""
+    async def reconcile(self, *, final: bool = False, lost_before: float | None = None) -> Pass:
+        """One pass. ``final`` (at shutdown): every segment sealed and settled entries compacted, nothing published.
+        ``lost_before``: the broker lost what it had before then (``TopicWatch``), so what is unsettled and was
+        written before it is published again now, without waiting for the grace period."""
+        async with self._passing:
+            return await self._pass(final, lost_before)
+
+    async def _pass(self, final: bool, lost_before: float | None) -> Pass:
         now = self._clock()
-        await asyncio.to_thread(self._journal.seal, float("inf") if final else now - self._grace_s)
+        sealed_before = float("inf") if final else lost_before if lost_before is not None else now - self._grace_s
+        await asyncio.to_thread(self._journal.seal, sealed_before)
         paths = self._journal.sealed()
         entries = await asyncio.to_thread(self._journal.read, paths)
         done = Pass(read=len(entries))
@@ -135,7 +145,8 @@ class Reconciler:
                 done.settled += 1
             elif now - entry.written_at >= self._retention_s:
                 done.expired.append(entry.record.control_id)
-            elif final or now - entry.due_from < self._grace_s:
+            elif final or (entry.written_at >= lost_before if lost_before is not None
+                           else now - entry.due_from < self._grace_s):
                 survivors.append(entry)
             elif entry.attempts >= self._max_attempts:
                 done.gave_up.append(entry.record.control_id)
@@ -144,14 +155,31 @@ class Reconciler:
             elif failures < MAX_FAILURES_PER_PASS:
                 published = await self._republish(entry, now, survivors)
                 done.republished += published
+                done.failed += not published
                 failures = 0 if published else failures + 1
             else:
+                done.failed += 1
                 survivors.append(entry)
         if done.expired:
             log.warning("journal_expired", control_ids=done.expired, retention_s=self._retention_s)
         done.kept = len(survivors)
         if len(paths) > 1 or len(survivors) != len(entries) or done.republished:
             await asyncio.to_thread(self._journal.replace, paths, survivors)
+        return done
+
+    async def recover(self, lost_before: float, *, retry_s: float = 1.0, attempts: int = 60) -> Pass:
+        """Passes with ``lost_before`` until one publishes everything due (a broker just back fails a few)."""
+        done = Pass()
+        for _ in range(attempts):
+            try:
+                done = await self.reconcile(lost_before=lost_before)
+            except Exception as exc:  # the store or broker not back yet: the next try, then the regular passes
+                log.warning("journal_recover_failed", error=type(exc).__name__)
+                done = Pass(failed=1)
+            log.info("journal_recovered", read=done.read, republished=done.republished, failed=done.failed)
+            if not done.failed:
+                break
+            await asyncio.sleep(retry_s)
         return done
 
     async def _republish(self, entry: JournalEntry, now: float, survivors: list[JournalEntry]) -> bool:
@@ -168,19 +196,29 @@ class Reconciler:
 
 
 @contextlib.asynccontextmanager
-async def journaled(settings: GatewaySettings, directory: Path, publisher: RecordPublisher, settled: Settled
-                    ) -> AsyncIterator[JournaledPublisher]:
-    """The journal opened (fail closed: a journal that cannot open stops the start), its reconciler running."""
+async def journaled(settings: GatewaySettings, directory: Path, publisher: RecordPublisher, settled: Settled,
+                    watch: TopicWatch | None = None) -> AsyncIterator[JournaledPublisher]:
+    """The journal opened (fail closed: a journal that cannot open stops the start), its reconciler running; with a
+    ``watch``, a broker that lost ``reports.raw`` has everything unsettled published again as soon as it is back."""
     journal = await asyncio.to_thread(Journal(directory).open)
     halt = asyncio.Event()
     reconciler = Reconciler(journal, publisher, settled, settings)
-    running = asyncio.create_task(reconciler.run(halt))
+    running = [asyncio.create_task(reconciler.run(halt))]
+    recovering: list[asyncio.Task[Pass]] = []
+
+    async def restored(at: float) -> None:
+        recovering.append(asyncio.create_task(reconciler.recover(at)))  # the watch goes on looking meanwhile
+
+    if watch is not None:
+        running.append(asyncio.create_task(watch.run(halt, restored)))
     log.info("journal_open", directory=str(directory), grace_s=settings.journal_grace_s)
     try:
         yield JournaledPublisher(journal, publisher)
     finally:
         halt.set()
-        await running
+        for task in recovering:
+            task.cancel()  # a recovery still retrying: the next start's first pass takes it over
+        await asyncio.gather(*running, *recovering, return_exceptions=True)
         try:  # what is settled by now need not wait for the next start
             await reconciler.reconcile(final=True)
         except Exception as exc:

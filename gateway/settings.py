@@ -9,12 +9,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+
+
+class KafkaSecurity(BaseSettings):
+    """How every Kafka client reaches the cluster (the gateway's producer, the faust app, topic creation,
+    ``replay``); ``gateway.kafka_security.problem`` checks the combination at start (README "Kafka security")."""
+
+    model_config = SettingsConfigDict(env_prefix="IG_", frozen=True, extra="ignore")
+
+    kafka_security_protocol: KafkaProtocol = Field("PLAINTEXT", description="Kafka security protocol: PLAINTEXT, SSL "
+                                                   "(TLS; mutual TLS with a client certificate), SASL_PLAINTEXT or "
+                                                   "SASL_SSL")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism: SCRAM-SHA-512, "
+                                                       "SCRAM-SHA-256, or PLAIN (over SASL_SSL only)")
+    kafka_sasl_username: str = Field("", description="SASL user name")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password (its first "
+                                                  "line; never logged)")
+    # Environment only, never a command-line option: arguments are readable by every local user (/proc/<pid>/cmdline).
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="the SASL password itself (prefer the file)")
+    kafka_ssl_ca: Path | None = Field(None, description="CA certificates (PEM) the broker's certificate must chain to")
+    kafka_ssl_system_ca: bool = Field(False, description="trust the operating system's CA store for the broker's "
+                                      "certificate (as well as IG_KAFKA_SSL_CA, when set)")
+    kafka_ssl_cert: Path | None = Field(None, description="client certificate chain (PEM) for mutual TLS")
+    kafka_ssl_key: Path | None = Field(None, description="private key (PEM, unencrypted) of the client certificate")
 
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IG_", frozen=True, extra="ignore")
+
+    # The Kafka cluster's security, shared by every client of it (the consumers' faust app and ``replay`` too).
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
 
     # Inbound HL7 v2 over MLLP.
     mllp_host: str = "127.0.0.1"
@@ -26,11 +55,35 @@ class GatewaySettings(BaseSettings):
     dedupe_window: int = Field(100_000, description="How many recent sender|MSH-10 pairs are remembered")
     ack_sending_application: str = "IMPRESSION-GW"
     ack_sending_facility: str = ""
+    # MLLP security and limits (gateway/mllp.py, README "MLLP security"): off loopback, serve needs mutual TLS and a
+    # senders file unless mllp_allow_plaintext says the interface network itself is trusted.
+    mllp_senders_file: Path | None = Field(None, description="TOML allow-list: client certificate (subject and/or "
+                                           "SHA-256 fingerprint) → the MSH-3/MSH-4 it may send as (needs IG_TLS_CLIENT_CA)")
+    mllp_allow_plaintext: bool = Field(False, description="let MLLP listen off loopback without mutual TLS and a senders "
+                                       "file (only where the interface engine sits on an isolated network)")
+    mllp_idle_timeout_s: float = Field(300.0, gt=0, description="close an MLLP connection that sent nothing (or read "
+                                       "none of its ACKs) for this long")
+    mllp_handshake_timeout_s: float = Field(10.0, gt=0, description="a TLS handshake not done by then is refused")
+    mllp_max_connections: int = Field(256, ge=1, description="open MLLP connections at most; more are closed at accept")
+    mllp_max_connections_per_peer: int = Field(32, ge=1, description="open MLLP connections per peer IP address at most")
+    mllp_max_unacked_bytes: int = Field(1_048_576, ge=4096, description="ACK bytes a peer may leave unread (beyond the "
+                                        "socket buffers) before its connection stops being read")
 
-    # Inbound FHIR over HTTP.
+    # Inbound FHIR over HTTP, and who may call the HTTP app (gateway/auth.py, README "Authentication"): fail closed.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    fhir_bearer_token: str = Field("", description="When set, FHIR and dashboard calls need 'Authorization: Bearer <token>'")
+    auth_tokens_file: Path | None = Field(None, description="TOML file of named bearer tokens ([[token]] name, scopes, "
+                                          "sha256); re-read when it changes")
+    auth_tokens: SecretStr = Field(SecretStr(""), description='JSON list of tokens like the file\'s: [{"name": …, '
+                                   '"scopes": […], "sha256": …}]')
+    fhir_bearer_token: SecretStr = Field(SecretStr(""), description="legacy: one token named 'default' with every scope")
+    dashboard_open: bool = Field(False, description="the dashboard's aggregates (dashboard-read) need no token; "
+                                 "report text always does")
+    http_tls_cert: Path | None = Field(None, description="HTTPS for the HTTP app: certificate chain (PEM)")
+    http_tls_key: Path | None = Field(None, description="HTTPS for the HTTP app: private key (PEM)")
+    http_tls_client_ca: Path | None = Field(None, description="HTTPS: require client certificates signed by this CA")
+    http_tls_client_scopes: tuple[str, ...] = Field((), description="scopes a verified client certificate grants "
+                                                    "without a token (with IG_HTTP_TLS_CLIENT_CA)")
 
     # Normalisation.
     site: str = Field("", description="Default site when MSH-4 / the FHIR performer does not name one")
@@ -74,3 +127,7 @@ class GatewaySettings(BaseSettings):
         "partial", description="status of a draft DiagnosticReport: partial (may be incomplete or unverified) or "
         "preliminary (verified early results)")
     journal_reconcile_s: float = Field(60.0, description="seconds between passes of the journal reconciler")
+    topic_watch_s: float = Field(1.0, ge=0, description="seconds between checks that the broker still has "
+                                 "reports.raw (gone, or end offsets gone back: a broker restarted empty); meanwhile "
+                                 "messages are answered AE, and once it is back every unsettled journal entry is "
+                                 "published again at once. 0: off")

@@ -2,8 +2,8 @@
 
 Input: environment variables ``IG_MODEL_URL``, ``IG_MODEL_*`` and, for the worker, ``IG_WORKER_*``,
 or keyword arguments from the CLI. Output: one frozen ``ModelSettings`` (its ``worker`` part the
-worker's). Failure modes: ``ValidationError`` on a malformed value. Nothing else in ``model/`` reads
-``os.environ``.
+worker's; API keys as ``SecretStr``, read by ``model.worker.keys``). Failure modes: ``ValidationError`` on a
+malformed value. Nothing else in ``model/`` reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = "demo-model"  # under data_dir
@@ -42,6 +42,11 @@ class WorkerSettings(BaseSettings):
     max_model_len: int | None = Field(None, gt=0, description="context length")
     vllm_args: tuple[str, ...] = Field((), description="extra vLLM arguments (env: a JSON list), e.g. "
                                        "--gpu-memory-utilization=0.45 for rolling swaps on one GPU")
+    api_key_file: Path | None = Field(None, description="file of the API keys the front accepts as Authorization: "
+                                      "Bearer, one a line (two while rotating), re-read when it changes; required "
+                                      "when the front listens on a non-loopback address")
+    api_key: SecretStr = Field(SecretStr(""), description="one more accepted API key (environment only; prefer the "
+                               "file)")
 
 
 class ModelSettings(BaseSettings):
@@ -59,6 +64,10 @@ class ModelSettings(BaseSettings):
     adapter_registry: Path | None = Field(None, description="adapter registry file (model.adapters.registry)")
     max_tokens: int = Field(128, gt=0, description="most tokens of one drafted impression")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of drafts (0 = greedy)")
+    api_key_file: Path | None = Field(None, description="file holding the model worker's API key (its first key "
+                                      "line is sent as Authorization: Bearer)")
+    api_key: SecretStr = Field(SecretStr(""), description="the model worker's API key itself (environment only; "
+                               "prefer the file)")
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     def __init__(self, **values: Any) -> None:

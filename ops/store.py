@@ -35,6 +35,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ops.delivery_rows import DeliveryRows
 from ops.delivery_rows import metadata as delivery_metadata
+from ops.route_modes import RouteModeRows
+from ops.route_modes import metadata as mode_metadata
 from schemas import DraftImpression, EditRecord, ReportEvent, RetryLater
 
 metadata = MetaData()
@@ -127,7 +129,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store(DeliveryRows):
+class Store(DeliveryRows, RouteModeRows):
     def __init__(self, url: str):
         self.url = url
         # hide_parameters: a driver error must not carry bound values (report text, ids) into a log line.
@@ -139,6 +141,7 @@ class Store(DeliveryRows):
         try:
             metadata.create_all(self.engine)
             delivery_metadata.create_all(self.engine)
+            mode_metadata.create_all(self.engine)  # route modes, their audit, shadow drafts (ops/route_modes.py)
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"cannot reach the store: {type(exc).__name__}") from exc
         return self
@@ -167,8 +170,9 @@ class Store(DeliveryRows):
 
     def mark_channel_posted(self, event_id: str, *, posted_at: datetime, hl7_ack: str | None = None,
                             fhir_report_url: str | None = None) -> None:
-        """Records one channel's delivery of a draft (the other channel's column is left as it is)."""
-        values: dict[str, Any] = {"posted_at": posted_at}
+        """Records one channel's delivery of a draft (the other channel's column is left as it is); ``posted_at`` stays
+        the first delivery's: when a draft was first there to read (time to sign, ops/drift/signtime.py)."""
+        values: dict[str, Any] = {"posted_at": func.coalesce(drafts.c.posted_at, _utc(posted_at))}
         if hl7_ack is not None:
             values["hl7_ack"] = hl7_ack
         if fhir_report_url is not None:

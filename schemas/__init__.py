@@ -1,7 +1,16 @@
 """Contracts only: frozen pydantic models, topic names, the error tree. No I/O."""
 
+from schemas.consistency import (
+    ConsistencyAction,
+    ConsistencyCheck,
+    ConsistencyFlag,
+    ConsistencyPolicy,
+    FlagKind,
+    ReplacedDraft,
+)
 from schemas.errors import GatewayError, Reject, RetryLater, Skip, UnsupportedMessage
 from schemas.events import (
+    DRAFT_SCHEMA_VERSION,
     SCHEMA_VERSION,
     BodySystem,
     DeadLetter,
@@ -20,16 +29,23 @@ from schemas.events import (
 )
 
 __all__ = [
+    "DRAFT_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "BodySystem",
+    "ConsistencyAction",
+    "ConsistencyCheck",
+    "ConsistencyFlag",
+    "ConsistencyPolicy",
     "DeadLetter",
     "Drafter",
     "DraftImpression",
     "EditRecord",
+    "FlagKind",
     "GatewayError",
     "InferenceRequest",
     "Modality",
     "PostResult",
+    "ReplacedDraft",
     "Reject",
     "ReportEvent",
     "ReportStatus",

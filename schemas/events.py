@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.consistency import ConsistencyCheck
+
+# Each model's schema_version is its own (rules: schemas/README.md). 2: DraftImpression gained ``consistency``, and
+# PostResult, which embeds a DraftImpression, with it. ReportEvent 2 (and InferenceRequest, DraftImpression 3,
+# PostResult 3, which embed it): ``issued_at``.
 SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+DRAFT_SCHEMA_VERSION = 3
 
 # Namespace for deterministic event ids: the same message from the same sender always maps to the
 # same event id, so a duplicate that slips past the gateway is still processed idempotently.
@@ -94,7 +101,7 @@ class _Contract(BaseModel):
 class ReportEvent(_Contract):
     """One radiology report as the gateway understood it, whatever the wire format."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = REPORT_SCHEMA_VERSION
     event_id: str
     source: Source
     message_control_id: str = Field(description="MSH-10, or the FHIR resource id / request id")
@@ -114,6 +121,9 @@ class ReportEvent(_Contract):
     language: str = Field("en", description="BCP-47 primary tag of the findings text: en, zh, …")
     radiologist_id: str = ""
     observed_at: datetime | None = None
+    issued_at: datetime | None = Field(
+        None, description="When this version was reported (for a final: signed): HL7 OBR-22 (v2.5.1 §4.5.3.22 "
+                          "results rpt/status chng date/time), FHIR R4 DiagnosticReport.issued")
     received_at: datetime = Field(default_factory=utcnow)
     hl7_version: str = ""
     phi: list[str] = Field(
@@ -146,7 +156,7 @@ class RouteSpec(_Contract):
 
 
 class InferenceRequest(_Contract):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = REPORT_SCHEMA_VERSION
     event: ReportEvent
     route: RouteSpec
     attempt: int = 0
@@ -155,7 +165,7 @@ class InferenceRequest(_Contract):
 
 
 class DraftImpression(_Contract):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = DRAFT_SCHEMA_VERSION
     event_id: str
     accession: str
     site: str = ""
@@ -169,12 +179,20 @@ class DraftImpression(_Contract):
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     event: ReportEvent
+    consistency: ConsistencyCheck | None = Field(
+        None, description="The check against its own findings before posting, and what the route's policy did "
+                          "(ops/consistency); None: not checked (a draft from before the check, or a test's)")
+
+    @property
+    def withheld(self) -> bool:
+        """The route's policy keeps it from being posted (it is stored and captured beside the final)."""
+        return self.consistency is not None and self.consistency.withheld
 
 
 class PostResult(_Contract):
     """What the post stage did with one draft, per channel."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = DRAFT_SCHEMA_VERSION
     draft: DraftImpression
     hl7_ack: str = Field("", description="MSA-1 of the target's ACK (AA/AE/AR), empty if not sent")
     fhir_report_url: str = ""

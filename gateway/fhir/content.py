@@ -80,7 +80,7 @@ def presented_text(report: Any, root: str, addendum: bool = False) -> str:
         except LookupError as exc:
             raise FhirReject(INVALID, f"{path}.contentType: unknown charset", expression=[f"{path}.contentType"],
                              issue_type="value") from exc
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:  # not only UnicodeDecodeError: the "undefined" and "punycode" codecs raise its base
             raise FhirReject(INVALID, f"{path}.data: does not decode as the declared charset",
                              expression=[f"{path}.data"], issue_type="value") from exc
     return ""

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from gateway.fhir import codes
 from gateway.fhir.accession import order_ids
-from gateway.fhir.content import report_texts
+from gateway.fhir.content import observations, report_texts
 from gateway.fhir.phi import report_phi
 from gateway.fhir.procedure import procedure_of
 from gateway.fhir.references import Resolver, index_bundle, reference_key, type_of
@@ -142,7 +142,10 @@ def _status(report: Any, root: str, texts: tuple[str, str, str]) -> tuple[Report
 
 def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Context) -> ReportEvent:
     settings = ctx.settings
-    proc = procedure_of(report, settings.procedure_table, root)
+    text_codes = {"findings": settings.findings_obx_codes, "impression": settings.impression_obx_codes,
+                  "report": settings.report_obx_codes}
+    proc = procedure_of(report, settings.procedure_table, root, observations(report, resolver),
+                        frozenset(c for group in text_codes.values() for c in group))
     if proc.not_imaging:
         raise FhirReject(NOT_RADIOLOGY, f"{proc.path}: {proc.not_imaging}; this gateway takes imaging (radiology) "
                          "reports only", expression=[proc.path], issue_type="not-supported",
@@ -152,8 +155,6 @@ def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Co
         raise FhirReject(INVALID, f"{root}.identifier: no accession number (an identifier of type ACSN, a "
                          "basedOn ServiceRequest identifier, or the resource id)",
                          expression=[f"{root}.identifier"], issue_type="required", message_control_id=control_id)
-    text_codes = {"findings": settings.findings_obx_codes, "impression": settings.impression_obx_codes,
-                  "report": settings.report_obx_codes}
     findings, impression, addendum = texts = report_texts(report, resolver, root, text_codes)
     status, status_only, status_notes = _status(report, root, texts)
     notes = [*ids.notes, *status_notes, *proc.notes]
@@ -167,6 +168,7 @@ def _event(report: Any, resolver: Resolver, root: str, control_id: str, ctx: _Co
         impression=impression, status=status, language=detect_language(written) if written else "en",
         radiologist_id=_first_key(report.resultsInterpreter, resolver, _INTERPRETER),
         observed_at=codes.observed_at(report), received_at=ctx.received_at,
+        issued_at=codes.as_datetime(report.issued),  # R4 DiagnosticReport.issued: this version made available
         phi=report_phi(report, resolver, (ids.accession, ids.placer, ids.filler, patient_id)),
         status_only=status_only, addendum=addendum, classified_by=proc.classified_by,
         accession_source=ids.source, notes=notes,

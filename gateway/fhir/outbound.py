@@ -46,6 +46,11 @@ _DRAFT_STATUSES = frozenset({"registered", "partial", "preliminary"})  # not yet
 # made, there for a server that files nothing else. Either way the AIAST label and the Provenance say it is AI's.
 DRAFT_REPORT_STATUSES = ("partial", "preliminary")
 DEFAULT_DRAFT_STATUS = "partial"
+# The consistency check of the draft against its findings (ops/consistency), as a complex extension on the draft
+# DiagnosticReport (R4 extensibility.html: an extension's url names its definition; ours live under the project's
+# urn:impression-gateway: base, documented in gateway/README.md "Consistency extension"). R4 DiagnosticReport has no
+# note element, and conclusion is the draft's own text, so the flags travel here.
+CONSISTENCY_EXTENSION = "urn:impression-gateway:extension:consistency-check"
 # LOINC 18748-4 "Diagnostic imaging study" when the original report had no procedure code.
 _FALLBACK_CODE = {"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}
 
@@ -55,6 +60,26 @@ def _identifier(type_code: str, value: str, system: str = "") -> dict[str, Any]:
     if system:
         out["system"] = system
     return out
+
+
+def consistency_extension(draft: DraftImpression) -> dict[str, Any] | None:
+    """The draft's consistency check as an extension: policy, action, checker, one ``flag`` (kind, draft, findings,
+    concept, note) per flag; None when the draft was not checked. Empty strings are left out (R4 string: non-empty)."""
+    check = draft.consistency
+    if check is None:
+        return None
+
+    def part(url: str, kind: str, value: str) -> list[dict[str, Any]]:
+        return [{"url": url, kind: value}] if value else []
+
+    parts = [*part("policy", "valueCode", check.policy.value), *part("action", "valueCode", check.action.value),
+             *part("checker", "valueString", check.checker)]
+    for flag in check.flags:
+        parts.append({"url": "flag", "extension": [
+            *part("kind", "valueCode", flag.kind.value), *part("draft", "valueString", flag.draft),
+            *part("findings", "valueString", flag.findings), *part("concept", "valueCode", flag.concept),
+            *part("note", "valueString", flag.note())]})
+    return {"url": CONSISTENCY_EXTENSION, "extension": parts}
 
 
 def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, version: str = "",
@@ -80,6 +105,8 @@ def _draft_report(draft: DraftImpression, now: datetime, accession_system: str, 
         "issued": now.isoformat(timespec="milliseconds"),
         "conclusion": draft.text,
     }
+    if (extension := consistency_extension(draft)) is not None:
+        report["extension"] = [extension]
     if event.patient_id:
         report["subject"] = {"reference": f"Patient/{event.patient_id}"}
     if event.observed_at is not None:

@@ -1,13 +1,14 @@
 """The procedure of one FHIR DiagnosticReport: code, modality, body system, and whether it is imaging at all.
 
 Stage: normalise (part of ``parse_fhir``). Input: a validated R4B DiagnosticReport (``code``, ``category``,
-``specimen``, ``imagingStudy``, ``media``), the site's procedure table. Output: ``Procedure``; the modality and body
+``specimen``, ``imagingStudy``, ``media``), its result Observations, the site's procedure table. Output: ``Procedure``; the modality and body
 system are ``gateway.classify``'s answer. Failure modes: none; ``Procedure.not_imaging`` says why a caller refuses it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class Procedure:
 
 def _cpt_section(code: str) -> str:
     """AMA CPT code set sections: 70010-79999 Radiology, 80047-89398 Pathology and Laboratory."""
-    if not (code.isdigit() and len(code) == 5):
+    if not (code.isascii() and code.isdigit() and len(code) == 5):  # "¹²³⁴⁵".isdigit() is true; int() of it fails
         return ""
     return "imaging" if 70010 <= int(code) <= 79999 else "other" if 80047 <= int(code) <= 89398 else ""
 
@@ -127,9 +128,31 @@ def _scope(report: Any, modality: Modality, root: str) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def procedure_of(report: Any, table: Path | None, root: str) -> Procedure:
+def _laboratory_results(results: Sequence[Any], table: Path | None, text_codes: frozenset[str]) -> bool:
+    """Whether every result Observation is a LOINC/SNOMED CT coded test that is neither report text nor imaging.
+
+    R4 DiagnosticReport.result holds the report's atomic results; a lab panel under a local report code (the R4
+    general examples' Acme "E/LFT (MASTER)") says what it is only there. A findings/impression/report-coded
+    Observation, or one whose code the classifier reads as an imaging procedure, keeps the report in.
+    """
+    for obs in results:
+        found = [c for c in obs.code.coding or [] if c.code]
+        if (not any(c.system in (LOINC, SNOMED) for c in found) or any(str(c.code) in text_codes for c in found)
+                or classify_codings(tuple(Coding(str(c.code), "", str(c.system or "")) for c in found), "",
+                                    table).modality is not Modality.OT):
+            return False
+    return bool(results)
+
+
+def procedure_of(report: Any, table: Path | None, root: str, results: Sequence[Any] = (),
+                 text_codes: frozenset[str] = frozenset()) -> Procedure:
+    """``results`` are the report's Observations, ``text_codes`` the codes of the ones carrying report text."""
     code, text = codes.procedure(report.code)
     found = classify(report, table)
     scope, why, path = _scope(report, found.modality, root)
+    if not scope and _laboratory_results(results, table, text_codes):
+        scope, path = "other", f"{root}.result"
+        why = ("every result Observation is a LOINC/SNOMED CT coded test, none an imaging procedure or report "
+               "text, and neither code nor category names an imaging service")
     return Procedure(code, text, found.modality, found.body_system, found.classified_by, found.notes,
                      why if scope == "other" else "", path)

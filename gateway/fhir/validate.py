@@ -59,6 +59,8 @@ def load_json(body: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise FhirReject(NOT_JSON, f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                          issue_type="structure") from exc
+    except RecursionError as exc:  # "[[[[…" nested past the decoder's stack: no FHIR resource is that deep
+        raise FhirReject(NOT_JSON, "body is nested too deeply to be a FHIR resource", issue_type="structure") from exc
     if not isinstance(data, dict):
         raise FhirReject(NOT_JSON, f"body is a JSON {type(data).__name__}, not a FHIR resource object",
                          issue_type="structure")
@@ -105,12 +107,17 @@ def _message(error: dict[str, Any]) -> str:
         return "field required"
     if error["type"] == "extra_forbidden":
         return "element not defined in FHIR R4 (an R5-only or misspelt element)"
-    # pydantic messages describe the rule, not the input; cut them short all the same.
-    return str(error["msg"]).removeprefix("Value error, ")[:160]
+    # pydantic messages describe the rule, not the input; cut them short all the same. fhir_core's own messages may
+    # quote it ("expects resource type X, but got <input>"): those get a neutral text instead.
+    message = str(error["msg"]).removeprefix("Value error, ")
+    sent = error.get("input")
+    if isinstance(sent, str) and len(sent.strip()) >= 3 and sent.strip() in message:
+        return "value not allowed here (not quoted: it may be report text)"
+    return message[:160]
 
 
 def _reject_from(exc: ValidationError, root: str) -> FhirReject:
-    errors = exc.errors(include_input=False, include_url=False)
+    errors = exc.errors(include_url=False)  # the input only to check that a message does not quote it
     shown = errors[:5]
     paths = [element_path(root, tuple(e["loc"])) for e in shown]
     reason = "; ".join(f"{p}: {_message(dict(e))}" for p, e in zip(paths, shown, strict=True))

@@ -72,7 +72,11 @@ def decode_message(raw: bytes, msh: MshInfo) -> Decoded:
         return Decoded(text, "utf-8", tuple(notes))
     if declared and declared not in ("utf-8", "ascii"):
         if declared in _SINGLE_BYTE:
-            text, codec = _latin(raw) if declared == "latin-1" else (raw.decode(declared), declared)
+            try:
+                text, codec = _latin(raw) if declared == "latin-1" else (raw.decode(declared), declared)
+            except UnicodeDecodeError:  # Windows-1252 and ISO-8859-7 leave a few byte values undefined
+                text, codec = raw.decode(declared, errors="replace"), declared
+                notes.append(f"MSH-18 says {declared_name} but some bytes are undefined there: replaced by U+FFFD")
             if codec != declared:
                 notes.append("MSH-18 says 8859/1 but bytes 0x80-0x9F are Windows-1252 quotes/dashes; read as cp1252")
             return Decoded(text, codec, tuple(notes))

@@ -46,7 +46,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
     """MSH-12 as comparable numbers ("2.5.1" → (2, 5, 1)); unreadable parts count as 0."""
     nums = []
     for part in version.split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit())
+        digits = "".join(c for c in part if c in "0123456789")[:9]  # not isdigit(): int("²") fails
         nums.append(int(digits) if digits else 0)
     return tuple(nums) or (2, 5)
 
@@ -111,6 +111,7 @@ _DROPPED = frozenset({"H", "N"})
 _FORMATTING = frozenset({".fi", ".nf", ".in", ".ti", ".sk", ".ce"})
 _CHARSET_SWITCH = re.compile(r"C[0-9A-Fa-f]{4}|M[0-9A-Fa-f]{4}(?:[0-9A-Fa-f]{2})?")
 _HEX = re.compile(r"X(?:[0-9A-Fa-f]{2})+")
+_MAX_SKIP = 100  # line breaks one \.sp <number>\ may stand for (HL7 v2.5.1 §2.7.6: skip <number> vertical spaces)
 
 
 @lru_cache(maxsize=8)
@@ -146,7 +147,9 @@ def unescape(text: str, d: Delimiters = STANDARD, *, charset: str = "utf-8") -> 
             return "\n"
         if body.startswith(".sp"):
             count = body[3:].strip()
-            return "\n" * (int(count) if count.isdigit() else 1)
+            # Bounded: "\.sp999999999\" would otherwise turn 16 bytes into a gigabyte of line breaks. ASCII digits
+            # only: "²".isdigit() is true but int("²") fails.
+            return "\n" * (min(int(count[:4]), _MAX_SKIP) if count.isascii() and count.isdigit() else 1)
         if body in _DROPPED or body[:3] in _FORMATTING or _CHARSET_SWITCH.fullmatch(body):
             return ""
         if _HEX.fullmatch(body):

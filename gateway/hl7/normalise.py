@@ -219,6 +219,7 @@ def _event(g: _Group, msg: _Message, n: int) -> ReportEvent:
         language=detect_language(text.findings or text.impression or text.addendum),
         radiologist_id=get(obr, 32, 1, 1, d=d) or text.observer_id,
         observed_at=parse_ts(get(obr, 7, d=d) or first_obx_time),
+        issued_at=parse_ts(get(obr, 22, d=d)),  # v2.5.1 §4.5.3.22 results rpt/status chng: a final's signing time
         received_at=msg.received_at,
         hl7_version=msh.version,
         phi=pid_phi(msg.pid, d, (g.ids.accession, g.ids.placer, g.ids.filler)),

@@ -56,6 +56,19 @@ def provenance_note(draft: DraftImpression) -> str:
     )
 
 
+def consistency_notes(draft: DraftImpression) -> list[str]:
+    """The NTE texts of the consistency check (ops/consistency): a summary, then one per flag; none when unchecked."""
+    check = draft.consistency
+    if check is None:
+        return []
+    if not check.flags:
+        return [f"Consistency check against the findings: no flags (policy {check.policy.value})"]
+    count = f"{len(check.flags)} flag{'s' if len(check.flags) > 1 else ''}"
+    summary = (f"Consistency check against the findings: {count} (policy {check.policy.value}, "
+               f"{check.action.value}); verify each against the findings")
+    return [summary] + [f"Consistency flag: {flag.note()}" for flag in check.flags]
+
+
 def replacement_note(draft: DraftImpression, replaces: str) -> str:
     """The NTE text of a re-draft: the provenance, and which earlier draft (its MSH-10) it replaces."""
     return f"{provenance_note(draft)}; replaces AI-generated draft {replaces}"
@@ -79,8 +92,8 @@ def _fields(name: str, last: int, values: dict[int, str]) -> list[str]:
 
 
 def _oru(draft: DraftImpression, header: dict[int, str], version: str, *, obx_11: str, obr_25: str,
-         status_changed: datetime, note: str) -> bytes:
-    """MSH, PID, ORC, OBR, OBX (19005-8, TX), NTE: the ORU_R01 structure in its group order (§7.3.1)."""
+         status_changed: datetime, note: str, remarks: tuple[str, ...] = ()) -> bytes:
+    """MSH, PID, ORC, OBR, OBX (19005-8, TX), NTE…: the ORU_R01 structure in its group order (§7.3.1)."""
     if version not in DRAFT_VERSIONS:
         raise ValueError(f"ORU^R01 drafts are built for HL7 {', '.join(DRAFT_VERSIONS)}, not {version!r}")
     event, e = draft.event, escape
@@ -97,9 +110,12 @@ def _oru(draft: DraftImpression, header: dict[int, str], version: str, *, obx_11
                     18: e(draft.accession or event.accession), 22: format_ts(status_changed), 25: obr_25},
     )  # fmt: skip
     obx = _fields("OBX", 11, {1: "1", 2: "TX", 3: "^".join(IMPRESSION_CODE), 5: _tx(draft.text), 11: obx_11})
-    # NTE-2 source of comment "O": other system (HL7 table 0105).
-    nte = _fields("NTE", 3, {1: "1", 2: "O", 3: e(note)})
-    segments = (msh, pid, orc, obr, obx, nte)
+    # NTE-2 source of comment "O": other system (HL7 table 0105). The NTEs after the OBX are its notes (the
+    # OBSERVATION group's {NTE}, §7.3.1); the consistency check's (``remarks``) carry NTE-4 comment type RE "Remark"
+    # (table 0364, §2.A NTE) so a receiver can tell them from the provenance note.
+    ntes = [_fields("NTE", 3, {1: "1", 2: "O", 3: e(note)})]
+    ntes += [_fields("NTE", 4, {1: str(i), 2: "O", 3: e(text), 4: "RE"}) for i, text in enumerate(remarks, start=2)]
+    segments = (msh, pid, orc, obr, obx, *ntes)
     return ("\r".join("|".join(seg) for seg in segments) + "\r").encode("utf-8")
 
 
@@ -123,7 +139,8 @@ def build_draft_oru(
     replaces: str = "",
     replacement_status: str = "",
 ) -> bytes:
-    """ORU^R01 with MSH, PID, ORC, OBR, OBX (19005-8, TX, OBX-11 = ``status``: R or P) and an NTE provenance note.
+    """ORU^R01 with MSH, PID, ORC, OBR, OBX (19005-8, TX, OBX-11 = ``status``: R or P), an NTE provenance note and
+    the consistency check's NTEs (NTE-4 RE) when the draft was checked.
 
     ``replaces``: the MSH-10 of the earlier draft of the same order this one replaces; the NTE names it, and OBX-11 /
     OBR-25 take ``replacement_status`` (empty: ``status``; ``C`` for a receiver that replaces only on a correction).
@@ -137,7 +154,8 @@ def build_draft_oru(
     obx_11 = (replacement_status or status) if replaces else status
     return _oru(draft, header, version, obx_11=obx_11, obr_25=REPLACEMENT_STATUSES[obx_11],
                 status_changed=draft.created_at,
-                note=replacement_note(draft, replaces) if replaces else provenance_note(draft))
+                note=replacement_note(draft, replaces) if replaces else provenance_note(draft),
+                remarks=tuple(consistency_notes(draft)))
 
 
 def build_withdrawal_oru(

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 
 # A message starts where "MSH" plus a field separator opens a segment: at the start, after a
-# segment terminator or after an MLLP start block.
-_MESSAGE_START = re.compile(rb"(?:^|(?<=[\r\n\x0b\x1c]))MSH(?=[^A-Za-z0-9\r\n])")
+# segment terminator or after an MLLP start block, spaces or tabs (indented captures) between.
+_MESSAGE_START = re.compile(rb"(?:^|(?<=[\r\n\x0b\x1c]))[ \t]*(MSH)(?=[^A-Za-z0-9\r\n])")
 _FRAMING = b"\x0b\x1c\r\n\t \xef\xbb\xbf"
 
 
 def split_messages(data: bytes) -> list[bytes]:
     """The messages in ``data``, in order."""
-    starts = [m.start() for m in _MESSAGE_START.finditer(data)]
+    starts = [m.start(1) for m in _MESSAGE_START.finditer(data)]
     if not starts:
         chunk = data.strip(_FRAMING)
         return [chunk] if chunk else []

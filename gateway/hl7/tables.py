@@ -85,6 +85,10 @@ ERROR_LOCATION: dict[str, tuple[str, str, int]] = {
     "missing_status": ("101", "OBX", 11),
     "no_report_text": ("101", "OBX", 5),
     "bad_status": ("103", "OBX", 11),
+    # MLLP sender allow-list (gateway/mllp_senders.py): table 0357 has no code for "not authorised"; 207 is its
+    # catch-all ("not explicitly covered by other codes"), ERR-5 names the reason, ERR-2 the field (MSH-3 / MSH-4).
+    "sender_not_allowed": ("207", "MSH", 3),
+    "facility_not_allowed": ("207", "MSH", 4),
 }
 
 

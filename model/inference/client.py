@@ -9,6 +9,7 @@ version, latency). Failure modes: ``RetryLater`` (worker unavailable after retri
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import structlog
 from model.adapters import registry
 from model.inference.prompts import render_messages
 from model.settings import ModelSettings
+from model.worker.keys import bearer, client_key
 from model.worker.vllm import ADAPTER_HEADER, VERSION_HEADER
 from schemas.errors import Reject, RetryLater
 from schemas.events import Drafter, DraftImpression, InferenceRequest
@@ -43,6 +45,7 @@ class InferenceClient:
         temperature: float = 0.0,
         adapter_versions: Mapping[str, str] | None = None,
         route_adapters: Mapping[str, str] | None = None,
+        api_key: str = "",
     ):
         if not base_url:
             raise ValueError("no model server URL configured (IG_MODEL_URL)")
@@ -55,14 +58,16 @@ class InferenceClient:
         # route -> the registry's serving adapter: a promoted adapter (served under its own name) replaces
         # the routing table's adapter name, so drafts use and carry the new version after a worker restart.
         self.route_adapters = dict(route_adapters or {})
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        # The worker front's key (model.worker.keys), on every request; never logged.
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=bearer(api_key))
         self._jitter = random.Random()  # not for security: spreads retries of many workers apart
 
     @classmethod
     def from_settings(cls, settings: ModelSettings, *, adapter_versions: Mapping[str, str] | None = None,
                       route_adapters: Mapping[str, str] | None = None) -> InferenceClient:
         """A client per the settings, read once at start: adapter versions and each route's serving adapter
-        from the adapter registry (else versions from the demo manifest, no route overrides) unless given."""
+        from the adapter registry (else versions from the demo manifest, no route overrides) unless given; the API
+        key from ``IG_MODEL_API_KEY_FILE`` / ``IG_MODEL_API_KEY`` (``KeyConfigError`` when unusable)."""
         has_registry = settings.registry_path.is_file()
         if adapter_versions is None:
             adapter_versions = registry.adapter_versions(settings.registry_path if has_registry else settings.manifest_path)
@@ -78,6 +83,7 @@ class InferenceClient:
             temperature=settings.temperature,
             adapter_versions=adapter_versions,
             route_adapters=route_adapters,
+            api_key=client_key(settings),
         )
 
     async def aclose(self) -> None:
@@ -102,43 +108,57 @@ class InferenceClient:
             return False
 
     async def draft(self, request: InferenceRequest) -> DraftImpression:
+        return (await self._drafts(request, {"temperature": self.temperature}))[0]
+
+    async def samples(self, request: InferenceRequest, n: int, *, temperature: float) -> list[DraftImpression]:
+        """``n`` drafts sampled at ``temperature`` in one completion (OpenAI ``n``), for the consistency check's
+        regenerate policy. Seeded by the event id: a redelivered request samples the same drafts."""
+        seed = int.from_bytes(hashlib.sha256(request.event.event_id.encode()).digest()[:4], "big") >> 1
+        return await self._drafts(request, {"temperature": temperature, "n": n, "seed": seed})
+
+    async def _drafts(self, request: InferenceRequest, sampling: dict[str, Any]) -> list[DraftImpression]:
         messages, prompt_version = render_messages(request)
         event, adapter = request.event, self.route_adapters.get(request.route.name, request.route.adapter)
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter)
-        payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, **sampling}
         started = time.monotonic()
         body, latency_s, attempts, headers = await self._complete(payload, request, bound)
         version = self.adapter_versions.get(adapter, "")
         if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names the adapter that drafted
             adapter, version = served, headers.get(VERSION_HEADER, "")
         try:
-            choice = body["choices"][0]
-            text = str(choice["message"].get("content") or "").strip()
-        except (KeyError, IndexError, TypeError, AttributeError):
+            choices = list(body["choices"])
+            texts = [str(choice["message"].get("content") or "").strip() for choice in choices]
+        except (KeyError, TypeError, AttributeError):
+            choices = []
+        if not choices:
             raise RetryLater("model_bad_response", "the completion has no choices[0].message",
-                             message_control_id=event.message_control_id, accession=event.accession) from None
-        if not text:  # greedy decoding would only repeat it; dead-letter so a person or a fallback drafter sees it
-            bound.warning("draft.empty", finish_reason=choice.get("finish_reason"))
+                             message_control_id=event.message_control_id, accession=event.accession)
+        if not any(texts):  # greedy decoding would only repeat it; dead-letter so a person or a fallback drafter sees it
+            bound.warning("draft.empty", finish_reason=choices[0].get("finish_reason"))
             raise Reject("model_empty_draft", "the model returned an empty draft",
                          message_control_id=event.message_control_id, accession=event.accession)
         bound.info("draft.generated", latency_ms=round(latency_s * 1000, 1), total_ms=round((time.monotonic() - started) * 1000, 1),
-                   attempts=attempts, finish_reason=choice.get("finish_reason"),
+                   attempts=attempts, finish_reason=choices[0].get("finish_reason"), choices=len(choices),
                    completion_tokens=(body.get("usage") or {}).get("completion_tokens"), prompt_version=prompt_version,
                    served_adapter=adapter, adapter_version=version)
-        return DraftImpression(
-            event_id=event.event_id,
-            accession=event.accession,
-            site=event.site,
-            route=request.route.name,
-            text=text,
-            drafter=Drafter.LLM,
-            adapter_name=adapter,
-            adapter_version=version,
-            prompt_version=prompt_version,
-            model=adapter,
-            latency_ms=latency_s * 1000,
-            event=event,
-        )
+        return [
+            DraftImpression(
+                event_id=event.event_id,
+                accession=event.accession,
+                site=event.site,
+                route=request.route.name,
+                text=text,
+                drafter=Drafter.LLM,
+                adapter_name=adapter,
+                adapter_version=version,
+                prompt_version=prompt_version,
+                model=adapter,
+                latency_ms=latency_s * 1000,
+                event=event,
+            )
+            for text in texts if text
+        ]
 
     def _backoff_s(self, retry: int) -> float:
         """Exponential backoff with jitter: retry n waits between half and all of base * 2**(n-1)."""
@@ -165,6 +185,10 @@ class InferenceClient:
                         return response.json(), time.monotonic() - started, attempt + 1, response.headers
                     except ValueError:
                         raise RetryLater("model_bad_response", f"status {status} with a body that is not JSON", **ids) from None
+                if status == 401:  # our key, not this report (RFC 6750 §3.1): park it until the key is fixed
+                    bound.warning("draft.unauthorized", status=status)
+                    raise RetryLater("model_unauthorized", "model server answered status 401: set "
+                                     "IG_MODEL_API_KEY_FILE to a key the worker accepts", **ids)
                 if status not in RETRYABLE_STATUS and status < 500:
                     bound.warning("draft.rejected", status=status)
                     raise Reject("model_rejected", f"model server answered status {status}", **ids)

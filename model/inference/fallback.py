@@ -13,7 +13,7 @@ import time
 
 import structlog
 
-from model.inference.port import ClosableDrafter
+from model.inference.port import ClosableDrafter, Sampler
 from schemas.errors import RetryLater
 from schemas.events import DraftImpression, InferenceRequest
 
@@ -48,6 +48,13 @@ class FallbackDrafter:
             log.info("draft.none", event_id=event.event_id, accession=event.accession, route=request.route.name,
                      code=exc.code)
             raise
+
+    async def samples(self, request: InferenceRequest, n: int, *, temperature: float) -> list[DraftImpression]:
+        """The primary's samples (consistency regenerate); ``RetryLater`` while it rests or when it cannot sample."""
+        if not isinstance(self.primary, Sampler) or time.monotonic() < self._primary_down_until:
+            raise RetryLater("model_unavailable", "the primary drafter cannot sample now",
+                             message_control_id=request.event.message_control_id, accession=request.event.accession)
+        return await self.primary.samples(request, n, temperature=temperature)
 
     async def ready(self) -> bool:
         """True when either drafter can draft."""

@@ -2,8 +2,8 @@
 
 Stage: infer (retrieval drafter), fed by capture (every final/amended report with findings and an impression).
 Input: ``(record_id, findings, impression)`` rows, one at a time or in bulk; a query findings text.
-Output: the ``k`` indexed reports whose findings are most similar (cosine over TF-IDF), best first.
-Failure modes: none raised on purpose; an empty index answers no neighbours.
+Output: the ``k`` indexed reports whose findings are most similar (cosine over TF-IDF), best first; a spread
+sample of the live rows (the drafter's threshold calibration). Failure modes: none raised; an empty index answers none.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from sklearn.preprocessing import normalize
 
 from schemas.language import IDEOGRAPH_CLASS, is_ideograph
 
-Analyzer = Literal["mixed", "words", "char_wb"]
+Analyzer = Literal["unigrams", "mixed", "words", "char_wb"]
 N_FEATURES = 2**18  # ~260k buckets: collisions are negligible for a route's vocabulary
 REFIT_SHARE = 0.05  # refit the IDF once this share of a route's rows was weighted with an older one
 # A run of ideographs (no word breaks in Chinese), or a Latin word (Latin-1 Supplement and Extended-A/B
 # letters, inner . - ' kept: "1.2", "well-defined").
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _TOKEN = re.compile(rf"[{IDEOGRAPH_CLASS}]+|[0-9a-z\u00c0-\u024f]+(?:[.\-'][0-9a-z\u00c0-\u024f]+)*")
 
 
@@ -49,6 +50,20 @@ def word_terms(text: str) -> list[str]:
     return terms
 
 
+def unigram_terms(text: str) -> list[str]:
+    """Latin text → words (what a plain TF-IDF indexes), every number one term ``0``; CJK → characters and bigrams.
+
+    A measurement's value is this patient's (no other report shares "12.6"), but that there is one is content.
+    """
+    terms: list[str] = []
+    for run in _TOKEN.findall(text.lower()):
+        if is_ideograph(run[0]):
+            terms.extend(_cjk_terms(run))
+        else:
+            terms.append(_NUMBER.sub("0", run))
+    return terms
+
+
 def mixed_terms(text: str) -> list[str]:
     """Latin words → character 2–4-grams inside each word (as char_wb); CJK → characters and bigrams."""
     terms: list[str] = []
@@ -65,7 +80,7 @@ def _hasher(analyzer: Analyzer) -> HashingVectorizer:
     common = {"n_features": N_FEATURES, "alternate_sign": False, "norm": None}
     if analyzer == "char_wb":
         return HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common)
-    terms: Callable[[str], list[str]] = mixed_terms if analyzer == "mixed" else word_terms
+    terms: Callable[[str], list[str]] = {"unigrams": unigram_terms, "mixed": mixed_terms}.get(analyzer, word_terms)
     return HashingVectorizer(analyzer=terms, **common)
 
 
@@ -86,7 +101,7 @@ class Neighbour:
 class RouteIndex:
     """One route's reports: ``add`` as finals arrive, ``nearest`` for a preliminary report's findings."""
 
-    def __init__(self, analyzer: Analyzer = "mixed"):
+    def __init__(self, analyzer: Analyzer = "unigrams"):
         self._hasher = _hasher(analyzer)
         self._lock = threading.Lock()
         self._rows: list[tuple[str, str, str]] = []  # (record_id, findings, impression), append-only
@@ -149,11 +164,27 @@ class RouteIndex:
                     self._stale += new.shape[0]
             return list(self._weighted), alive
 
-    def nearest(self, findings: str, k: int) -> list[Neighbour]:
-        """Up to ``k`` live reports by cosine similarity of their findings to ``findings``, best first."""
+    def sample(self, n: int) -> list[tuple[str, str, str]]:
+        """Up to ``n`` live ``(record_id, findings, impression)`` rows, evenly spread over arrival order."""
+        with self._lock:
+            live = [row for row, alive in zip(self._rows, self._alive, strict=True) if alive]
+        step = max(1.0, len(live) / n) if n > 0 else float(len(live) + 1)
+        return [live[int(i * step)] for i in range(min(n, len(live)))]
+
+    def nearest(self, findings: str, k: int, *, exclude: str | None = None) -> list[Neighbour]:
+        """Up to ``k`` live reports by cosine similarity of their findings to ``findings``, best first.
+
+        ``exclude``: a record_id left out (leave-one-out: a report's neighbours other than itself).
+        """
         if not self._position:
             return []
         weighted, alive = self._snapshot()
+        left_out = self._position.get(exclude) if exclude is not None else None
+        if left_out is not None and left_out < len(alive):
+            alive = alive.copy()
+            alive[left_out] = False
+        if not alive.any():
+            return []
         idf, rows = self._idf, self._rows  # rows are append-only: the first len(alive) match the snapshot
         query = sp.csr_matrix(self._hasher.transform([findings]), dtype=np.float64)
         query.data *= idf[query.indices]

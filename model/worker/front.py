@@ -2,13 +2,14 @@
 
 Stage: serve. Input: requests; ``Supervisor.live`` (``model.worker.supervisor``). Output: vLLM's answers with
 ``X-IG-Adapter``/``X-IG-Adapter-Version``/generation headers, plus ``/ig/worker``, ``/ig/reload``, ``/health/*``,
-``/metrics``. Failure modes: no live generation or vLLM not answering: 503 + ``Retry-After: 5``. See README.md.
+``/metrics``. Failure modes: no or a wrong API key (``model.worker.keys``; health and metrics stay open): 401; no live
+generation or vLLM not answering: 503 + ``Retry-After: 5``. See README.md.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -20,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from model.worker.metrics import FORWARDED, IN_FLIGHT
+from model.worker.keys import WorkerKeys
+from model.worker.metrics import AUTH_REFUSED, FORWARDED, IN_FLIGHT
 from model.worker.supervisor import Generation, Supervisor
 from model.worker.vllm import ADAPTER_HEADER, GENERATION_HEADER, VERSION_HEADER
 
@@ -28,11 +30,18 @@ log = structlog.get_logger(__name__)
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                          "transfer-encoding", "upgrade", "host", "content-length"})
+_NOT_FORWARDED = _HOP_BY_HOP | {"authorization"}  # the front's key stops here: vLLM listens on loopback only
 _LORA_PATHS = {"/v1/load_lora_adapter": True, "/v1/unload_lora_adapter": False}
+_REALM = 'Bearer realm="model-worker"'
+Handler = Callable[[Request], Awaitable[Response]]
 
 
-def front_app(supervisor: Supervisor) -> Starlette:
-    """The worker's HTTP front: status, health, metrics, reload, and every other path forwarded to vLLM."""
+def front_app(supervisor: Supervisor, keys: WorkerKeys | None = None) -> Starlette:
+    """The worker's HTTP front: status, health, metrics, reload, and every other path forwarded to vLLM.
+
+    With ``keys`` configured, everything but ``/health/*`` and ``/metrics`` (which carry no report text)
+    needs ``Authorization: Bearer <key>``: the OpenAI API carries findings in and drafted impressions out."""
+    guard = _guard(keys or WorkerKeys())
 
     async def worker(_: Request) -> JSONResponse:
         return JSONResponse(supervisor.status())
@@ -57,13 +66,28 @@ def front_app(supervisor: Supervisor) -> Starlette:
 
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     return Starlette(routes=[
-        Route("/ig/worker", worker, methods=["GET"]),
-        Route("/ig/reload", reload, methods=["POST"]),
+        Route("/ig/worker", guard(worker), methods=["GET"]),
+        Route("/ig/reload", guard(reload), methods=["POST"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/{path:path}", forward, methods=methods),
+        Route("/{path:path}", guard(forward), methods=methods),
     ])
+
+
+def _guard(keys: WorkerKeys) -> Callable[[Handler], Handler]:
+    def guard(handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            refused = keys.check(request.headers.get("authorization", ""))
+            if refused is None:
+                return await handler(request)
+            AUTH_REFUSED.labels(refused).inc()
+            log.info("worker.auth_refused", reason=refused, path=request.url.path)
+            return _unauthorized(refused)
+
+        return guarded
+
+    return guard
 
 
 async def _forward(supervisor: Supervisor, request: Request) -> Response:
@@ -81,7 +105,7 @@ async def _forward(supervisor: Supervisor, request: Request) -> Response:
         headers |= {ADAPTER_HEADER: name, VERSION_HEADER: version}
     upstream_request = supervisor.http.build_request(
         request.method, f"{live.backend.url}{request.url.path}", params=request.url.query or None, content=body,
-        headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP])
+        headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED])
     release = _Release(live)
     try:
         upstream = await supervisor.http.send(upstream_request, stream=True)
@@ -133,6 +157,16 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _unauthorized(reason: str) -> JSONResponse:
+    """401 with the RFC 6750 §3 challenge (no error code when no credentials came, §3.1), in OpenAI's error shape."""
+    if reason == "missing":
+        message, code, challenge = "an API key is required: Authorization: Bearer <key>", "missing_api_key", _REALM
+    else:
+        message, code, challenge = "the API key is not valid", "invalid_api_key", f'{_REALM}, error="invalid_token"'
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}},
+                        status_code=401, headers={"WWW-Authenticate": challenge})
 
 
 def _unavailable(message: str) -> JSONResponse:

@@ -1,6 +1,6 @@
 """The model worker's Prometheus metrics, served by the front's ``GET /metrics`` (``model.worker.front``).
 
-Stage: serve. Input: swaps (``model.worker.supervisor``), forwarded requests (``model.worker.front``).
+Stage: serve. Input: swaps (``model.worker.supervisor``), forwarded and refused requests (``model.worker.front``).
 Output: ``ig_worker_*`` series in the default registry. Failure modes: none (counters only).
 """
 
@@ -12,3 +12,5 @@ SWAPS = Counter("ig_worker_swaps_total", "Generation changes of the model worker
 GENERATION = Gauge("ig_worker_generation", "Number of the live vLLM generation (0: none live)")
 IN_FLIGHT = Gauge("ig_worker_in_flight", "Requests forwarded to vLLM and not yet answered")
 FORWARDED = Counter("ig_worker_requests_total", "Requests through the worker front by status class", ["status"])
+AUTH_REFUSED = Counter("ig_worker_auth_refused_total", "Requests the worker front refused for want of a valid API key",
+                       ["reason"])

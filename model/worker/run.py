@@ -1,8 +1,9 @@
 """The model worker process (``impression-gateway model serve``): the supervisor and its front, until a signal.
 
 Stage: serve. Input: ``WorkerOptions``. Output: the front on ``host:port``, JSON lines ``ready``/``swapped``/
-``stopped`` on stdout. Failure modes (exit status): 0 stopped by SIGINT/SIGTERM (SIGHUP: reload); 2 the first
-generation was refused (adapter checks); 1 it did not start (the reason on stderr). See README.md.
+``stopped`` on stdout. Failure modes (exit status): 0 stopped by SIGINT/SIGTERM (SIGHUP: reload); 2 refused before
+starting (no API key on a non-loopback front, unusable keys) or the first generation refused (adapter checks); 1 it
+did not start (the reason on stderr). See README.md.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 import uvicorn
+from pydantic import SecretStr
 
 from model.worker.front import front_app
+from model.worker.keys import KeyConfigError, WorkerKeys, front_keys
 from model.worker.supervisor import Supervisor, SwapError, announce
 
 SwapMode = Literal["rolling", "runtime", "restart"]
@@ -42,6 +45,8 @@ class WorkerOptions:
     drain_s: float = 120.0
     startup_timeout_s: float = 600.0
     vllm_args: tuple[str, ...] = ()
+    api_key_file: Path | None = None  # the keys the front accepts (model.worker.keys); none: only on loopback
+    api_key: SecretStr = SecretStr("")
 
 
 class _FrontServer(uvicorn.Server):
@@ -50,9 +55,20 @@ class _FrontServer(uvicorn.Server):
         yield  # run_worker owns SIGINT/SIGTERM/SIGHUP; uvicorn must not re-raise them after its shutdown
 
 
+def _front_keys(options: WorkerOptions) -> WorkerKeys | None:
+    """The keys the front accepts, or None after one JSON line on stderr saying why it must not start."""
+    try:
+        return front_keys(options.host, options.api_key_file, options.api_key)
+    except KeyConfigError as exc:
+        print(json.dumps({"error": "refused", "reason": str(exc)}), file=sys.stderr)
+        return None
+
+
 async def run_worker(options: WorkerOptions) -> int:
     """``model serve``: first generation, then the front until SIGINT/SIGTERM (SIGHUP: reload). Exit status:
-    0 stopped by a signal; 2 the first generation was refused (adapter checks); 1 it did not start."""
+    0 stopped by a signal; 2 refused (API keys, adapter checks); 1 it did not start."""
+    if (keys := _front_keys(options)) is None:  # fail closed, before any vLLM starts
+        return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     supervisor = Supervisor(options)
@@ -80,7 +96,7 @@ async def run_worker(options: WorkerOptions) -> int:
         # uvicorn binds (port 0: any free one): its sockets are TCP sockets asyncio sets TCP_NODELAY on. A socket
         # from socket.create_server has proto 0, asyncio leaves Nagle on, and every keep-alive answer waited
         # ~40 ms for a delayed ACK (measured: GET /v1/models 48 ms through the front, 1 ms direct).
-        server = _FrontServer(uvicorn.Config(front_app(supervisor), host=options.host, port=options.port,
+        server = _FrontServer(uvicorn.Config(front_app(supervisor, keys), host=options.host, port=options.port,
                                              log_level="warning", lifespan="off", access_log=False,
                                              timeout_graceful_shutdown=int(options.drain_s)))
         serving = asyncio.create_task(server.serve())
@@ -93,6 +109,7 @@ async def run_worker(options: WorkerOptions) -> int:
         announce("ready", url=f"http://{host}:{port}", generation=generation.number, backend=generation.backend.url,
                  models=sorted(generation.backend.served), routes=generation.routes(),
                  startup_s=round(generation.backend.server.startup_s or 0, 1), swap=options.swap,
+                 auth="api-key" if keys.configured else "open",
                  log=str(generation.backend.server.log_path))
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True

@@ -1,7 +1,7 @@
 '''The dashboard page: HTML, CSS and JavaScript inline, drawing SVG from ``/api/drift/*``.
 
-Input: nothing (a constant). Output: ``DASHBOARD_HTML``. Failure modes: in the browser, a failed API call is shown in
-the status line. Report text comes only from the token-protected examples call, inserted as ``textContent``.
+Input: nothing (a constant). Output: ``DASHBOARD_HTML``. Failure modes: a failed API call (401/403: no token with
+the scope) is shown in the status line. The token stays in page memory; report text is inserted as ``textContent``.
 Plot geometry (the browser test relies on it): in each route chart a value v in [0, 1] is drawn
 at y = 10 + (1 − v)·110 and week i of the route's series at x = 34 + i·step.
 '''
@@ -20,6 +20,9 @@ td:first-child,th:first-child{text-align:left} .few{color:#999} .charts{display:
 </style></head>
 <body>
 <h1>Impression drafts · quality drift</h1>
+<p id="auth">Bearer token (scope dashboard-read for the charts, report-text-read for draft/final pairs)
+ <input id="token" type="password" placeholder="bearer token" autocomplete="off">
+ <button id="use-token">use token</button></p>
 <div id="status"></div>
 <div class="totals">
  <span>signed reports <b id="total-n" data-metric="n"></b></span>
@@ -41,10 +44,13 @@ td:first-child,th:first-child{text-align:left} .few{color:#999} .charts{display:
 <h2>Adapter versions in service</h2>
 <table id="adapters"><thead><tr><th>route</th><th>adapter</th><th>drafted</th><th>first week</th><th>last week</th>
 </tr></thead><tbody></tbody></table>
+<h2>Time to sign, median minutes (drafted: a draft was there to read; shadow: held back by a shadow route)</h2>
+<table id="signing"><thead><tr><th>route</th><th>studies</th><th>drafted</th><th>shadow</th><th>no draft</th>
+<th>draft posted → signed</th><th>received → signed: drafted</th><th>shadow</th><th>no draft</th>
+<th>drafted − shadow</th></tr></thead><tbody></tbody></table>
 <div id="detail" hidden>
  <h2>Route <span id="detail-route"></span>: daily ROUGE-L and accepted unchanged</h2><div id="detail-chart"></div>
- <p>Example draft / final pairs (report text: needs the bearer token)
- <input id="token" type="password" placeholder="bearer token" autocomplete="off">
+ <p>Example draft / final pairs (report text: needs a token with the report-text-read scope)
  <button id="load-examples">show examples</button></p><div id="examples"></div>
 </div>
 <script>
@@ -57,9 +63,11 @@ function svg(tag, attrs, parent) {
   if (parent) parent.appendChild(e);
   return e;
 }
+let token = "";  // kept in memory only: never stored, never put in a URL
+const DENIED = {401: "a valid bearer token is required", 403: "this token lacks the scope"};
 function cell(row, text, cls) { const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; return td; }
-async function getJSON(url, headers) {
-  const r = await fetch(url, {headers: headers || {}});
+async function getJSON(url) {
+  const r = await fetch(url, {headers: token ? {Authorization: "Bearer " + token} : {}});
   if (!r.ok) { const e = new Error(url + " answered " + r.status); e.status = r.status; throw e; }
   return r.json();
 }
@@ -119,6 +127,15 @@ function fillTables(s) {
     for (const t of [a.route, a.adapter, String(a.drafted), a.first_window, a.last_window]) cell(row, t);
   }
 }
+function fillSigning(t) {
+  const body = document.querySelector("#signing tbody"), num = v => (v === null || v === undefined) ? "–" : String(v);
+  for (const r of t.rows) {
+    const row = body.insertRow(); row.dataset.route = r.route;
+    for (const k of ["route", "n", "drafted", "shadow", "none"]) cell(row, String(r[k])).dataset.metric = k;
+    for (const k of ["draft_to_sign", "received_to_sign_drafted", "received_to_sign_shadow", "received_to_sign_none",
+                     "delta_vs_shadow"]) cell(row, num(r[k]), r.reliable ? "" : "few").dataset.metric = k;
+  }
+}
 async function drill(route) {
   const s = await getJSON("/api/drift/series?route=" + encodeURIComponent(route));
   document.getElementById("detail").hidden = false;
@@ -129,11 +146,9 @@ async function drill(route) {
 }
 async function loadExamples() {
   const route = document.getElementById("detail").dataset.route, out = document.getElementById("examples");
-  const token = document.getElementById("token").value;
   out.replaceChildren();
   try {
-    const s = await getJSON("/api/drift/examples?route=" + encodeURIComponent(route),
-                            token ? {Authorization: "Bearer " + token} : {});
+    const s = await getJSON("/api/drift/examples?route=" + encodeURIComponent(route));
     for (const e of s.examples) {
       const div = document.createElement("div"); div.className = "pair"; div.dataset.record = e.record_id;
       const head = document.createElement("div");
@@ -145,23 +160,37 @@ async function loadExamples() {
     }
     out.dataset.loaded = String(s.examples.length);
   } catch (e) {
-    out.textContent = e.status === 401 ? "a valid bearer token is required" : String(e);
+    out.textContent = e.status === 403 ? "this token lacks the report-text-read scope" : DENIED[e.status] || String(e);
     out.dataset.loaded = "error-" + (e.status || "");
   }
 }
 async function main() {
+  document.body.dataset.ready = "";
+  document.getElementById("status").textContent = "";
+  for (const id of ["routes", "alerts", "adapters", "signing"]) document.querySelector("#" + id + " tbody").replaceChildren();
+  for (const id of ["worst", "charts"]) document.getElementById(id).replaceChildren();
   const s = await getJSON("/api/drift/summary");
   for (const [k, v] of Object.entries(s.totals)) {
     const e = document.getElementById("total-" + k);
     if (e) e.textContent = (k === "n" || k === "drafted") ? String(v) : fmt(v);
   }
-  fillRoutes(s); fillTables(s);
+  fillRoutes(s); fillTables(s); fillSigning(await getJSON("/api/drift/time-to-sign?by=route"));
   const charts = document.getElementById("charts");
   for (const [route, points] of Object.entries(s.series)) charts.appendChild(chart(route, points, route));
-  document.getElementById("load-examples").addEventListener("click", loadExamples);
   document.body.dataset.ready = "1";
 }
-main().catch(e => { document.getElementById("status").textContent = String(e); document.body.dataset.ready = "error"; });
+function start() {
+  main().catch(e => {
+    const denied = e.status === 401 || e.status === 403;
+    document.getElementById("status").textContent = denied ? DENIED[e.status] + " (dashboard-read)" : String(e);
+    document.body.dataset.ready = denied ? "denied-" + e.status : "error";
+  });
+}
+document.getElementById("load-examples").addEventListener("click", loadExamples);
+document.getElementById("use-token").addEventListener("click", () => {
+  token = document.getElementById("token").value.trim(); start();
+});
+start();
 </script>
 </body></html>
 """

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ops.drift.report import Report
+from ops.drift.signtime import SIGN_COLUMNS
 
 TABLE_COLUMNS = ("n", "drafted", "rougeL", "ecr", "uer", "fcr", "accepted", "bleu4", "findings_length")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
@@ -42,9 +43,37 @@ def render_table(report: Report) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     lines.append(f"* fewer than {report.min_samples} drafted reports: not enough to count")
+    lines += _sign_table(report)
     lines += [f"alert {a.at:%Y-%m-%d} {a.route} {a.metric} {a.detector}: {a.baseline:.3f} -> {a.current:.3f}"
               for a in report.alerts]
     return "\n".join(lines)
+
+
+SIGN_NOTE = ("time to sign, median minutes: drafted = a draft was there to read before signing, shadow = held back "
+             "by a shadow route (the comparison group), none = no draft; delta_vs_shadow = received_to_sign drafted "
+             "minus shadow (negative: signed sooner with a draft)")
+
+
+def _sign_table(report: Report) -> list[str]:
+    if not report.time_to_sign:
+        return []
+    head = [*(report.by or ("all",)), *SIGN_COLUMNS]
+    body = [[*(str(r.get(d, "")) for d in report.by)] or ["all"] for r in report.time_to_sign]
+    for line, row in zip(body, report.time_to_sign, strict=True):
+        line += [_cell(row.get(c)) + ("" if row["reliable"] or c in ("n", "drafted", "shadow", "none") else "*")
+                 for c in SIGN_COLUMNS]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    table = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
+    return ["", SIGN_NOTE + f"; * fewer than {report.min_samples} drafted or shadow studies", *table]
+
+
+def _sign_html(report: Report) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*(report.by or ("all",)), *SIGN_COLUMNS])
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(d, '')))}</td>" for d in report.by or ("",))
+        + "".join(f'<td class="{"" if r["reliable"] else "few"}">{_cell(r.get(c))}</td>' for c in SIGN_COLUMNS)
+        + "</tr>" for r in report.time_to_sign) or f"<tr><td colspan={len(SIGN_COLUMNS) + 1}>none</td></tr>"
+    return f"<h2>Time to sign</h2><p>{html.escape(SIGN_NOTE)}.</p><table><tr>{head}</tr>{rows}</table>"
 
 
 def _chart(report: Report, metric: str, title: str, *, scale_max: float | None = 1.0) -> str:
@@ -101,6 +130,7 @@ Generated {report.generated_at:%Y-%m-%d %H:%M} UTC. Grey values / hollow points:
 {_chart(report, "rougeL", "ROUGE-L per ISO week")}{_chart(report, "accepted", "Accepted unchanged per ISO week")}
 {_chart(report, "ecr", "Entity coverage (ECR) per ISO week")}
 <h2>Groups</h2><table><tr>{head}</tr>{rows}</table>
+{_sign_html(report)}
 <h2>Alerts</h2><table><tr><th>at</th><th>route</th><th>metric</th><th>detector</th><th>baseline</th>
 <th>current</th><th>n ref/cur</th></tr>{alerts}</table></body></html>
 """

@@ -2,8 +2,8 @@
 
 Input: the store (``drift_aggregates``, or the stored records for a grouping the aggregates do not keep), signing days
 [since, until), a grouping (``--by route,site,adapter``). Output: a ``Report`` (per group: counts, means, minimum-sample
-verdict; ISO-week series; alerts in range), rendered by ``ops.drift.render``. Failure modes: an unknown dimension →
-``ValueError`` naming the known ones; database unreachable → the driver's error (a CLI run; nothing to retry).
+verdict; ISO-week series; alerts in range; time to sign), rendered by ``ops.drift.render``. Failure modes: an unknown
+dimension → ``ValueError`` naming the known ones; database unreachable → the driver's error (a CLI run).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from ops.drift.aggregate import DIMENSIONS, GROUPINGS, Aggregator, fold, signed_time, window_of
 from ops.drift.history import AlertLog
+from ops.drift.signtime import time_to_sign
 from ops.drift.stage import stored_records
 from ops.drift.window import WindowStats
 from schemas.alerts import Alert
@@ -34,13 +35,14 @@ class Report:
     rows: list[dict[str, Any]] = field(default_factory=list)
     series: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    time_to_sign: list[dict[str, Any]] = field(default_factory=list)  # ops/drift/signtime.py, per group
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def as_dict(self) -> dict[str, Any]:
         return {"by": list(self.by), "since": _iso(self.since), "until": _iso(self.until),
                 "min_samples": self.min_samples, "generated_at": self.generated_at.isoformat(),
                 "metrics": list(REPORT_METRICS), "rows": self.rows, "series": self.series,
-                "alerts": [a.model_dump(mode="json") for a in self.alerts]}
+                "alerts": [a.model_dump(mode="json") for a in self.alerts], "time_to_sign": self.time_to_sign}
 
 
 def _iso(day: date | None) -> str | None:
@@ -90,4 +92,5 @@ def build_report(engine: Engine, *, by: Sequence[str] = ("route",), since: date 
     low = datetime.combine(since, time(), UTC) if since else None
     high = datetime.combine(until, time(), UTC) if until else None
     report.alerts = AlertLog(engine).recent(1000, since=low, until=high)
+    report.time_to_sign = time_to_sign(engine, grouping, since=since, until=until, min_samples=min_samples)
     return report

@@ -1,18 +1,19 @@
 """The built-in drift dashboard: one self-contained page and the JSON it draws from (stage: ops, read side).
 
-Input: the store and ``authorise``, the gateway's bearer check handed in by the composition root (ops
-never imports gateway). Output: an ``APIRouter``: ``GET /dashboard`` (inline HTML/JS/SVG), ``/api/drift/``
-``summary``, ``series?route=`` and ``alerts`` (aggregates: no ids, no text), ``examples?route=``
-(draft/final pairs, PHI, so behind ``authorise``). Failure modes: store down → 503; unknown route → [].
+Input: the store and ``authorise``, the gateway's scope check handed in by the composition root (ops never
+imports gateway). Output: an ``APIRouter``: ``GET /dashboard`` (inline HTML/JS/SVG, no data), ``/api/drift/``
+``summary``, ``series?route=``, ``alerts``, ``time-to-sign?by=`` (aggregates: scope dashboard-read),
+``examples?route=`` (pairs, PHI: scope report-text-read). Failure modes: 401/403; store down → 503; unknown route → [].
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from ops.drift.aggregate import Aggregator
 from ops.drift.history import AlertLog
 from ops.drift.page import DASHBOARD_HTML
+from ops.drift.signtime import time_to_sign
 from ops.drift.summary import DASHBOARD_METRICS, route_series, summary
 from ops.store import Store, edit_records
 from schemas import EditRecord
@@ -28,8 +30,10 @@ from schemas import EditRecord
 log = structlog.get_logger("ops.drift.web")
 
 
-# Returns when the request may read PHI, raises HTTPException(401) otherwise (gateway.auth.require_bearer).
-Authorise = Callable[[Request], None]
+# The principal (a token's name) when the request holds the scope, else HTTPException 401/403
+# (gateway.auth.HttpAuth.require). The scope names are gateway.auth's (tests/unit/test_auth.py checks they agree).
+Authorise = Callable[[Request, str], str]
+DASHBOARD_READ, REPORT_TEXT_READ = "dashboard-read", "report-text-read"
 
 
 def _example(record: EditRecord) -> dict[str, Any]:
@@ -39,8 +43,23 @@ def _example(record: EditRecord) -> dict[str, Any]:
             "signed_at": record.signed_at.isoformat() if record.signed_at else None}
 
 
+def _time_to_sign_route(router: APIRouter, store: Store, aggregates: list[Any], read: Any, min_samples: int) -> None:
+    """``GET /api/drift/time-to-sign?by=route,site&weeks=26``: ops/drift/signtime.py rows (an aggregate)."""
+
+    @router.get("/api/drift/time-to-sign", dependencies=aggregates)
+    async def get_time_to_sign(by: str = Query("route", max_length=64),
+                               weeks: int = Query(26, ge=1, le=520)) -> dict[str, Any]:
+        grouping = [b.strip() for b in by.split(",") if b.strip()]
+        since = (datetime.now(UTC) - timedelta(weeks=weeks)).date()
+        try:
+            rows = await read(time_to_sign, store.engine, grouping, since=since, min_samples=min_samples)
+        except ValueError as exc:  # an unknown dimension
+            raise HTTPException(422, str(exc)) from exc
+        return {"by": grouping, "since": since.isoformat(), "min_samples": min_samples, "rows": rows}
+
+
 def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 20) -> APIRouter:
-    """The routes; ``create_app(..., routers=[dashboard_router(store, require_bearer(token, "dashboard"))])``."""
+    """The routes; ``create_app(..., routers=[dashboard_router(store, auth.require("dashboard"))])``."""
     router = APIRouter()
     aggregator, alert_log = Aggregator(store.engine, min_samples=min_samples), AlertLog(store.engine)
 
@@ -64,25 +83,36 @@ def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 2
                                                      "Content-Security-Policy": "default-src 'self'; "
                                                      "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
-    @router.get("/api/drift/summary")
+    # Dependencies run before the query is validated: without the scope, no answer at all (not even a 422).
+    async def reader(request: Request) -> str:
+        return authorise(request, DASHBOARD_READ)
+
+    async def text_reader(request: Request) -> str:
+        return authorise(request, REPORT_TEXT_READ)
+
+    aggregates = [Depends(reader)]
+
+    @router.get("/api/drift/summary", dependencies=aggregates)
     async def get_summary(weeks: int = Query(26, ge=1, le=520)) -> dict[str, Any]:
         return dict(await read(summary, aggregator, alert_log, weeks=weeks))
 
-    @router.get("/api/drift/series")
+    @router.get("/api/drift/series", dependencies=aggregates)
     async def get_series(route: str = Query(..., max_length=64)) -> dict[str, Any]:
         return dict(await read(route_series, aggregator, route))
 
-    @router.get("/api/drift/alerts")
+    @router.get("/api/drift/alerts", dependencies=aggregates)
     async def get_alerts(route: str = Query("", max_length=64), limit: int = Query(50, ge=1, le=1000)) -> list[Any]:
         found = await read(alert_log.recent, limit, route=route)
         return [a.model_dump(mode="json") for a in found]
 
+    _time_to_sign_route(router, store, aggregates, read, min_samples)
+
     @router.get("/api/drift/examples")
-    async def get_examples(request: Request, route: str = Query(..., max_length=64),
+    async def get_examples(principal: str = Depends(text_reader), route: str = Query(..., max_length=64),
                            limit: int = Query(10, ge=1, le=100)) -> JSONResponse:
-        authorise(request)  # before the store is read: no PHI leaves without the token
+        # ``principal``: the scope was checked before anything else, so no PHI leaves without it.
         found = await read(examples, route, limit)
-        log.info("dashboard_examples_read", route=route, record_ids=[e["record_id"] for e in found])
+        log.info("dashboard_examples_read", route=route, record_ids=[e["record_id"] for e in found], principal=principal)
         return JSONResponse({"route": route, "metrics": list(DASHBOARD_METRICS), "examples": found},
                             headers={"Cache-Control": "no-store"})
 

@@ -1,16 +1,20 @@
-"""Overlap metrics of a draft against the signed text: ROUGE-1/2/L F1 and sentence BLEU-4.
+"""Overlap metrics of a draft against the signed text: ROUGE-1/2/L F1 (rouge-score) and sentence BLEU-4 (sacrebleu).
 
-Input: candidate and reference texts plus their language ("en"/"zh"). Output: floats in [0, 1].
-Failure modes: none; empty texts score 0.0 (as rouge-score and sacrebleu do). ROUGE is pure Python, equal to
-rouge-score on English (LCS by Hyyrö's bit-parallel algorithm); BLEU-4 is sacrebleu's sentence BLEU.
-Formulas, settings and signatures: ops/metrics/README.md.
+Input: candidate and reference texts plus their language ("en"/"zh"). Output: floats in [0, 1]. Failure modes: none;
+empty texts score 0.0 (as both libraries do). ROUGE is ``rouge_score.RougeScorer`` with the Porter stemmer; Chinese
+and mixed text go through a CJK-aware tokenizer object (``RougeTokens``). Settings and signatures: ops/metrics/README.md.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from functools import cache
+import re
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
+
+from ops.metrics.tokens import CJK_CLASS, tokenize
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+_CJK = re.compile(f"[{CJK_CLASS}]")
 
 
 class Rouge(NamedTuple):
@@ -19,50 +23,60 @@ class Rouge(NamedTuple):
     rougeL: float
 
 
-def _f1(overlap: int, candidate_count: int, reference_count: int) -> float:
-    precision = overlap / max(candidate_count, 1)
-    recall = overlap / max(reference_count, 1)
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+@cache
+def _porter() -> Any:
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()  # the stemmer rouge-score builds for use_stemmer=True (NLTK_EXTENSIONS mode)
 
 
-def _ngram_f1(candidate: Counter[Any], reference: Counter[Any], n_candidate: int, n_reference: int) -> float:
-    get = reference.get
-    overlap = 0
-    for gram, count in candidate.items():
-        other = get(gram)
-        if other:
-            overlap += count if count < other else other
-    return _f1(overlap, n_candidate, n_reference)
+@lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """``PorterStemmer().stem``, memoised: report vocabulary is small and stemming is most of ROUGE's time."""
+    return str(_porter().stem(word))
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence (Hyyrö 2004, bit-parallel over ``a``)."""
-    if not a or not b:
-        return 0
-    masks: dict[str, int] = {}
-    for i, token in enumerate(a):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for token in b:
-        match = masks.get(token)
-        if match is not None:
-            u = v & match
-            v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
+class Stemmer:
+    """What rouge-score's ``tokenize.tokenize`` and nltk's ``meteor_score`` call: ``.stem(word)``, memoised."""
+
+    def stem(self, word: str) -> str:
+        return stem(word)
 
 
-def rouge(candidate: list[str], reference: list[str]) -> Rouge:
-    """ROUGE-1/2/L F1 of candidate tokens against reference tokens."""
-    nc, nr = len(candidate), len(reference)
-    r1 = _ngram_f1(Counter(candidate), Counter(reference), nc, nr)
-    r2 = _ngram_f1(Counter(zip(candidate, candidate[1:], strict=False)),
-                   Counter(zip(reference, reference[1:], strict=False)), max(nc - 1, 0), max(nr - 1, 0))
-    if candidate and reference:
-        rl = _f1(lcs_length(reference, candidate), nc, nr)
-    else:
-        rl = 0.0
-    return Rouge(r1, r2, rl)
+class RougeTokens:
+    """A ``tokenizer=`` object for ``RougeScorer``: rouge-score's own tokens for CJK-free English, CJK-aware otherwise.
+
+    rouge-score's default tokenizer keeps only ``[a-z0-9]+`` runs, so it drops every Han/kana/Hangul character and
+    scores any Chinese pair 0.0. Here text in Chinese, or with any CJK character, becomes ``tokens.tokenize`` tokens
+    (lower-cased ASCII words and one token per CJK character; NFKC for ``zh``), ASCII words stemmed by rouge-score's
+    rule (Porter, words longer than 3 characters). CJK-free English goes through ``rouge_score.tokenize.tokenize``
+    itself, so English scores are the library's to the last bit.
+    """
+
+    def __init__(self, language: str) -> None:
+        from rouge_score import tokenize as rouge_tokenize
+
+        self.language = language
+        self._rouge_tokenize = rouge_tokenize.tokenize
+        self._stemmer = Stemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        if self.language != "zh" and not _CJK.search(text):
+            return list(self._rouge_tokenize(text, self._stemmer))
+        return [stem(t) if len(t) > 3 and t.isascii() else t for t in tokenize(text, self.language)]
+
+
+@cache
+def _scorer(language: str) -> Any:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(ROUGE_TYPES), tokenizer=RougeTokens(language))
+
+
+def rouge(candidate: str, reference: str, language: str) -> Rouge:
+    """ROUGE-1/2/L F1 of ``candidate`` against ``reference`` (``RougeScorer.score(target, prediction)``)."""
+    scores = _scorer("zh" if language == "zh" else "en").score(reference, candidate)
+    return Rouge(*(float(scores[name].fmeasure) for name in ROUGE_TYPES))
 
 
 @cache
@@ -83,3 +97,11 @@ def bleu4(candidate: str, reference: str, language: str) -> float:
 
 def bleu_signature(language: str) -> str:
     return str(_bleu("zh" if language == "zh" else "13a").get_signature())
+
+
+def rouge_method() -> str:
+    """How ROUGE is computed, for reports."""
+    from importlib.metadata import version
+
+    return (f"rouge-score {version('rouge-score')} RougeScorer F1, Porter stemmer (use_stemmer=True rule); "
+            "Chinese/CJK text: one token per CJK character plus stemmed ASCII words")

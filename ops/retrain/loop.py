@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class RetrainJob:
     trigger: Trigger = "manual"
     worker_url: str = ""  # the worker supervisor (``model serve``): wait until it serves the promoted adapter
     serve_timeout_s: float = 900.0
+    api_key: str = field(default="", repr=False)  # sent to model_url, reload_url and worker_url (model.worker.keys)
 
 
 def _export(job: RetrainJob, out: Path) -> tuple[dict[str, Any] | None, str]:
@@ -87,9 +88,9 @@ def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, 
     registry = load_registry(job.registry_path)
     serving = registry.serving_adapter(job.route)
     serving_name = serving.name if serving else registry.served_model_name  # no adapter yet: against the base
-    with worker_for(registry, candidate, model_url=job.model_url, data_dir=job.data_dir) as url:
+    with worker_for(registry, candidate, model_url=job.model_url, data_dir=job.data_dir, api_key=job.api_key) as url:
         pair = asyncio.run(evaluate_pair(url, candidate.name, serving_name, folder / "test.jsonl", job.route,
-                                         window=job.window))
+                                         window=job.window, api_key=job.api_key))
     decision = decide_with_window(pair.candidate, pair.serving, pair.candidate_window, pair.serving_window,
                                   margin=job.margin, tolerance=job.tolerance)
     record["serving"] = {"name": serving_name, "version": serving.version if serving else ""}
@@ -101,10 +102,11 @@ def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, 
         change = promote(job.registry_path, candidate.name)
         record["retired"] = change.retired.name if change.retired else None
         if job.reload_url:
-            load_adapter(job.reload_url, candidate.name, candidate.path)
+            load_adapter(job.reload_url, candidate.name, candidate.path, api_key=job.api_key)
             record["reloaded"] = job.reload_url
         if job.worker_url:
-            record["served"] = wait_served(job.worker_url, job.route, candidate.name, timeout_s=job.serve_timeout_s)
+            record["served"] = wait_served(job.worker_url, job.route, candidate.name, api_key=job.api_key,
+                                           timeout_s=job.serve_timeout_s)
 
 
 def _run(job: RetrainJob, record: dict[str, Any], out: Path) -> None:

@@ -1,10 +1,12 @@
 """Browser test of the built-in drift dashboard: the real HTTP app (uvicorn on a loopback port)
 over a real SQLite store filled through the real capture → score → aggregate → detect code, driven
 in Debian's headless Chromium through chromedriver (W3C WebDriver over HTTP). The numbers and plot
-points the page shows must be those of ``/api/drift/summary``; report text needs the token."""
+points the page shows must be those of ``/api/drift/summary``; the charts need a dashboard-read token, report text
+a report-text-read one (issue 12)."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -16,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.auth import require_bearer
+from gateway.auth import HttpAuth
 from gateway.http import RecordingPublisher, create_app
 from gateway.settings import GatewaySettings
 from ops.capture import capture_final
@@ -27,7 +29,10 @@ from ops.store import Store
 from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
 from tests.harness.webdriver import Browser, free_port
 
-TOKEN = "dashboard-test-token"
+READER, TOKEN = "dashboard-reader-test-token", "dashboard-test-token"
+TOKENS = json.dumps([{"name": "viewer", "scopes": ["dashboard-read"], "token": READER},
+                     {"name": "auditor", "scopes": ["dashboard-read", "report-text-read"], "token": TOKEN}])
+READ = {"Authorization": f"Bearer {READER}"}
 ROUTES = {"ct_chest": (Modality.CT, BodySystem.CHEST, 30), "xr_chest": (Modality.XR, BodySystem.CHEST, 24),
           "mr_head": (Modality.MR, BodySystem.HEAD, 8)}
 SENTENCES = ("Small right pleural effusion.", "No pneumothorax.", "Stable 6 mm nodule in the right upper lobe.",
@@ -75,8 +80,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     async def ready() -> dict[str, bool]:
         return {"store": True}
 
-    app = create_app(GatewaySettings(fhir_bearer_token=TOKEN), RecordingPublisher(), ready,
-                     routers=[dashboard_router(store, require_bearer(TOKEN, "dashboard"), min_samples=settings.min_samples)])
+    gateway = GatewaySettings(auth_tokens=TOKENS)
+    auth = HttpAuth(gateway)
+    app = create_app(gateway, RecordingPublisher(), ready, auth=auth,
+                     routers=[dashboard_router(store, auth.require("dashboard"), min_samples=settings.min_samples)])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -105,12 +112,22 @@ ROUTE_ROWS = """return [...document.querySelectorAll('#routes tbody tr')].map(r 
   Object.fromEntries([...r.querySelectorAll('td[data-metric]')].map(td => [td.dataset.metric, td.textContent]))]);"""
 
 
+def use_token(browser: Browser, token: str) -> None:
+    browser.script("document.getElementById('token').value = ''")
+    browser.type("#token", token)
+    browser.click("#use-token")
+    assert browser.wait_for("return document.body.dataset.ready") == "1"
+
+
 def test_the_dashboard_shows_what_the_summary_says(served: tuple[str, int], browser: Browser, tmp_path: Path) -> None:
     base, n = served
-    summary = httpx.get(f"{base}/api/drift/summary").json()
+    assert httpx.get(f"{base}/api/drift/summary").status_code == 401
+    summary = httpx.get(f"{base}/api/drift/summary", headers=READ).json()
     assert summary["totals"]["n"] == n and summary["alerts"], "the fixture should have raised an alert"
     browser.get(f"{base}/dashboard")
-    assert browser.wait_for("return document.body.dataset.ready") == "1"
+    assert browser.wait_for("return document.body.dataset.ready") == "denied-401"  # no token: nothing drawn
+    assert browser.script("return document.querySelectorAll('#charts circle.point').length") == 0
+    use_token(browser, READER)
     totals = browser.script("return Object.fromEntries([...document.querySelectorAll('.totals b')]"
                             ".map(b => [b.dataset.metric, b.textContent]))")
     assert int(totals["n"]) == n and int(totals["drafted"]) == summary["totals"]["drafted"]
@@ -145,17 +162,17 @@ def test_drill_down_shows_examples_only_with_the_token(served: tuple[str, int], 
     api = httpx.get(f"{base}/api/drift/examples", params={"route": "ct_chest"},
                     headers={"Authorization": f"Bearer {TOKEN}"}).json()
     browser.get(f"{base}/dashboard")
-    assert browser.wait_for("return document.body.dataset.ready") == "1"
+    use_token(browser, READER)
     page = browser.script("return document.documentElement.outerHTML")
     assert api["examples"][0]["record_id"] not in page and api["examples"][0]["final"] not in page
     browser.click('a.drill[data-route="ct_chest"]')
-    days = httpx.get(f"{base}/api/drift/series", params={"route": "ct_chest"}).json()["day"]
+    days = httpx.get(f"{base}/api/drift/series", params={"route": "ct_chest"}, headers=READ).json()["day"]
     drawn = browser.wait_for("const c = document.querySelectorAll('#detail-chart circle.point');"
                              "return c.length ? c.length : null")
     assert drawn == sum(1 for d in days for m in ("rougeL", "accepted") if d[m] is not None)
     browser.click("#load-examples")
-    assert browser.wait_for("return document.getElementById('examples').dataset.loaded") == "error-401"
-    browser.type("#token", TOKEN)
+    assert browser.wait_for("return document.getElementById('examples').dataset.loaded") == "error-403"
+    use_token(browser, TOKEN)
     browser.click("#load-examples")
     loaded = browser.wait_for("const l = document.getElementById('examples').dataset.loaded;"
                               "return l && !l.startsWith('error') ? l : null")
@@ -164,4 +181,5 @@ def test_drill_down_shows_examples_only_with_the_token(served: tuple[str, int], 
     assert shown == [e["record_id"] for e in api["examples"]]
     finals = browser.script("return [...document.querySelectorAll('#examples .final')].map(p => p.textContent)")
     assert finals == [f"final: {e['final']}" for e in api["examples"]]
+    assert TOKEN not in browser.script("return document.documentElement.outerHTML")  # the token is in memory only
     browser.screenshot(tmp_path / "drill-down.png")

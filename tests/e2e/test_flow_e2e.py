@@ -29,6 +29,7 @@ from tests.harness.serving import Served, serve, wait_ready
 
 SAMPLE = Path(__file__).resolve().parents[2] / "cli" / "sample"
 pytestmark = pytest.mark.slow
+TOKEN = "e2e-intake-token"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def gateway(broker: EmbeddedBroker, vllm_server: Any, fhir_server: FhirServer, i
     db = f"sqlite:///{workdir / 'store.db'}"
     args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", vllm_server.url, "--database-url", db,
             "--draft-mllp-target", f"127.0.0.1:{inbox_port}", "--fhir-server-url", fhir_server.base_url]
-    with serve(args, workdir, env={"IG_APP_ID": "e2e"}) as served:
+    tokens = json.dumps([{"name": "e2e", "scopes": ["intake"], "token": TOKEN}])  # fail closed: /fhir needs one
+    with serve(args, workdir, env={"IG_APP_ID": "e2e", "IG_AUTH_TOKENS": tokens}) as served:
         wait_ready(served)
         store = Store(db)
         yield served, inbox_port, store
@@ -126,7 +128,7 @@ async def test_hl7_report_is_acked_routed_drafted_posted_and_captured(gateway: t
 async def test_fhir_report_is_drafted_as_partial_with_provenance(gateway: tuple[Served, int, Store],
                                                                  fhir_server: FhirServer) -> None:
     served, _, store = gateway
-    async with httpx.AsyncClient(base_url=served.http) as http:
+    async with httpx.AsyncClient(base_url=served.http, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         response = await http.post("/fhir/DiagnosticReport", content=(SAMPLE / "03_mr_head.prelim.json").read_bytes(),
                                    headers={"Content-Type": "application/fhir+json"})
         assert response.status_code == 201, response.text

@@ -3,8 +3,9 @@ every serving adapter (the new one included), after refusing incompatible adapte
 
 Real parts only: the commands run as subprocesses (``python -m cli``), training uses peft on
 the demo base, and ONE worker (``model serve --swap runtime``: the supervisor and its vLLM CPU server) runs
-for the whole module: promotions and rollbacks reach it at runtime, a change it cannot serve leaves it as
-it is, a killed vLLM is restarted. The rolling swap (the default) is exercised by the retrain loop test.
+for the whole module, behind an API key (README "Model worker authentication"): promotions and rollbacks reach
+it at runtime, a change it cannot serve leaves it as it is, a killed vLLM is restarted. The rolling swap (the
+default) is exercised by the retrain loop test.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from model.demo import synthetic
 from model.demo.build import DemoModel
 from model.inference.client import InferenceClient
 from model.inference.prompts import render_messages
+from schemas.errors import RetryLater
 from schemas.events import DraftImpression
 from tests.conftest import REPO
 from tests.harness.worker_proc import Worker, running_worker
 
 pytestmark = pytest.mark.slow
 ROUTE = "ct_chest"
+API_KEY = "e2e-worker-key-" + "k" * 24  # the module's worker front requires it
 
 
 def cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -144,22 +147,31 @@ def test_adapter_on_another_base_is_refused(demo_model: DemoModel) -> None:
 
 @pytest.fixture(scope="module")
 def served(trained: Trained) -> Iterator[Worker]:
-    """``model serve --swap runtime`` on the registry with the trained adapter promoted (ONE vLLM for the module)."""
+    """``model serve --swap runtime`` on the registry with the trained adapter promoted (ONE vLLM for the module),
+    its front behind an API key."""
     promote(trained.registry_path, str(trained.output["name"]))
-    with running_worker(trained.registry_path, trained.registry_path.parents[1], "--swap", "runtime") as worker:
+    with running_worker(trained.registry_path, trained.registry_path.parents[1], "--swap", "runtime",
+                        api_key=API_KEY) as worker:
         yield worker
     assert worker.exit_code == 0  # SIGTERM: the command stops its vLLM process groups, then exits 0
 
 
-async def _draft(url: str, adapter: str) -> DraftImpression:
+async def _draft(url: str, adapter: str, api_key: str = API_KEY) -> DraftImpression:
     item = next(item for item in synthetic.generate(ROUTE, 50, seed=7) if item.abnormal)
-    async with InferenceClient(url, timeout_s=60, retries=3, backoff_base_s=2.0) as client:  # no registry: the worker says
+    async with InferenceClient(url, timeout_s=60, retries=3, backoff_base_s=2.0,
+                               api_key=api_key) as client:  # no registry: the worker says
         return await client.draft(synthetic.as_request(item, 0, adapter=adapter))
 
 
 async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served: Worker, trained: Trained) -> None:
     name = str(trained.output["name"])
-    models = {m["id"] for m in httpx.get(f"{served.url}/v1/models", timeout=10).json()["data"]}
+    assert served.ready["auth"] == "api-key"
+    assert httpx.get(f"{served.url}/v1/models", timeout=10).status_code == 401  # no key: refused at the front
+    with pytest.raises(RetryLater) as caught:  # a client without the key: parked, not dead-lettered
+        await _draft(served.url, name, api_key="")
+    assert caught.value.code == "model_unauthorized"
+    assert httpx.get(f"{served.url}/health/ready", timeout=10).status_code == 200  # health stays open
+    models = {m["id"] for m in httpx.get(f"{served.url}/v1/models", headers=served.headers, timeout=10).json()["data"]}
     assert models == {"base", "base-weights", name, "xr_chest", "ct_head_zh"}, models  # demo ct_chest retired
     draft = await _draft(served.url, name)
     assert draft.text.strip() and draft.adapter_name == name and draft.adapter_version == trained.output["version"]
@@ -212,7 +224,7 @@ def test_a_dead_vllm_is_restarted_and_the_front_says_503_meanwhile(served: Worke
     os.killpg(int(before["backend_pid"]), signal.SIGKILL)
     deadline, unavailable = time.monotonic() + 240, 0
     while time.monotonic() < deadline:
-        response = httpx.get(f"{served.url}/v1/models", timeout=10)
+        response = httpx.get(f"{served.url}/v1/models", headers=served.headers, timeout=10)
         if response.status_code == 503:
             unavailable += 1
             assert response.headers["Retry-After"] == "5" and response.json()["error"]["code"] == 503

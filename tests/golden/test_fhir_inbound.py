@@ -480,13 +480,59 @@ def test_official_example_matches_golden(name: str) -> None:
     assert actual == json.loads(golden.read_text(encoding="utf-8"))
 
 
+# The radiology examples, with (modality, body system): DXA bone densitometry is read as XR (DICOM DX under XR).
+OFFICIAL_RADIOLOGY = {"diagnosticreport-example-f201-brainct.json": ("CT", "head"),
+                      "diagnosticreport-example-ultrasound.json": ("US", "abdomen"),
+                      "diagnosticreport-example-dxa.json": ("XR", "musculoskeletal")}
+
+
 def test_every_official_example_is_answered() -> None:
     assert {p.name for p in (OFFICIAL / "expected").glob("*.json")} == set(OFFICIAL_CASES)
-    radiology = {"diagnosticreport-example-f201-brainct.json", "diagnosticreport-example-ultrasound.json"}
+    assert len(OFFICIAL_CASES) == 13 and set(OFFICIAL_RADIOLOGY) <= set(OFFICIAL_CASES)
     for name in OFFICIAL_CASES:
         outcome = outcome_of((OFFICIAL / name).read_bytes())
-        if name in radiology:
-            assert [e["modality"] for e in outcome["events"]] in (["CT"], ["US"])
+        if name in OFFICIAL_RADIOLOGY:
+            assert [(e["modality"], e["body_system"]) for e in outcome["events"]] == [OFFICIAL_RADIOLOGY[name]]
             assert outcome["events"][0]["accession_source"] == "logical id"  # the examples carry no identifier
         else:
             assert outcome["reject"]["code"] == "fhir_not_radiology" and outcome["reject"]["http_status"] == 422
+
+
+def test_the_general_examples_bundle_skips_every_laboratory_report() -> None:
+    # 17 Acme laboratory reports, two under a local report code only ("E/LFT (MASTER)", "RPR"): their LOINC-coded
+    # result Observations say what they are (R4 DiagnosticReport.result).
+    outcome = outcome_of((OFFICIAL / "diagnosticreport-examples-general.json").read_bytes())["reject"]
+    assert outcome["reason"].startswith("Bundle.entry: no imaging DiagnosticReport among 17; Bundle.entry[0]")
+    assert outcome["expression"] == ["Bundle.entry[0].resource.result"]
+
+
+def test_the_pre_release_form_of_the_general_bundle_is_refused_by_path() -> None:
+    # The mirrored build has Observation.interpretation as one CodeableConcept (R4 makes it 0..*, a list).
+    bundle = load("official/diagnosticreport-examples-general.json")
+    observation = bundle["entry"][0]["resource"]["contained"][8]
+    observation["interpretation"] = observation["interpretation"][0]
+    with pytest.raises(FhirReject) as caught:
+        parse(bundle)
+    assert caught.value.code == "fhir_invalid"
+    assert caught.value.expression == ["Bundle.entry[0].resource.contained[8].interpretation"]
+
+
+def lab_panel(**extra: Any) -> dict[str, Any]:
+    report = load("dr_contained_observation.json") | {"category": [], "code": {
+        "coding": [{"system": "https://lab.example/reports", "code": "25T"}], "text": "E/LFT"}} | extra
+    report["contained"][0] = {"resourceType": "Observation", "id": "findings", "status": "final", "code": {
+        "coding": [{"system": "http://loinc.org", "code": "2951-2"}]}, "valueQuantity": {"value": 140}}
+    return report
+
+
+def test_a_local_code_with_laboratory_results_is_refused_at_result() -> None:
+    with pytest.raises(FhirReject) as caught:
+        parse(lab_panel())
+    assert caught.value.code == "fhir_not_radiology" and caught.value.expression == ["DiagnosticReport.result"]
+
+
+@pytest.mark.parametrize("result_code", ["59776-5", "24627-2"])  # findings narrative; LOINC CT chest (imaging)
+def test_a_report_text_or_imaging_result_keeps_a_local_code_in(result_code: str) -> None:
+    report = lab_panel()
+    report["contained"][0]["code"]["coding"][0]["code"] = result_code
+    assert parse(report)[0].accession == "SYN-ACC-1001"

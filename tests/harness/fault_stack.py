@@ -220,8 +220,10 @@ class FaultStack:
         self.ris = Ris()
         common = {"IG_KAFKA_BOOTSTRAP": self.broker.bootstrap, "DATABASE_URL": self.database_url,
                   "IG_APP_ID": "faults", **(env or {})}
+        # The suite sends over up to 40 lanes from one address: above the per-peer MLLP cap (32 by default).
         self.gateway = ServeProc("gateway", workdir, {**common, "IG_ROLE": "gateway",
-                                                      "IG_JOURNAL_DIR": str(workdir / "journal")})
+                                                      "IG_JOURNAL_DIR": str(workdir / "journal"),
+                                                      "IG_MLLP_MAX_CONNECTIONS_PER_PEER": "64"})
         self.consumers = [ServeProc(f"consumers{i}", workdir, {
             **common, "IG_ROLE": "consumers", "IG_MODEL_URL": model_url, "IG_DRAFT_MLLP_TARGET": self.ris.target})
             for i in range(consumers)]

@@ -64,11 +64,12 @@ def wait_ready(served: Served, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def serve(args: list[str], workdir: Path, *, env: dict[str, str] | None = None, timeout_s: float = 90.0) -> Iterator[Served]:
+def serve(args: list[str], workdir: Path, *, env: dict[str, str] | None = None, timeout_s: float = 90.0,
+          log_level: str = "info") -> Iterator[Served]:
     log_path = workdir / "serve.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "--log-level", "info", "serve", "--mllp-port", "0",
+            [sys.executable, "-m", "cli", "--log-level", log_level, "serve", "--mllp-port", "0",
              "--http-port", "0", *args],
             stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
             env={**os.environ, **(env or {})},

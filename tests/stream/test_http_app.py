@@ -1,5 +1,5 @@
 """The HTTP app over real HTTP semantics (httpx through the ASGI transport): FHIR intake answers,
-bearer auth, size limit, broker outage, health probes and the metrics text.
+bearer auth (fail closed, scopes, the legacy token), size limit, broker outage, health probes and the metrics text.
 
 The publisher is ``RecordingPublisher``, the fake kept beside the ``RawPublisher`` interface; the
 real broker path is covered by the end-to-end test.
@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
+import gateway.http as gateway_http
 from gateway.http import MAX_BODY_BYTES, RecordingPublisher, create_app
 from gateway.settings import GatewaySettings
 from schemas import event_id_for
@@ -24,6 +26,9 @@ from schemas.topics import CONTENT_TYPE_FHIR
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "fhir"
 FHIR = {"Content-Type": "application/fhir+json"}
 TOKEN = "t0ken-for-tests"
+READER = "reader-t0ken-for-tests"
+TOKENS = json.dumps([{"name": "ris", "scopes": ["intake"], "token": TOKEN},
+                     {"name": "viewer", "scopes": ["dashboard-read"], "token": READER}])
 
 
 class Probe:
@@ -37,10 +42,11 @@ class Probe:
         return dict(self.components)
 
 
-async def client_for(settings: GatewaySettings, publisher: RecordingPublisher, probe: Probe
+async def client_for(settings: GatewaySettings, publisher: RecordingPublisher, probe: Probe, token: str = ""
                      ) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(settings, publisher, probe))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers) as client:
         yield client
 
 
@@ -56,7 +62,7 @@ def probe() -> Probe:
 
 @pytest.fixture
 async def http(publisher: RecordingPublisher, probe: Probe) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in client_for(GatewaySettings(site="site-x"), publisher, probe):
+    async for client in client_for(GatewaySettings(site="site-x", auth_tokens=TOKENS), publisher, probe, TOKEN):
         yield client
 
 
@@ -131,26 +137,71 @@ async def test_other_media_types_are_415(http: httpx.AsyncClient, content_type: 
     assert response.status_code == 415 and issues(response)[0]["code"] == "not-supported"
 
 
-async def test_r4_version_parameter_is_accepted(http: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("version", ["4.0", "4.3"])  # R4 and R4B payloads are both accepted
+async def test_r4_and_r4b_version_parameters_are_accepted(http: httpx.AsyncClient, version: str) -> None:
     response = await http.post("/fhir/DiagnosticReport", content=body_of("dr_final.json"),
-                               headers={"Content-Type": "application/fhir+json; fhirVersion=4.0; charset=utf-8"})
+                               headers={"Content-Type": f"application/fhir+json; fhirVersion={version}; charset=utf-8"})
     assert response.status_code == 201
 
 
-async def test_bearer_token_is_required_when_configured(publisher: RecordingPublisher, probe: Probe) -> None:
-    settings = GatewaySettings(fhir_bearer_token=TOKEN)
+@pytest.mark.parametrize(("version", "named"), [("5.0", "FHIR R5 (5.0.0)"), ("3.0", "FHIR STU3 (3.0.2)"),
+                                                ("x", "no FHIR release it takes")])
+async def test_other_version_parameters_are_415_naming_the_release(http: httpx.AsyncClient, version: str,
+                                                                   named: str) -> None:
+    response = await http.post("/fhir/DiagnosticReport", content=body_of("dr_final.json"),
+                               headers={"Content-Type": f"application/fhir+json; fhirVersion={version}"})
+    assert response.status_code == 415
+    assert issues(response)[0]["diagnostics"] == (f"fhirVersion names {named}; this endpoint takes FHIR R4 (4.0) "
+                                                  "and R4B (4.3)")
+
+
+@pytest.mark.parametrize("settings", [GatewaySettings(auth_tokens=TOKENS), GatewaySettings(fhir_bearer_token=TOKEN)],
+                         ids=["named-tokens", "legacy-token"])
+async def test_intake_needs_a_token_with_the_intake_scope(settings: GatewaySettings, publisher: RecordingPublisher,
+                                                         probe: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A logger another test used after consumers.logs configured structlog is cached (cache_logger_on_first_use):
+    # a fresh one, so capture_logs sees what the app logs whatever ran before.
+    monkeypatch.setattr(gateway_http, "log", structlog.get_logger("gateway.http"))
     async for http in client_for(settings, publisher, probe):
         body = body_of("dr_final.json")
         missing = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR)
+        basic = await http.post("/fhir", content=body, headers=FHIR | {"Authorization": "Basic dXNlcjpwYXNz"})
         wrong = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR | {"Authorization": "Bearer nope"})
-        right = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR | {"Authorization": f"Bearer {TOKEN}"})
+        with structlog.testing.capture_logs() as logged:
+            right = await http.post("/fhir/DiagnosticReport", content=body,
+                                    headers=FHIR | {"Authorization": f"Bearer {TOKEN}"})
         health = await http.get("/health/live")
-    assert missing.status_code == wrong.status_code == 401
-    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="fhir"'
-    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
-    assert issues(missing)[0]["code"] == "login"
+    assert missing.status_code == basic.status_code == wrong.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == basic.headers["WWW-Authenticate"] == 'Bearer realm="fhir"'
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="fhir", error="invalid_token"'
+    assert issues(missing)[0]["code"] == issues(wrong)[0]["code"] == "login"
     assert right.status_code == 201 and health.status_code == 200
     assert len(publisher.records) == 1
+    accepted = next(line for line in logged if line["event"] == "fhir_accepted")
+    assert accepted["principal"] == ("ris" if settings.auth_tokens.get_secret_value() else "default")  # the name, never the value
+    assert TOKEN not in repr(logged)
+
+
+async def test_a_token_without_the_intake_scope_is_403_insufficient_scope(
+        publisher: RecordingPublisher, probe: Probe) -> None:
+    before = metric("ig_http_auth_total", scope="intake", outcome="insufficient_scope")
+    async for http in client_for(GatewaySettings(auth_tokens=TOKENS), publisher, probe, READER):
+        response = await http.post("/fhir/DiagnosticReport", content=body_of("dr_final.json"), headers=FHIR)
+    assert response.status_code == 403 and issues(response)[0]["code"] == "forbidden"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="fhir", error="insufficient_scope", scope="intake"'
+    assert publisher.records == []
+    assert metric("ig_http_auth_total", scope="intake", outcome="insufficient_scope") == before + 1
+
+
+async def test_with_no_credentials_configured_intake_fails_closed(publisher: RecordingPublisher, probe: Probe) -> None:
+    async for http in client_for(GatewaySettings(), publisher, probe, "any-token-at-all"):
+        refused = await http.post("/fhir/DiagnosticReport", content=body_of("dr_final.json"), headers=FHIR)
+        bundle = await http.post("/fhir", content=body_of("bundle_transaction_two_reports.json"), headers=FHIR)
+        live, metrics = await http.get("/health/live"), await http.get("/metrics")
+    assert refused.status_code == bundle.status_code == 401
+    assert issues(refused)[0]["code"] == "login" and refused.headers["WWW-Authenticate"].startswith('Bearer realm="fhir"')
+    assert publisher.records == []
+    assert live.status_code == metrics.status_code == 200  # probes and metrics stay open: no ids, no text
 
 
 async def test_bodies_over_5_mib_are_413(http: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
@@ -178,7 +229,9 @@ async def test_broker_down_is_503_transient(http: httpx.AsyncClient, publisher: 
 
 
 async def test_health_probes(http: httpx.AsyncClient, probe: Probe) -> None:
-    assert (await http.get("/health/live")).status_code == 200
+    live = await http.get("/health/live")
+    assert live.status_code == 200
+    assert "strict-transport-security" not in live.headers  # RFC 6797 §7.2: HSTS only over TLS (tests/stream/test_https.py)
     ready = await http.get("/health/ready")
     assert ready.status_code == 200 and ready.json() == {"status": "ready",
                                                          "components": {"broker": True, "consumers": True}}

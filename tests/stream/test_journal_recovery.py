@@ -159,12 +159,14 @@ async def test_the_fhir_intake_journals_before_its_201(broker: EmbeddedBroker, t
     async def ready() -> dict[str, bool]:
         return {"broker": True}
 
-    app = create_app(GatewaySettings(), JournaledPublisher(journal, publisher), ready)
+    app = create_app(GatewaySettings(fhir_bearer_token="journal-test-token"), JournaledPublisher(journal, publisher),
+                     ready)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
             body = FHIR_REPORT.read_bytes()
             response = await http.post("/fhir/DiagnosticReport", content=body,
-                                       headers={"Content-Type": "application/fhir+json"})
+                                       headers={"Content-Type": "application/fhir+json",
+                                                "Authorization": "Bearer journal-test-token"})
         assert response.status_code == 201, response.text
     finally:
         await publisher.stop()
@@ -176,3 +178,41 @@ async def test_the_fhir_intake_journals_before_its_201(broker: EmbeddedBroker, t
         assert keys_on(broker.bootstrap, "journal.fhir") == Counter({entry.record.key: 1})
     finally:
         again.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("watch_s", "topic_check_s", "sign"), [
+    ("0.5", "60", "topic_missing"),        # the watch sees reports.raw gone and makes it again
+    ("4", "0.2", "offsets_went_back"),     # the consumers' topic check made it again first: its offsets went back
+])
+async def test_a_broker_that_lost_its_records_gets_them_again_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      watch_s: str, topic_check_s: str,
+                                                                      sign: str) -> None:
+    """With the default grace period (300 s) the reconciler alone would wait five minutes; the topic watch publishes
+    every unsettled entry again as soon as the broker has reports.raw again, once each."""
+    for name in ("IG_MODEL_URL", "IG_ROLE", "IG_EMBEDDED", "DATABASE_URL", "IG_DATABASE_URL", "IG_JOURNAL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    first = EmbeddedBroker(tmp_path / "first").start()
+    env = {"IG_TOPIC_WATCH_S": watch_s, "IG_TOPIC_CHECK_S": topic_check_s}
+    try:
+        with serve(["--role", "gateway", "--kafka-bootstrap", first.bootstrap], tmp_path, env=env) as served:
+            messages = [with_control_id(f"LOST-{i}") for i in range(6)]
+            acks = await send(served.mllp_port, *messages)
+            assert [msa(a)[0] for a in acks] == ["AA"] * 6
+            time.sleep(float(watch_s) * 2 + 0.5)  # the watch has seen the topic's end offsets
+            first.stop()
+            second = EmbeddedBroker(tmp_path / "second", port=first.port).start()
+            try:
+                sender = normalise_hl7(messages[0], settings=GatewaySettings()).sender
+                wanted = Counter({f"{sender}|LOST-{i}".encode(): 1 for i in range(6)})
+                _wait_for(lambda: keys_on(second.bootstrap) == wanted, 30)
+                assert keys_on(second.bootstrap) == wanted
+                lines = served.log_lines()
+                assert {line.get("reason") for line in lines if line.get("event") == "broker_lost_records"} == {sign}
+                assert "journal_recovered" in {line.get("event") for line in lines}
+                [again] = await send(served.mllp_port, with_control_id("AFTER-1"))
+                assert msa(again) == ("AA", "AFTER-1")
+            finally:
+                second.stop()
+    finally:
+        first.stop()

@@ -324,3 +324,36 @@ async def test_the_pass_at_shutdown_compacts_what_is_settled_and_publishes_nothi
     done = await rec.reconcile(final=True)  # young entries: sealed anyway, the settled ones dropped
     assert (done.settled, done.kept, done.republished) == (2, 1, 0) and records.records == []
     assert [e.record.control_id for e in j.read(j.sealed())] == ["C1"]
+
+
+async def test_a_recovery_publishes_what_was_written_before_the_loss_at_once(scenario: Scenario) -> None:
+    """``TopicWatch`` saw the broker lose reports.raw: no waiting for the grace period, settled ones kept out, entries
+    written after the broker had the topic again left to the regular passes."""
+    j, records, settled, clock, rec = scenario()
+    written = await _fill(j, clock, 3)
+    settled.ids = {written[1].event_ids[0]}
+    clock.now += 1
+    lost_before = clock.now
+    clock.now += 1
+    await j.append(entry(9, clock.now))
+    done = await rec.recover(lost_before, retry_s=0)
+    assert [r.control_id for r in records.records] == ["C0", "C2"] and done.failed == 0
+    assert done.kept == 3  # C0 and C2 (attempted once) and C9, which waits its grace period
+
+
+async def test_a_recovery_retries_until_the_broker_takes_everything(scenario: Scenario) -> None:
+    j, records, _, clock, rec = scenario()
+    await _fill(j, clock, 2)
+    records.unavailable = True
+    passes = 0
+    original = rec.reconcile
+
+    async def counting(**kwargs: float) -> object:
+        nonlocal passes
+        passes += 1
+        records.unavailable = passes < 3  # the broker, just back, refuses the first two passes
+        return await original(**kwargs)  # type: ignore[arg-type]
+
+    rec.reconcile = counting  # type: ignore[method-assign,assignment]
+    done = await rec.recover(clock.now + 1, retry_s=0)
+    assert passes == 3 and done.republished == 2 and len(records.records) == 2

@@ -1,4 +1,4 @@
-"""The retrieval drafter (model/inference/retrieval.py) on the synthetic corpus, and the fallback (model/inference/fallback.py)."""
+"""The retrieval drafter (model/inference/retrieval*.py) on the synthetic and realistic corpora, and the fallback."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections import Counter
 import pytest
 from rouge_score.rouge_scorer import RougeScorer
 
-from model.demo import synthetic
+from model.demo import realistic, synthetic
 from model.inference.fallback import FallbackDrafter
 from model.inference.port import FakeDrafter
-from model.inference.retrieval import ADAPTER_NAME, MODEL_NAME, RetrievalDrafter
+from model.inference.retrieval import ADAPTER_NAME, DEFAULT_THRESHOLD, MODEL_NAME, RetrievalDrafter
+from model.inference.retrieval_consensus import agreement
 from schemas import Drafter, EditRecord, RetryLater
 
 ENGLISH_ROUTES = [route for route in synthetic.routes() if route != "ct_head_zh"]
@@ -34,20 +35,26 @@ async def test_rouge_l_clearly_above_a_constant_impression(indexed: RetrievalDra
     scorer = RougeScorer(["rougeL"])
     held_out = synthetic.generate(route, 60, seed=1)
     constant = Counter(item.impression for item in synthetic.generate(route, 400, seed=0)).most_common(1)[0][0]
-    drafts = [await indexed.draft(synthetic.as_request(item, i)) for i, item in enumerate(held_out)]
-    retrieval = statistics.mean(scorer.score(i.impression, d.text)["rougeL"].fmeasure for i, d in zip(held_out, drafts, strict=True))
+    drafted = []
+    for i, item in enumerate(held_out):
+        try:
+            drafted.append((item, await indexed.draft(synthetic.as_request(item, i))))
+        except RetryLater:  # below the calibrated floor (about 1 in 100 of a route's own reports): no draft
+            pass
+    assert len(drafted) >= len(held_out) - 3
+    retrieval = statistics.mean(scorer.score(i.impression, d.text)["rougeL"].fmeasure for i, d in drafted)
     baseline = statistics.mean(scorer.score(i.impression, constant)["rougeL"].fmeasure for i in held_out)
     assert retrieval > baseline + 0.25 and retrieval > 0.65, (retrieval, baseline)
-    draft = drafts[0]
+    draft = drafted[0][1]
     assert (draft.drafter, draft.adapter_name, draft.model, draft.prompt_version) == (Drafter.RETRIEVAL, ADAPTER_NAME, MODEL_NAME, "")
     assert draft.adapter_version == "n400" and draft.latency_ms > 0 and draft.route == route
 
 
-def test_reranking_prefers_the_impression_the_findings_support() -> None:
+def test_support_re_ranks_near_ties_in_wording() -> None:
     findings = "There is a 12 mm solid nodule in the left lower lobe. No pleural effusion. No pneumothorax."
     background = _records(synthetic.generate("ct_chest", 400, seed=0))  # realistic IDF weights
     rankings = []
-    for support_weight in (0.0, 0.5):
+    for support_weight in (0.0, 1.0):
         drafter = RetrievalDrafter(support_weight=support_weight)
         drafter.index_from(background)
         # Slightly more similar in wording, but with a right-sided effusion this patient does not have.
@@ -56,11 +63,29 @@ def test_reranking_prefers_the_impression_the_findings_support() -> None:
         drafter.add("ct_chest", "There is a 12 mm solid nodule in the left lower lobe. The lungs are clear without consolidation. "
                     "No pneumothorax.", "1. 12 mm solid nodule in the left lower lobe.", record_id="supported")
         rankings.append(drafter.candidates("ct_chest", findings))
-    by_similarity, reranked = rankings
-    assert [c.neighbour.record_id for c in by_similarity[:2]] == ["other-patient", "supported"]
-    assert [c.neighbour.record_id for c in reranked[:2]] == ["supported", "other-patient"]
-    assert reranked[0].support == 1.0 and reranked[1].support is not None and reranked[1].support < 1.0
-    assert reranked[1].neighbour.similarity - reranked[0].neighbour.similarity < 0.1  # only slightly more similar
+    by_consensus, by_support = rankings
+    assert all(c.score == c.consensus for c in by_consensus if c.score >= 0)  # weight 0: the vote alone
+    order = [c.neighbour.record_id for c in by_support]
+    supported, other = by_support[0], by_support[order.index("other-patient")]
+    assert order[0] == "supported" and supported.support == 1.0
+    assert other.support is not None and other.support < 1.0 and other.score < supported.score
+    assert 0 < other.neighbour.similarity - supported.neighbour.similarity < 0.1  # only slightly more similar
+
+
+def test_consensus_picks_the_impression_the_near_neighbours_agree_on() -> None:
+    """The nearest report alone is one radiologist's odd wording; the others about as similar outvote it."""
+    drafter = RetrievalDrafter(support_weight=0.0, threshold=0.1, margin=0.2)
+    findings = "heart normal lungs clear no effusion no pneumothorax bones intact"
+    drafter.add("r", findings, "1. Unremarkable radiograph of the thorax for age.", record_id="odd")
+    for k, extra in enumerate(["today", "again", "overall", "otherwise", "stable"]):
+        drafter.add("r", f"{findings} {extra}", "1. No acute cardiopulmonary abnormality.", record_id=f"usual-{k}")
+    ranked = drafter.candidates("r", findings)
+    assert ranked[0].neighbour.impression == "1. No acute cardiopulmonary abnormality."
+    nearest = max(ranked, key=lambda c: c.neighbour.similarity)
+    assert nearest.neighbour.record_id == "odd" and ranked[0].neighbour.similarity < nearest.neighbour.similarity
+    assert nearest.consensus is not None and ranked[0].consensus is not None and ranked[0].consensus > nearest.consensus
+    assert agreement("1. No acute abnormality.", "- no acute abnormality") == 1.0  # list style and case are style
+    assert agreement("No acute abnormality.", "Small effusion.") == 0.0
 
 
 def test_an_injected_support_scorer_decides_and_none_means_cannot_tell() -> None:
@@ -70,14 +95,14 @@ def test_an_injected_support_scorer_decides_and_none_means_cannot_tell() -> None
         calls.append((findings, impression))
         return None if impression == "C" else 1.0 if impression == "B" else 0.0
 
-    drafter = RetrievalDrafter(support=support, margin=1.0, threshold=0.1)
+    drafter = RetrievalDrafter(support=support, support_weight=1.0, margin=1.0, threshold=0.1)
     drafter.add("r", "alpha beta gamma delta", "A", record_id="a")
     drafter.add("r", "alpha beta gamma epsilon", "B", record_id="b")
     drafter.add("r", "alpha beta zeta eta", "C", record_id="c")
     ranked = drafter.candidates("r", "alpha beta gamma delta")
     assert [c.neighbour.impression for c in ranked][0] == "B"
     unknown = next(c for c in ranked if c.neighbour.impression == "C")
-    assert unknown.support is None and unknown.score == unknown.neighbour.similarity  # cannot tell: similarity alone
+    assert unknown.support is None and unknown.score == unknown.consensus  # cannot tell: the vote alone
     assert len(calls) == 3 and all(findings == "alpha beta gamma delta" for findings, _ in calls)
 
 
@@ -153,3 +178,84 @@ async def test_fallback_uses_retrieval_when_the_worker_is_down_and_the_llm_when_
     assert isinstance(no_cooldown.primary, FakeDrafter) and len(no_cooldown.primary.requests) == 2
     await down.aclose()
     assert down_llm.closed
+
+
+def _realistic_records(route: str, n: int, *, seed: int, department_seed: int = 0, prefix: str = "r") -> list[EditRecord]:
+    items = realistic.generate(route, n, seed=seed, department_seed=department_seed)
+    return [EditRecord(record_id=f"{prefix}-{i}", accession=f"ACC-{prefix}-{i}", event_id=f"ev-{prefix}-{i}", route=route,
+                       findings=item.findings, final=item.impression) for i, item in enumerate(items)]
+
+
+def test_the_threshold_is_calibrated_from_the_index_and_follows_it() -> None:
+    drafter = RetrievalDrafter()
+    drafter.index_from(_realistic_records("xr_chest", 20, seed=1))
+    small = drafter.calibration("xr_chest")
+    assert small is not None and small.sample == 0 and small.threshold == DEFAULT_THRESHOLD  # too few to tell
+    drafter.index_from(_realistic_records("xr_chest", 400, seed=2, prefix="a"))
+    first = drafter.calibration("xr_chest")
+    assert first is not None and first.rows == 420 and first.sample == 400
+    assert first.agreement_floor is not None and first.similarity_floor is not None and first.chance is not None
+    assert first.threshold == max(first.agreement_floor, first.similarity_floor)  # inside the bounds here
+    assert 0.3 < first.threshold < 0.9 and drafter.threshold_for("xr_chest") == first.threshold
+    for i, item in enumerate(realistic.generate("xr_chest", 10, seed=3)):  # under REFIT_SHARE: kept
+        drafter.add("xr_chest", item.findings, item.impression, record_id=f"b-{i}")
+    assert drafter.calibration("xr_chest") is first
+    # Another department's radiologists (other phrasing) join: the index changed, so does its threshold.
+    drafter.index_from(_realistic_records("xr_chest", 400, seed=4, department_seed=5, prefix="c"))
+    second = drafter.calibration("xr_chest")
+    assert second is not None and second.rows == 830 and second.threshold != first.threshold
+    assert drafter.threshold_for("nowhere") == DEFAULT_THRESHOLD and drafter.calibration("nowhere") is None
+
+
+def test_a_more_uniform_index_demands_more_similarity_and_a_set_threshold_overrides() -> None:
+    templated, varied = RetrievalDrafter(), RetrievalDrafter()
+    templated.index_from(_records(synthetic.generate("xr_chest", 400, seed=0)))
+    varied.index_from(_realistic_records("xr_chest", 400, seed=1))
+    assert templated.threshold_for("xr_chest") > varied.threshold_for("xr_chest")
+    fixed = RetrievalDrafter(threshold=0.2)
+    fixed.index_from(_realistic_records("xr_chest", 400, seed=1))
+    assert fixed.threshold_for("xr_chest") == 0.2
+    with pytest.raises(ValueError):
+        RetrievalDrafter(threshold=1.5)
+
+
+async def test_leave_one_out_excludes_the_report_itself_and_other_routes_stay_undrafted() -> None:
+    drafter = RetrievalDrafter()
+    rows = _realistic_records("xr_chest", 300, seed=1)
+    drafter.index_from(rows)
+    index = drafter._index("xr_chest")
+    for row in rows[:20]:
+        assert row.record_id not in {n.record_id for n in index.nearest(row.findings, 5, exclude=row.record_id)}
+        assert index.nearest(row.findings, 1)[0].similarity >= index.nearest(row.findings, 1, exclude=row.record_id)[0].similarity
+    assert len(index.sample(50)) == 50 and len({r[0] for r in index.sample(50)}) == 50
+    for route in ("mr_head", "us_abdomen", "pet_ct"):  # findings of another body part against chest radiographs
+        request = synthetic.as_request(synthetic.generate(route, 1, seed=2)[0], 1)
+        chest = request.model_copy(update={"route": request.route.model_copy(update={"name": "xr_chest"})})
+        with pytest.raises(RetryLater):
+            await drafter.draft(chest)
+
+
+def test_on_realistic_reports_it_beats_plain_tfidf_1nn_on_rouge_l_with_fcr_at_least_as_high() -> None:
+    """1,200 indexed / 300 held out, by radiologists (department 21) the defaults were not chosen on. The margin held
+    on each of ten such departments at this size (bench/retrieval.py prints the figures at 2,600 / 650)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from ops.metrics import Pair, aggregate, factual_consistency, score_pairs
+
+    index = realistic.generate("xr_chest", 1200, seed=1, department_seed=21)
+    held_out = realistic.generate("xr_chest", 300, seed=2, department_seed=21)
+    vectorizer = TfidfVectorizer()
+    matrix = vectorizer.fit_transform([item.findings for item in index])
+    nearest = (vectorizer.transform([item.findings for item in held_out]) @ matrix.T).toarray().argmax(axis=1)
+    drafter = RetrievalDrafter(support=lambda findings, impression: factual_consistency(impression, findings))
+    for i, item in enumerate(index):
+        drafter.add("xr_chest", item.findings, item.impression, record_id=f"i-{i}")
+    ours, theirs = [], []
+    for item, best in zip(held_out, nearest, strict=True):
+        ranked = drafter.candidates("xr_chest", item.findings)
+        if ranked:  # compared on the reports the drafter drafts
+            ours.append(Pair(ranked[0].neighbour.impression, item.impression, item.findings, "en"))
+            theirs.append(Pair(index[int(best)].impression, item.impression, item.findings, "en"))
+    assert len(ours) >= 0.97 * len(held_out)
+    drafted, baseline = aggregate(score_pairs(ours)), aggregate(score_pairs(theirs))
+    assert drafted["rougeL"] > baseline["rougeL"] and drafted["fcr"] >= baseline["fcr"], (drafted, baseline)

@@ -19,13 +19,14 @@ from cli.args import env_names
 from cli.main import build_parser
 from cli.serve import config_from_args
 from consumers.settings import ConsumerSettings
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, KafkaSecurity
 from model.settings import ModelSettings, WorkerSettings
-from ops.settings import DriftSettings, OpsSettings, RetrainSettings
+from ops.settings import DriftSettings, MetricsSettings, OpsSettings, RetrainSettings, ShadowSettings
 from tests.conftest import REPO
 
-SETTINGS: tuple[type[BaseSettings], ...] = (GatewaySettings, ConsumerSettings, ModelSettings, WorkerSettings,
-                                            DriftSettings, RetrainSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (GatewaySettings, KafkaSecurity, ConsumerSettings, ModelSettings,
+                                            WorkerSettings, DriftSettings, RetrainSettings, MetricsSettings,
+                                            ShadowSettings)
 COMMANDS = (("serve",), ("model", "serve"), ("retrain",))
 
 

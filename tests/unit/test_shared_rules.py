@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import bearer_challenge
+from gateway.auth import Credentials, Refusal, Token, digest
 from gateway.hl7 import normalise_hl7, peek_msh
 from gateway.hl7.tables import ACCEPTED_MESSAGES
 from gateway.ingest import check_structure
@@ -36,7 +36,7 @@ async def test_the_fake_drafter_answers_or_is_down_like_a_worker() -> None:
 @pytest.mark.parametrize(
     ("authorization", "token", "challenge"),
     [
-        ("", "", None),  # no token configured: open
+        ("", "", 'Bearer realm="fhir"'),  # no token configured: closed (issue 12)
         ("Bearer s3cret", "s3cret", None),
         ("bearer  s3cret ", "s3cret", None),  # RFC 9110 §11.1: auth-schemes are case-insensitive
         ("", "s3cret", 'Bearer realm="fhir"'),  # §3.1: no credentials, no error code
@@ -46,7 +46,9 @@ async def test_the_fake_drafter_answers_or_is_down_like_a_worker() -> None:
     ],
 )
 def test_one_bearer_check(authorization: str, token: str, challenge: str | None) -> None:
-    assert bearer_challenge(authorization, token, "fhir") == challenge
+    decided = Credentials([Token("t", frozenset({"intake"}), (digest(token),))] if token else []).decide(
+        authorization, "intake", "fhir")
+    assert (decided.challenge if isinstance(decided, Refusal) else None) == challenge
 
 
 def _message(msh_9: str) -> bytes:

@@ -56,7 +56,7 @@ class Lexicon:
             for surface, term in _entries(path):
                 _add(terms, tuple(tokenize(surface, "zh")), term, f"{path.name}: {surface!r}")
         for key, term in list(terms.items()):  # plurals after all explicit forms, never overriding
-            if term.kind in ("finding", "anatomy") and key[-1].isascii():
+            if term.kind in ENTITY_KINDS and key[-1].isascii():
                 for plural in _plurals(key[-1]):
                     terms.setdefault((*key[:-1], plural), term)
         lengths: dict[str, set[int]] = {}
