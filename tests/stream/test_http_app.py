@@ -7,8 +7,10 @@ real broker path is covered by the end-to-end test.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,19 +157,35 @@ async def test_other_version_parameters_are_415_naming_the_release(http: httpx.A
                                                   "and R4B (4.3)")
 
 
+@contextlib.contextmanager
+def captured_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """What gateway.http logs inside the block, whatever configured structlog before.
+
+    structlog.testing.capture_logs swaps the processors only: a logger cached earlier under
+    consumers.logs.configure (cache_logger_on_first_use, a level filter from IG_LOG_LEVEL) keeps its
+    filter and drops info lines. Here the whole configuration is swapped and the module's logger made
+    anew, and both are put back after."""
+    capture = structlog.testing.LogCapture()
+    before = structlog.get_config()
+    structlog.configure(processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+                        cache_logger_on_first_use=False)
+    monkeypatch.setattr(gateway_http, "log", structlog.get_logger("gateway.http"))
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**before)
+
+
 @pytest.mark.parametrize("settings", [GatewaySettings(auth_tokens=TOKENS), GatewaySettings(fhir_bearer_token=TOKEN)],
                          ids=["named-tokens", "legacy-token"])
 async def test_intake_needs_a_token_with_the_intake_scope(settings: GatewaySettings, publisher: RecordingPublisher,
                                                          probe: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A logger another test used after consumers.logs configured structlog is cached (cache_logger_on_first_use):
-    # a fresh one, so capture_logs sees what the app logs whatever ran before.
-    monkeypatch.setattr(gateway_http, "log", structlog.get_logger("gateway.http"))
     async for http in client_for(settings, publisher, probe):
         body = body_of("dr_final.json")
         missing = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR)
         basic = await http.post("/fhir", content=body, headers=FHIR | {"Authorization": "Basic dXNlcjpwYXNz"})
         wrong = await http.post("/fhir/DiagnosticReport", content=body, headers=FHIR | {"Authorization": "Bearer nope"})
-        with structlog.testing.capture_logs() as logged:
+        with captured_logs(monkeypatch) as logged:
             right = await http.post("/fhir/DiagnosticReport", content=body,
                                     headers=FHIR | {"Authorization": f"Bearer {TOKEN}"})
         health = await http.get("/health/live")
