@@ -133,7 +133,8 @@ def _check_media_type(request: Request) -> None:
 async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     too_large = _Refused(413, "too-long", f"request body exceeds {limit} bytes")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # RFC 9110 §8.6: Content-Length = 1*DIGIT, ASCII digits only ("²".isdigit() is true and int() refuses it).
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     body = bytearray()
     async for chunk in request.stream():

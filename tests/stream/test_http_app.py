@@ -306,3 +306,11 @@ async def test_a_laboratory_report_is_422_saying_it_is_not_radiology(
     assert issues(response)[0]["expression"] == ["DiagnosticReport.category[0]"]
     assert "not an imaging service" in issues(response)[0]["diagnostics"]
     assert publisher.records == []
+
+
+async def test_a_content_length_of_non_ascii_digits_is_not_a_500(http: httpx.AsyncClient,
+                                                                  publisher: RecordingPublisher) -> None:
+    # "²" (latin-1 0xB2) passes str.isdigit() and int() refuses it: the declared length is ignored, the body read.
+    response = await http.post("/fhir/DiagnosticReport", content=body_of("dr_final.json"),
+                               headers=FHIR | {"Content-Length": b"\xb2"})
+    assert response.status_code < 500
