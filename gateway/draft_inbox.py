@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 from gateway.hl7 import build_ack, peek_msh
 from gateway.mllp import FrameReader, frame
@@ -25,11 +26,15 @@ class DraftInbox:
         self.port = 0
         self._host = "127.0.0.1"
         self._server: asyncio.Server | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> DraftInbox:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl_context: ssl.SSLContext | None = None) -> DraftInbox:
+        """Listens on ``host:port`` (0: a free port), over TLS when ``ssl_context`` is given (kept for ``reopen``)."""
         self._host = host
-        self._server = await asyncio.start_server(self._serve, host, port or self.port)
+        self._ssl = ssl_context or self._ssl
+        self._server = await asyncio.start_server(self._serve, host, port or self.port, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -62,7 +67,7 @@ class DraftInbox:
                 for kind, payload in deframer.feed(data):
                     writer.write(frame(self.oversized(payload) if kind == "oversized" else self.handle(payload)))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             self._writers.discard(writer)

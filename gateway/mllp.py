@@ -260,6 +260,16 @@ def ack_code(ack: bytes) -> str:
     return ""
 
 
+def client_ssl_context(ca: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """TLS to an MLLP peer (the draft target): its certificate verified against ``ca`` (else the system trust store)
+    and its host name checked; ``cert``/``key``: our client certificate, for a peer that requires mutual TLS."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
 class MllpClient:
     """Sends one message per call on a kept-open connection and returns the peer's ACK bytes."""
 

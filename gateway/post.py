@@ -9,6 +9,7 @@ another 4xx → ``Reject``; a signed report there → ``Skip``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import Sequence
 
@@ -17,9 +18,10 @@ import structlog
 
 from gateway.fhir.outbound import post_draft_fhir, replace_draft_fhir, withdraw_draft_fhir
 from gateway.hl7.outbound import WITHDRAWN_OBX_11, build_draft_oru, build_withdrawal_oru
-from gateway.mllp import MllpClient, MllpTarget, ack_code
+from gateway.mllp import MllpClient, MllpTarget, ack_code, client_ssl_context
 from gateway.settings import GatewaySettings
 from schemas import DraftImpression, GatewayError, PostResult, Reject, ReportStatus, RetryLater, Skip
+from schemas.network import is_loopback
 
 log = structlog.get_logger("gateway.post")
 # HL7 v2.5.1 §2.9.2 and table 0008: AR "application reject" (CR "commit reject", enhanced mode) refuses the message as
@@ -30,14 +32,24 @@ ACCEPTED = frozenset({"AA", "CA"})
 REFUSED = frozenset({"AR", "CR"})
 
 
+def _mllp_client(settings: GatewaySettings) -> MllpClient:
+    """The draft target's client: over TLS when asked (no fallback to clear text when the handshake fails: the send
+    fails and is retried); a warning when drafts would leave this host in clear."""
+    target = MllpTarget.parse(settings.draft_mllp_target)
+    tls: ssl.SSLContext | None = None
+    if settings.draft_mllp_tls or settings.draft_mllp_tls_ca or settings.draft_mllp_tls_cert:
+        tls = client_ssl_context(settings.draft_mllp_tls_ca, settings.draft_mllp_tls_cert, settings.draft_mllp_tls_key)
+    elif not is_loopback(target.host):
+        log.warning("draft_mllp_plaintext", target=settings.draft_mllp_target,
+                    reason="drafts carry report text; set IG_DRAFT_MLLP_TLS (README \"MLLP security\")")
+    return MllpClient(target, timeout_s=settings.draft_mllp_timeout_s, ssl_context=tls)
+
+
 class DraftPoster:
     def __init__(self, settings: GatewaySettings, *, backoff_s: float = 0.1):
         self._settings = settings
         self._backoff_s = backoff_s
-        self._mllp = (
-            MllpClient(MllpTarget.parse(settings.draft_mllp_target), timeout_s=settings.draft_mllp_timeout_s)
-            if settings.draft_mllp_target else None
-        )
+        self._mllp = _mllp_client(settings) if settings.draft_mllp_target else None
         self._http = httpx.AsyncClient(timeout=settings.fhir_server_timeout_s) if settings.fhir_server_url else None
 
     @property

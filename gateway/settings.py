@@ -95,6 +95,12 @@ class GatewaySettings(BaseSettings):
     # Outbound drafts.
     draft_mllp_target: str = Field("", description="HOST:PORT of the RIS/reporting system receiving ORU^R01 drafts")
     draft_mllp_timeout_s: float = 10.0
+    # Outbound TLS (README "MLLP security"): a draft carries report text, so off loopback it should not travel in clear.
+    draft_mllp_tls: bool = Field(False, description="TLS to the draft target; implied by draft_mllp_tls_ca/_cert")
+    draft_mllp_tls_ca: Path | None = Field(None, description="CA that signed the draft target's certificate "
+                                                             "(unset: the system trust store)")
+    draft_mllp_tls_cert: Path | None = Field(None, description="our client certificate, for a target requiring mTLS")
+    draft_mllp_tls_key: Path | None = Field(None, description="the client certificate's private key")
     draft_mllp_retries: int = 5
     fhir_server_url: str = Field("", description="FHIR R4 base URL receiving preliminary DiagnosticReports")
     fhir_server_token: str = ""
