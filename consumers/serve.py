@@ -23,7 +23,7 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.contrib.asgi import faust_app_running
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.engine import make_url
 
 from consumers.app import build_app, flow_topics
@@ -51,7 +51,7 @@ from ops.metrics import factual_consistency
 from ops.route_modes import shadow_drafts
 from ops.settings import OpsSettings
 from ops.shadow import RouteModes, evaluate_every
-from ops.store import Store, drafts, edit_records
+from ops.store import Store, drafts, edit_records, withdrawals
 
 log = structlog.get_logger("consumers.serve")
 
@@ -155,10 +155,15 @@ def open_store(url: str) -> Store:
 
 def settled_in(store: Store) -> Settled:
     """The intake journal's settled check (read-only): the event ids whose final was captured, or whose draft
-    has its delivery rows claimed, or whose draft its shadow route held back (ops/shadow.py: nothing more to do). A
-    stored draft alone is not enough: its ``drafts.generated`` record may be what a broker lost. (With no draft
-    destination at all, a draft counts once it is marked posted.)"""
+    has its delivery rows claimed, or whose draft the post stage will never post whatever happens again: its shadow
+    route held it back (ops/shadow.py), its route's consistency policy withheld it, or its study was signed or
+    withdrawn since (consumers/post.py ``refused``). A stored draft alone is not enough: its ``drafts.generated``
+    record may be what a broker lost. (With no draft destination at all, a draft counts once it is marked posted.)"""
     drafted = delivery_rows.c.draft_event_id
+    done_with = or_(drafts.c.posted_at.is_not(None),  # posted (or no destination to post to)
+                    drafts.c.body.contains('"action":"withheld"'),  # the stored draft's ConsistencyCheck.action
+                    exists().where(edit_records.c.accession == drafts.c.accession),
+                    exists().where(withdrawals.c.accession == drafts.c.accession))
 
     def settled(event_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -167,8 +172,7 @@ def settled_in(store: Store) -> Settled:
                 chunk = list(event_ids[start:start + 500])
                 for column in (drafted, edit_records.c.event_id, shadow_drafts.c.event_id):
                     found.update(conn.scalars(select(column).where(column.in_(chunk))))
-                found.update(conn.scalars(select(drafts.c.event_id).where(  # posted (or no destination to post to)
-                    drafts.c.event_id.in_(chunk), drafts.c.posted_at.is_not(None))))
+                found.update(conn.scalars(select(drafts.c.event_id).where(drafts.c.event_id.in_(chunk), done_with)))
         return found
 
     return settled

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import hl7
 
+from consumers.serve import settled_in
 from gateway.draft_inbox import DraftInbox
 from ops.delivery import HL7V2, control_id_for, delivery_key
 from schemas import ReportStatus
@@ -143,6 +144,22 @@ async def test_a_hanging_fhir_server_never_holds_back_mllp(inbox: DraftInbox, tm
     finally:
         await close_flow(flow)
         black_hole.close()
+
+
+async def test_a_draft_of_a_study_signed_before_its_post_is_settled_for_the_intake_journal(
+        inbox: DraftInbox, tmp_path: Path) -> None:
+    flow = make_flow(tmp_path, mllp_port=inbox.port)
+    try:
+        event = study(2)
+        flow.store.save_draft(draft_of(event))
+        assert settled_in(flow.store)([event.event_id]) == set()  # stored alone: its drafts.generated may be lost
+        final = event.model_copy(update={"event_id": "ev-2-F", "message_control_id": "MSG2F",
+                                         "status": ReportStatus.FINAL})
+        await flow.capture(final.model_dump_json().encode())
+        # The post stage would refuse it now (already signed): nothing more to do, so no republish of its report.
+        assert settled_in(flow.store)([event.event_id, final.event_id]) == {event.event_id, final.event_id}
+    finally:
+        await close_flow(flow)
 
 
 async def test_a_study_signed_meanwhile_is_not_posted(inbox: DraftInbox, tmp_path: Path) -> None:

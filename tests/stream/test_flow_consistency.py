@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from consumers.flow import Flow
 from consumers.post import WITHHELD
+from consumers.serve import settled_in
 from consumers.settings import ConsumerSettings
 from gateway.draft_inbox import DraftInbox
 from gateway.hl7 import normalise_hl7
@@ -108,6 +109,8 @@ async def test_withhold_posts_nothing_and_the_final_is_still_compared(flow_for: 
     assert draft.withheld and inbox.received == []
     [result] = [PostResult.model_validate_json(v) for v in sent(flow, topics.DRAFTS_POSTED.name)]
     assert result.skipped_reason == WITHHELD and not result.hl7_ack
+    # Nothing more will happen to it: the intake journal counts it settled (no republish of its report).
+    assert settled_in(flow.store)([event.event_id]) == {event.event_id}
     final = event.model_copy(update={"event_id": f"{event.event_id}-F", "message_control_id": "F", "impression": RIGHT,
                                      "status": ReportStatus.FINAL,
                                      "received_at": event.received_at + timedelta(minutes=30)})
