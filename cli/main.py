@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cli import adapters, certs, demo, drift, export, metrics, model, replay, retrain, routes, serve
+from cli import adapters, certs, db, demo, drift, export, metrics, model, replay, retrain, routes, serve
 from cli.args import refuse
 from consumers import logs
+from ops.migrations import StoreDamaged, StoreTooNew
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_normalize)
     # In the order of the flow: the edge and its consumers, the model, the offline jobs.
     serve.register(sub)
+    db.register(sub)  # the store's schema (ops/migrations)
     routes.register(sub)
     certs.register(sub)
     demo.register(sub)
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # a setting (option or environment variable) out of range: no traceback
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return refuse(f"invalid setting: {problems}")
+    except (StoreTooNew, StoreDamaged) as exc:  # fail closed, one line and no traceback (README "Store migrations")
+        return refuse(str(exc))
 
 
 if __name__ == "__main__":

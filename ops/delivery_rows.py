@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -57,6 +58,7 @@ deliveries = Table(
     Column("last_error", Text, default=""),
     Column("body", Text, nullable=False),
     UniqueConstraint("key", "destination", name="uq_delivery_key_destination"),
+    Index("ix_deliveries_due", "destination", "state", "next_at"),  # each lane's poll (migration 0002)
 )
 
 OPEN = ("pending", "sending")

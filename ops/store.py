@@ -3,7 +3,7 @@
 Input: ``ReportEvent``, ``DraftImpression`` and ``EditRecord`` contracts. Output: rows, and the contracts read back.
 Failure modes: the database is unreachable → ``RetryLater`` (the stage backs off; Kafka keeps the event); every write
 is idempotent by event id (a delivery by its key and destination), so a redelivered record never duplicates a row.
-The full contract is kept as JSON beside the indexed columns: history never needs a migration. Details: ops/README.md.
+The full contract is kept as JSON beside the indexed columns; the schema changes by migration only (ops/migrations/).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ops.delivery_rows import DeliveryRows
 from ops.delivery_rows import metadata as delivery_metadata
+from ops.migrations import ensure_head
 from ops.route_modes import RouteModeRows
 from ops.route_modes import metadata as mode_metadata
 from schemas import DraftImpression, EditRecord, ReportEvent, RetryLater
@@ -138,12 +139,10 @@ class Store(DeliveryRows, RouteModeRows):
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
     def create(self) -> Store:
-        try:
-            metadata.create_all(self.engine)
-            delivery_metadata.create_all(self.engine)
-            mode_metadata.create_all(self.engine)  # route modes, their audit, shadow drafts (ops/route_modes.py)
-        except OperationalError as exc:
-            raise RetryLater("store_unavailable", f"cannot reach the store: {type(exc).__name__}") from exc
+        """The store at this gateway's schema head: migrated first when it is behind (under a lock, so processes
+        starting at once migrate it once), refused when a newer gateway migrated it (ops/migrations/run.py)."""
+        tables = {*metadata.tables, *delivery_metadata.tables, *mode_metadata.tables}
+        ensure_head(self.engine, tables)
         return self
 
     def _write(self, stmt: Any) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from model.worker.vllm import find_free_port
 
 
@@ -45,3 +47,10 @@ def postgres_server() -> Iterator[str]:
     finally:
         subprocess.run(_as_owner([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def empty_database(engine: Engine) -> None:
+    """Every table dropped, the store's ``alembic_version`` with them: the next ``Store.create()`` starts from empty."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")

@@ -21,7 +21,7 @@ from ops.capture import (
 )
 from ops.store import Store
 from schemas import DraftImpression, ReportEvent, ReportStatus, Source
-from tests.harness.postgres_server import postgres_server
+from tests.harness.postgres_server import empty_database, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened = Store(url).create()
     yield opened
     if request.param == "postgresql":
-        from ops.store import metadata
-
-        metadata.drop_all(opened.engine)
+        empty_database(opened.engine)
     opened.close()
 
 

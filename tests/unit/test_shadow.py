@@ -16,11 +16,8 @@ from cli.main import main as cli_main
 from model.inference.promotion import Promotion, RouteMode
 from model.inference.routing import RoutingTable
 from ops.capture import capture_final
-from ops.delivery_rows import metadata as delivery_metadata
-from ops.route_modes import metadata as mode_metadata
 from ops.shadow import RouteModes, evidence
 from ops.store import Store
-from ops.store import metadata as store_metadata
 from schemas import (
     BodySystem,
     ConsistencyCheck,
@@ -32,7 +29,7 @@ from schemas import (
     ReportStatus,
     Source,
 )
-from tests.harness.postgres_server import postgres_server
+from tests.harness.postgres_server import empty_database, postgres_server
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 FINDINGS = "Small left pleural effusion. No pneumothorax."
@@ -77,8 +74,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened = Store(url).create()
     yield opened
     if request.param == "postgresql":
-        for tables in (store_metadata, mode_metadata, delivery_metadata):
-            tables.drop_all(opened.engine)
+        empty_database(opened.engine)
     opened.close()
 
 

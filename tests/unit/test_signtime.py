@@ -16,16 +16,13 @@ from gateway.auth import HttpAuth
 from gateway.http import RecordingPublisher, create_app
 from gateway.settings import GatewaySettings
 from ops.capture import capture_final
-from ops.delivery_rows import metadata as delivery_metadata
 from ops.drift.render import render
 from ops.drift.report import build_report
 from ops.drift.signtime import signings, time_to_sign
 from ops.drift.web import dashboard_router
-from ops.route_modes import metadata as mode_metadata
 from ops.store import Store
-from ops.store import metadata as store_metadata
 from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
-from tests.harness.postgres_server import postgres_server
+from tests.harness.postgres_server import empty_database, postgres_server
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 FINDINGS = "Small left pleural effusion."
@@ -84,8 +81,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         update={"route": "ct_chest", "captured_at": T0 + timedelta(hours=3)}))
     yield store
     if request.param == "postgresql":
-        for tables in (store_metadata, mode_metadata, delivery_metadata):
-            tables.drop_all(store.engine)
+        empty_database(store.engine)
     store.close()
 
 
