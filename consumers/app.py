@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import faust
 
 from consumers.flow import Flow
+from consumers.kafka_fetch import GatewayFaustApp
 from consumers.settings import ConsumerSettings
 from gateway.kafka_security import client_options
 from gateway.settings import KafkaSecurity
@@ -39,8 +40,9 @@ def broker_credentials(security: KafkaSecurity) -> faust.SASLCredentials | faust
 
 
 def _faust_app(settings: ConsumerSettings, security: KafkaSecurity) -> faust.App:
-    return faust.App(
+    return GatewayFaustApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         broker=f"kafka://{settings.kafka_bootstrap.replace(',', ';kafka://')}",
         broker_credentials=broker_credentials(security),
         store="memory://",

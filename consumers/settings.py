@@ -49,6 +49,9 @@ class ConsumerSettings(BaseSettings):
                                                 "rejoin")
     broker_request_timeout_s: float = Field(30.0, description="Kafka request timeout of the consumers (above the "
                                             "session and rebalance timeouts: a JoinGroup waits for the rebalance)")
+    consumer_fetch_max_wait_ms: int = Field(50, ge=1, le=1500, description="longest a fetch waits for records "
+                                            "(faust fixes 1500; a broker that holds a fetch that long adds it to "
+                                            "every hop of the draft path: consumers/kafka_fetch.py)")
     # Drafts outlast outages (README "Guarantees"): each destination's deliveries are retried with capped exponential
     # backoff (with jitter) for the window, then dead-lettered; parked requests wait for a drafter as long.
     delivery_retry_window_s: float = Field(43_200.0, description="seconds a draft is kept and retried while its "
