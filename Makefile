@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	@# The dashboard's browser test drives Debian's headless Chromium through chromedriver.
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	@# The Prometheus test and the alert-rules check run Debian's Prometheus server and promtool.
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 	touch $(STAMP)
 
 demo: venv

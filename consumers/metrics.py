@@ -1,8 +1,18 @@
-"""Prometheus metrics of the stages (served on the HTTP app's /metrics with the gateway's own)."""
+"""Prometheus metrics of the stages (served on the HTTP app's /metrics with the gateway's own).
+
+Stage: every consumer stage. Input: outcomes, timings, drafts, dead letters; faust's offset bookkeeping for the lag.
+Output: ``ig_stage_*``, ``ig_drafts_*``, ``ig_consistency_*``, ``ig_dead_letters_total``, ``ig_consumer_lag_messages``
+in the default registry. Failure modes: none; labels are stages, routes, error codes and topic names (bounded sets).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from schemas import DraftImpression
 
@@ -19,6 +29,9 @@ EDITS = Counter("ig_edits_captured_total", "Signed reports captured, by route an
 # per flag kind, and what each route's policy did.
 CONSISTENCY_FLAGS = Counter("ig_consistency_flags_total", "Consistency flags of the drafts kept, by route and flag kind",
                             ["route", "kind"])
+# What went to a ``<topic>.dlq`` (consumers/flow.py ``Flow._dead_letter``): code is the error tree's (schemas/errors.py).
+DEAD_LETTERS = Counter("ig_dead_letters_total", "Records sent to a dead-letter topic, by stage and error code",
+                       ["stage", "code"])
 CONSISTENCY_DRAFTS = Counter("ig_consistency_drafts_total", "Drafts checked, by route, policy and what it did",
                              ["route", "policy", "action"])
 
@@ -30,3 +43,54 @@ def count_consistency(draft: DraftImpression) -> None:
     CONSISTENCY_DRAFTS.labels(draft.route, check.policy.value, check.action.value).inc()
     for flag in check.flags:
         CONSISTENCY_FLAGS.labels(draft.route, flag.kind.value).inc()
+
+
+class OffsetMonitor(Protocol):
+    """What the lag needs of faust's ``Monitor`` (``app.monitor``): offsets per topic-partition, kept by faust."""
+
+    tp_end_offsets: Mapping[Any, int]  # the partition's high watermark when a fetch last returned records
+    tp_committed_offsets: Mapping[Any, int]  # the next offset to read, as last committed
+
+
+class ConsumerLag(Collector):
+    """``ig_consumer_lag_messages{topic}``: per topic, records not yet committed by this process (high watermark
+    minus committed offset, summed over its assigned partitions), computed at scrape time from faust's own
+    bookkeeping: no broker round trip. The high watermark is the one seen at the last fetch that returned
+    records, so a consumer that stopped fetching keeps showing its last lag (ModelWorkerDown, DraftsParked and
+    the stage latency cover that case)."""
+
+    def __init__(self) -> None:
+        self.monitor: OffsetMonitor | None = None
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for topic, lag in sorted(self.lags().items()):
+            family.add_metric([topic], lag)
+        yield family
+
+    def lags(self) -> dict[str, float]:
+        if self.monitor is None:
+            return {}
+        committed = dict(self.monitor.tp_committed_offsets)  # copies: faust updates them while a scrape reads
+        lags: dict[str, float] = {}
+        for tp, end in list(self.monitor.tp_end_offsets.items()):
+            if tp in committed:
+                lags[tp.topic] = lags.get(tp.topic, 0.0) + max(0, end - committed[tp])
+        return lags
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("ig_consumer_lag_messages", "Records of a topic not yet committed by this consumers "
+                                 "process (high watermark at the last fetch minus committed offset)", labels=["topic"])
+
+
+CONSUMER_LAG = ConsumerLag()
+REGISTRY.register(CONSUMER_LAG)
+
+
+def watch_lag(monitor: OffsetMonitor) -> None:
+    """Reports the lag of the faust app whose ``app.monitor`` this is (the last one given, one app a process)."""
+    CONSUMER_LAG.monitor = monitor

@@ -33,6 +33,10 @@ class ConsumerSettings(BaseSettings):
     )
     routing_table: Path | None = Field(None, description="site routing table (TOML)")
     infer_concurrency: int = Field(4, description="drafts requested from the model worker at once")
+    capture_batch: int = Field(200, ge=1, description="most signed reports the capture stage takes per store "
+                               "transaction (a poll batch)")
+    capture_batch_wait_s: float = Field(0.05, gt=0, description="longest the capture stage waits for a batch to "
+                                        "fill before it takes what came")
     park_backoff_s: float = Field(2.0, description="first delay before a parked request is retried")
     park_backoff_max_s: float = Field(60.0, description="longest delay between retries of a parked request")
     retrieval_fallback: bool = Field(True, description="draft with the retrieval drafter while the model worker is down")
@@ -51,7 +55,7 @@ class ConsumerSettings(BaseSettings):
                                             "session and rebalance timeouts: a JoinGroup waits for the rebalance)")
     consumer_fetch_max_wait_ms: int = Field(50, ge=1, le=1500, description="longest a fetch waits for records "
                                             "(faust fixes 1500; a broker that holds a fetch that long adds it to "
-                                            "every hop of the draft path: consumers/kafka_fetch.py)")
+                                            "every hop of the draft path: consumers/app.py)")
     # Drafts outlast outages (README "Guarantees"): each destination's deliveries are retried with capped exponential
     # backoff (with jitter) for the window, then dead-lettered; parked requests wait for a drafter as long.
     delivery_retry_window_s: float = Field(43_200.0, description="seconds a draft is kept and retried while its "

@@ -1,4 +1,4 @@
-"""The consumers' Kafka fetch wait is the setting, not faust's fixed 1500 ms (consumers/kafka_fetch.py)."""
+"""The consumers' Kafka fetch wait is the setting, not faust's fixed 1500 ms (consumers/app.py GatewayFaustApp)."""
 
 from __future__ import annotations
 
