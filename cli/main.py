@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cli import adapters, certs, db, demo, drift, export, metrics, model, replay, retrain, routes, serve
+from cli import adapters, backfill, certs, db, demo, drift, export, metrics, model, replay, retrain, routes, serve
 from cli.args import refuse
 from consumers import logs
 from ops.migrations import StoreDamaged, StoreTooNew
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.register(sub)
     retrain.register(sub)
     replay.register(sub)
+    backfill.register(sub)  # history into the store (ops/backfill)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Settings of ``ops/``: drift monitoring (``IG_DRIFT_*``), retraining (``IG_RETRAIN_*``), metrics (``IG_METRICS_*``).
+"""Settings of ``ops/``: drift (``IG_DRIFT_*``), retraining (``IG_RETRAIN_*``), metrics (``IG_METRICS_*``), backfill.
 
 Input: environment variables, or keyword arguments from the CLI. Output: one frozen ``OpsSettings``
 with a ``drift`` and a ``retrain`` part, built once at the composition root and passed down.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -120,6 +121,19 @@ class ShadowSettings(BaseSettings):
                                     "evaluate the shadow routes (a route whose evidence passes goes live)")
 
 
+class BackfillSettings(BaseSettings):
+    """``backfill``: historical signed reports into the store, the retrieval index and the drift baseline."""
+
+    model_config = SettingsConfigDict(env_prefix="IG_BACKFILL_", frozen=True, extra="ignore")
+
+    batch: int = Field(1000, gt=0, description="reports written per transaction (and per checkpoint)")
+    checkpoint_dir: Path = Field(Path(".data/backfill"), description="where the per-file checkpoints and the FHIR "
+                                 "reference index are kept")
+    drift: bool = Field(True, description="add the reports to the drift aggregates (the dashboard's windows)")
+    index: bool = Field(True, description="keep each signed report as an edit record: what the retrieval index and "
+                        "the drift monitor's reference are built from (off: the reports table only)")
+
+
 class OpsSettings(BaseModel):
     """The one settings object of ``ops/``; each part reads its own prefix."""
 
@@ -129,3 +143,4 @@ class OpsSettings(BaseModel):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)

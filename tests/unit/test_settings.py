@@ -21,12 +21,12 @@ from cli.serve import config_from_args
 from consumers.settings import ConsumerSettings
 from gateway.settings import GatewaySettings, KafkaSecurity
 from model.settings import ModelSettings, WorkerSettings
-from ops.settings import DriftSettings, MetricsSettings, OpsSettings, RetrainSettings, ShadowSettings
+from ops.settings import BackfillSettings, DriftSettings, MetricsSettings, OpsSettings, RetrainSettings, ShadowSettings
 from tests.conftest import REPO
 
 SETTINGS: tuple[type[BaseSettings], ...] = (GatewaySettings, KafkaSecurity, ConsumerSettings, ModelSettings,
                                             WorkerSettings, DriftSettings, RetrainSettings, MetricsSettings,
-                                            ShadowSettings)
+                                            ShadowSettings, BackfillSettings)
 COMMANDS = (("serve",), ("model", "serve"), ("retrain",))
 
 
@@ -70,6 +70,8 @@ def _sentinel(info: FieldInfo) -> str:
         return str(info.default + 7 if isinstance(info.default, int | float) else 7)
     if get_origin(kind) is tuple:
         return '["sentinel"]'
+    if get_origin(kind) is dict:
+        return "sentinel=sentinel"
     return "2020-01-02" if kind is datetime else "sentinel"
 
 
