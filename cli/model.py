@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
+from cli import recipe
 from cli.args import add_model_key_option, add_registry_options, add_setting, model_settings, picked, refuse
 from cli.metrics import add_metrics_options, metrics_settings
 from model.adapters.registry import ManifestError, Registry, load_registry
@@ -49,14 +50,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from model.inference.placement import Placement
     from model.worker.run import WorkerOptions, run_worker
 
     settings = model_settings(args, WorkerSettings(**picked(args, tuple(WorkerSettings.model_fields))))
     w = settings.worker
+    try:  # a named worker serves its share of the routes (README "Many adapters across workers")
+        placement = Placement.from_settings(settings) if w.name and settings.workers else None
+    except ValueError as exc:
+        return refuse(str(exc))
     options = WorkerOptions(registry_path=settings.registry_path, log_dir=settings.data_dir / "logs", host=w.host,
                             port=w.port, base_dir=w.base, swap=w.swap, runtime_lora=w.runtime_lora,
                             max_lora_rank=w.max_lora_rank, max_model_len=w.max_model_len, watch_s=w.watch_s,
-                            drain_s=w.drain_s, vllm_args=w.vllm_args, api_key_file=w.api_key_file, api_key=w.api_key)
+                            drain_s=w.drain_s, vllm_args=w.vllm_args, api_key_file=w.api_key_file, api_key=w.api_key,
+                            max_loras=w.max_loras, max_cpu_loras=w.max_cpu_loras, name=w.name, placement=placement)
     return asyncio.run(run_worker(options))
 
 
@@ -129,6 +136,10 @@ def _add_serve(model_sub: Any) -> None:
     add_setting(p, "--drain", w, "drain_s", type=float)
     add_setting(p, "--max-lora-rank", w, "max_lora_rank", type=int)
     add_setting(p, "--max-model-len", w, "max_model_len", type=int, default="512, the demo model's")
+    add_setting(p, "--max-loras", w, "max_loras", type=int, default="8, capped by the worker's adapters")
+    add_setting(p, "--max-cpu-loras", w, "max_cpu_loras", type=int, default="every adapter the worker serves")
+    add_setting(p, "--name", w, "name", default="unset: every serving adapter",
+                text="this worker's name in IG_MODEL_WORKERS: it loads the adapters of the routes placed on it")
     add_setting(p, "--vllm-arg", w, "vllm_args", action="append", metavar="ARG",
                 text="extra vLLM argument, repeatable, e.g. --vllm-arg=--gpu-memory-utilization=0.45 for rolling "
                 "swaps on one GPU; in the environment a JSON list")
@@ -178,4 +189,5 @@ def register(sub: Any) -> Any:
     _add_train(model_sub)
     _add_serve(model_sub)
     _add_eval(model_sub)
+    recipe.register(model_sub)  # model recipe list | show | run
     return model_sub

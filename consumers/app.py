@@ -9,11 +9,14 @@ Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiokafka
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 
+from consumers import metrics
 from consumers.flow import Flow
-from consumers.kafka_fetch import GatewayFaustApp
 from consumers.settings import ConsumerSettings
 from gateway.kafka_security import client_options
 from gateway.settings import KafkaSecurity
@@ -37,6 +40,39 @@ def broker_credentials(security: KafkaSecurity) -> faust.SASLCredentials | faust
         return faust.SASLCredentials(username=options["sasl_plain_username"], password=options["sasl_plain_password"],
                                      ssl_context=options["ssl_context"], mechanism=options["sasl_mechanism"])
     return faust.SSLCredentials(options["ssl_context"]) if options.get("ssl_context") else None
+
+
+# faust's aiokafka driver builds every consumer with a fixed fetch_max_wait_ms=1500 (faust/transport/drivers/aiokafka.py
+# _create_worker_consumer). Apache Kafka answers a fetch as soon as fetch.min.bytes (1) is there, so there the wait only
+# paces idle polling; a broker that holds a fetch for its whole wait although a record arrived meanwhile (the embedded
+# Tansu does) adds it to every hop of the draft path (bench/draft_overhead.py). So the consumer thread is swapped for one
+# that sets the wait (IG_CONSUMER_FETCH_MAX_WAIT_MS) before the consumer starts (AIOKafkaConsumer.start builds its
+# Fetcher from it). A faust upgrade that renames the hook fails tests/unit/test_kafka_fetch.py, not silently.
+class _ConsumerThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 1500)
+        return consumer
+
+
+class _Consumer(Consumer):
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(Transport):
+    Consumer = _Consumer
+
+
+class GatewayFaustApp(faust.App):
+    """``faust.App`` whose consumers wait at most ``fetch_max_wait_ms`` for a fetch to fill."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Transport:
+        return _Transport(self.conf.broker_consumer, self)
 
 
 def _faust_app(settings: ConsumerSettings, security: KafkaSecurity) -> faust.App:
@@ -75,6 +111,7 @@ def build_app(flow: Flow) -> faust.App:
     parked = declared[topics.DRAFTS_PARKED.name]
     generated = declared[topics.DRAFTS_GENERATED.name]
     flow.bind(declared)
+    metrics.watch_lag(app.monitor)  # ig_consumer_lag_messages{topic}, from faust's own offsets
 
     @app.agent(raw, name="normalise")
     async def normalise(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -108,8 +145,10 @@ def build_app(flow: Flow) -> faust.App:
 
     @app.agent(events, name="capture")
     async def capture(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for value in stream:
-            await flow.capture(value)
+        # A poll batch at a time: one store transaction for many reports (ops/capture_batch.py). take() acks the
+        # batch's offsets only once the body returned, so a crash mid-batch redelivers it (idempotent by event id).
+        async for values in stream.take(settings.capture_batch, within=settings.capture_batch_wait_s):
+            await flow.capture_many(values)
             yield None
 
     @app.task  # type: ignore[untyped-decorator]  # faust ships no annotations for App.task

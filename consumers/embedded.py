@@ -87,7 +87,7 @@ class EmbeddedBroker:
 @asynccontextmanager
 async def embedded_parts(config: ServeConfig, *, broker: bool = True, store: bool = True) -> AsyncIterator[ServeConfig]:
     """Starts the broker and the store when asked, and the demo vLLM worker when the consumers run
-    without a model URL; yields the config pointing at them (the gateway role needs no model)."""
+    without a model URL or workers; yields the config pointing at them (the gateway role needs no model)."""
     data_dir = Path(config.model.data_dir)
     async with AsyncExitStack() as stack:
         consumer, model = config.consumer, config.model
@@ -98,7 +98,7 @@ async def embedded_parts(config: ServeConfig, *, broker: bool = True, store: boo
         if store:
             data_dir.mkdir(parents=True, exist_ok=True)
             consumer = consumer.model_copy(update={"database_url": f"sqlite:///{data_dir / 'impression-gateway.db'}"})
-        if not model.model_url and "consumers" in config.roles:
+        if not model.model_url and not model.workers and "consumers" in config.roles:
             from model.worker.vllm import start_demo_worker
 
             worker = await asyncio.to_thread(start_demo_worker, data_dir)

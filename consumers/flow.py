@@ -1,4 +1,4 @@
-"""What each agent does with one record: decode, call the stage's plain function, send the result.
+"""What each agent does with one record (capture: with a poll batch): decode, call the stage's function, send.
 
 Input: Kafka record values (bytes) and headers. Output: records on the next topic, rows in the store.
 Failure modes (schemas/errors.py): ``Reject`` or an unexpected exception → ``<topic>.dlq`` (reason, original bytes);
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -30,13 +30,8 @@ from model.inference.fallback import FallbackDrafter
 from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable, route_event
-from ops.capture import (
-    WITHDRAWING,
-    capture_final,
-    capture_withdrawal,
-    mark_withdrawn,
-    needs_earlier_text,
-)
+from ops.capture import WITHDRAWING, capture_withdrawal, mark_withdrawn, needs_earlier_text
+from ops.capture_batch import Captured, capture_batch
 from ops.consistency import enforce
 from ops.drift.stage import DriftStage
 from ops.shadow import RouteModes
@@ -58,6 +53,7 @@ from schemas import (
 
 log = structlog.get_logger("consumers.flow")
 STORE_RETRIES = 8
+T = TypeVar("T")
 _DELIVERED = frozenset({"AA", "CA"})  # MSA-1 of a target that took the draft
 AWAITING_MODEL = "awaiting_model"  # a parked request whose retrieval draft was posted: the model drafts it again
 
@@ -94,6 +90,7 @@ class Flow:
             headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (headers or {}).items()},
         )
         await self._send(topics.dead_letter_of(topic), error.accession or error.message_control_id or "unknown", letter)
+        metrics.DEAD_LETTERS.labels(stage, error.code).inc()
         log.warning("dead_lettered", stage=stage, topic=topic, code=error.code,
                     control_id=error.message_control_id, accession=error.accession)
 
@@ -124,7 +121,7 @@ class Flow:
             metrics.STAGE_EVENTS.labels(stage, outcome).inc()
             metrics.STAGE_LATENCY.labels(stage).observe(time.perf_counter() - started)
 
-    async def _with_store_retries(self, work: Callable[[], Awaitable[None]], *, forever: bool = False) -> None:
+    async def _with_store_retries(self, work: Callable[[], Awaitable[T]], *, forever: bool = False) -> T:
         for attempt in itertools.count():
             try:
                 return await work()
@@ -133,6 +130,7 @@ class Flow:
                     raise
                 log.warning("store_retry", attempt=attempt + 1, code=exc.code)
                 await asyncio.sleep(min(2 ** min(attempt, 6) * 0.25, 10))
+        raise AssertionError("unreachable: itertools.count() never ends")
 
     # -- normalise: raw bytes → ReportEvent ------------------------------------------------------
     async def normalise(self, value: bytes, headers: dict[str, Any]) -> None:
@@ -279,47 +277,100 @@ class Flow:
         if self.drift is not None:
             record = await asyncio.to_thread(self.drift.score, record)
         await asyncio.to_thread(self.store.replace_edit, record)
-        await self._observe(record)
-
-    async def _observe(self, record: EditRecord) -> None:
-        """Drift: aggregate the stored record, run the detectors, publish what they raise."""
-        if self.drift is None:
-            return
-        for alert in await asyncio.to_thread(self.drift.observe, record):
-            await self._send(topics.DRIFT_ALERTS.name, alert.route, alert)
-            log.warning("drift_alert", route=alert.route, metric=alert.metric)
+        if self.drift is not None:  # the record's contribution replaced by the difference (ops/drift/aggregate.py)
+            await asyncio.to_thread(self.drift.aggregator.add, record)
+        await self._watch([record])
 
     # -- capture: every report kept; signed report + its draft → EditRecord; withdrawn → its drafts withdrawn --
     async def capture(self, value: bytes) -> None:
+        await self.capture_many([value])
+
+    async def capture_many(self, values: Sequence[bytes]) -> None:
+        """A poll batch (consumers/app.py): runs of reports in one store transaction each (ops/capture_batch.py); a
+        withdrawal, a record that does not decode and a run the store cannot take go one at a time, as they come."""
+        self.start_delivery()
+        run: list[tuple[bytes, ReportEvent]] = []
+        for value in values:
+            try:
+                event = ReportEvent.model_validate_json(value)
+            except ValidationError:
+                event = None
+            if event is not None and event.status not in WITHDRAWING:
+                run.append((value, event))
+                continue
+            await self._capture_run(run)  # what came before it first: one study's events stay in order
+            run = []
+            await self._capture_one(value)
+        await self._capture_run(run)
+
+    async def _capture_run(self, run: Sequence[tuple[bytes, ReportEvent]]) -> None:
+        started, captured = time.perf_counter(), None
+        if len(run) > 1:  # a lone record goes as one: its own retries, dead letter, metrics
+            try:
+                captured = await self._with_store_retries(lambda: asyncio.to_thread(self._capture_events, [e for _, e in run]))
+            except Exception as exc:  # the store stayed down, or one record the batch cannot take: one at a time
+                log.warning("capture_batch_failed", size=len(run), error=type(exc).__name__)
+        if captured is None:
+            for value, _ in run:
+                await self._capture_one(value)
+            return
+        failed = await self._captured(captured, {e.event_id: v for v, e in run})
+        share = (time.perf_counter() - started) / len(run)  # each record's share of the batch
+        for n in range(len(run)):
+            metrics.STAGE_EVENTS.labels("capture", "failed" if n < failed else "ok").inc()
+            metrics.STAGE_LATENCY.labels("capture").observe(share)
+
+    async def _capture_one(self, value: bytes) -> None:
         async def work() -> None:
             event = ReportEvent.model_validate_json(value)
-            await asyncio.to_thread(self.store.save_report, event)  # every version: a status-only final needs it
             if event.status in WITHDRAWING:
+                await asyncio.to_thread(self.store.save_report, event)
                 await self._withdraw(event)
-            elif event.status.is_signed:
-                await self._capture_signed(event)
+            else:
+                await self._captured(await asyncio.to_thread(self._capture_events, [event]), {event.event_id: value})
 
         await self._guard("capture", topics.REPORTS_EVENTS.name, value, work)
 
-    async def _capture_signed(self, event: ReportEvent) -> None:
-        draft = await asyncio.to_thread(self.store.latest_draft, event.accession)
-        earlier = None
-        if needs_earlier_text(event):  # HL7 OBX-11 U / no text: it signs the text received earlier
-            earlier = await asyncio.to_thread(self.store.earlier_report, event.accession, event.event_id)
-        record = capture_final(event, draft, earlier)
-        if not record.route:  # no draft: still attribute the final to its route for drift and retrieval
-            record = record.model_copy(update={"route": self.routing.resolve(event).name})
-        if self.drift is not None:
-            record = await asyncio.to_thread(self.drift.score, record)
-        if await asyncio.to_thread(self.store.save_edit, record):
-            await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
-            await self._observe(record)
-            if self.retrieval is not None and record.final.strip():
-                self.retrieval.add(record.route, record.findings, record.final, record_id=record.record_id)
-            metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
-        log.info("captured", event_id=event.event_id, accession=event.accession, route=record.route,
-                 has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged,
-                 status_only=needs_earlier_text(event), text_event_id=record.text_event_id)
+    def _capture_events(self, events: list[ReportEvent]) -> list[Captured]:
+        return capture_batch(self.store, events, route_of=lambda e: self.routing.resolve(e).name, drift=self.drift)
+
+    async def _captured(self, captured: Sequence[Captured], values: dict[str, bytes]) -> int:
+        """After the commit: each new record sent and counted, then indexed; the detectors run; a send that fails
+        dead-letters its report (stored already: a redelivery sends nothing, as one record at a time). How many failed."""
+        failed = 0
+        for item in captured:
+            record = item.record
+            try:
+                if item.stored:
+                    await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
+                    metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
+            except Exception as exc:  # one message never stops the consumer
+                failed += 1
+                log.exception("stage_failed", stage="capture", error=type(exc).__name__)
+                await self._dead_letter("capture", topics.REPORTS_EVENTS.name, values[item.event.event_id],
+                                        Reject("internal_error", type(exc).__name__))
+            log.info("captured", event_id=item.event.event_id, accession=record.accession, route=record.route,
+                     has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged,
+                     status_only=needs_earlier_text(item.event), text_event_id=record.text_event_id)
+        stored = [c.record for c in captured if c.stored]
+        if self.retrieval is not None:  # the new finals draft by retrieval from now on (one index update per route)
+            try:
+                self.retrieval.add_many((r.route, r.record_id, r.findings, r.final) for r in stored if r.final.strip())
+            except Exception as exc:  # the records are stored; the index misses them until the next start
+                log.warning("retrieval_index_failed", error=type(exc).__name__, records=len(stored))
+        await self._watch(stored)
+        return failed
+
+    async def _watch(self, records: list[EditRecord]) -> None:
+        """Drift detection over records stored and aggregated; what it raises goes to drift.alerts."""
+        if self.drift is None or not records:
+            return
+        try:
+            for alert in await asyncio.to_thread(self.drift.watch, records):
+                await self._send(topics.DRIFT_ALERTS.name, alert.route, alert)
+                log.warning("drift_alert", route=alert.route, metric=alert.metric)
+        except Exception as exc:  # the records are stored and counted; only alerts of this batch may be missing
+            log.warning("drift_watch_failed", error=type(exc).__name__, records=len(records))
 
     async def _withdraw(self, event: ReportEvent) -> None:
         """Withdraws the drafts of reports received before ``event``: a posted one is cancelled where it went (HL7

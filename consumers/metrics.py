@@ -48,8 +48,13 @@ def count_consistency(draft: DraftImpression) -> None:
 class OffsetMonitor(Protocol):
     """What the lag needs of faust's ``Monitor`` (``app.monitor``): offsets per topic-partition, kept by faust."""
 
-    tp_end_offsets: Mapping[Any, int]  # the partition's high watermark when a fetch last returned records
-    tp_committed_offsets: Mapping[Any, int]  # the next offset to read, as last committed
+    @property
+    def tp_end_offsets(self) -> Mapping[Any, int]:  # the partition's high watermark when a fetch last returned records
+        ...
+
+    @property
+    def tp_committed_offsets(self) -> Mapping[Any, int]:  # the next offset to read, as last committed
+        ...
 
 
 class ConsumerLag(Collector):

@@ -8,15 +8,37 @@ malformed value. Nothing else in ``model/`` reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_MODEL_DIR = "demo-model"  # under data_dir
 REGISTRY_FILE = Path("adapters") / "registry.json"  # under data_dir; format in model.adapters.registry
 SwapMode = Literal["rolling", "runtime", "restart"]  # model.worker.run.SWAP_MODES
+WorkerDown = Literal["park", "failover"]  # what a route's requests do while its worker is down (model.inference.client)
+
+
+def name_pairs(value: object, what: str) -> object:
+    """``a=x,b=y`` (commas or whitespace between pairs), a JSON object, or (``what`` "placement") a TOML file of
+    ``route = "worker"`` lines, as a dict; anything else is left to pydantic's own validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    if text and "=" not in text and what == "placement":  # a file
+        try:
+            return {str(k): str(v) for k, v in tomllib.loads(Path(text).read_text(encoding="utf-8")).items()}
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"placement file {text}: {type(exc).__name__}") from None
+    pairs = [item.partition("=") for item in text.replace(",", " ").split()]
+    if any(not key or not sep or not val for key, sep, val in pairs):
+        raise ValueError(f"{what}: expected name=value pairs separated by commas, e.g. a=http://127.0.0.1:8001")
+    return {key.strip(): val.strip() for key, _, val in pairs}
 
 
 class WorkerSettings(BaseSettings):
@@ -40,6 +62,12 @@ class WorkerSettings(BaseSettings):
     max_lora_rank: int | None = Field(None, gt=0, description="refuse adapters of a higher rank (vLLM's own limit is "
                                       "256); with runtime LoRA, also the rank vLLM reserves")
     max_model_len: int | None = Field(None, gt=0, description="context length")
+    name: str = Field("", description="this worker's name in IG_MODEL_WORKERS: it loads only the adapters of the "
+                      "routes placed on it (IG_MODEL_PLACEMENT, else rendezvous hashing); unset: every serving adapter")
+    max_loras: int | None = Field(None, gt=0, description="distinct adapters in one batch (vLLM --max-loras); default "
+                                  "8, capped by the adapters the worker serves")
+    max_cpu_loras: int | None = Field(None, gt=0, description="adapters kept in host memory (vLLM --max-cpu-loras); "
+                                      "default every adapter the worker serves, so its whole set stays warm")
     vllm_args: tuple[str, ...] = Field((), description="extra vLLM arguments (env: a JSON list), e.g. "
                                        "--gpu-memory-utilization=0.45 for rolling swaps on one GPU")
     api_key_file: Path | None = Field(None, description="file of the API keys the front accepts as Authorization: "
@@ -68,7 +96,25 @@ class ModelSettings(BaseSettings):
                                       "line is sent as Authorization: Bearer)")
     api_key: SecretStr = Field(SecretStr(""), description="the model worker's API key itself (environment only; "
                                "prefer the file)")
+    workers: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="the model workers by name, name=URL[,name=URL...] (or a JSON object); each "
+        "route drafts on the worker the placement gives it; unset: the one worker at IG_MODEL_URL")
+    placement: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="routes pinned to a worker, route=worker[,...], or a TOML file of "
+        "route = \"worker\" lines; the other routes by rendezvous hashing of the route name")
+    replicas: int = Field(1, ge=1, description="workers that load each route's adapter at start (the first drafts, "
+                          "the others stand by for failover)")
+    worker_down: WorkerDown = Field("park", description="a route's requests while its worker is down: park (retry "
+                                    "later; never drafted by a worker not placed for the route) or failover (the next "
+                                    "worker in the route's order, which loads the adapter at runtime if it can)")
+    worker_cooldown_s: float = Field(30.0, ge=0, description="with failover, seconds a worker that failed is tried "
+                                     "last")
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @field_validator("workers", "placement", mode="before")
+    @classmethod
+    def _pairs(cls, value: object, info: Any) -> object:
+        return name_pairs(value, str(info.field_name))
 
     def __init__(self, **values: Any) -> None:
         # Keyword arguments use the field name. Accepting it through ``populate_by_name`` would also make

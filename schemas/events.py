@@ -18,10 +18,12 @@ from schemas.consistency import ConsistencyCheck
 
 # Each model's schema_version is its own (rules: schemas/README.md). 2: DraftImpression gained ``consistency``, and
 # PostResult, which embeds a DraftImpression, with it. ReportEvent 2 (and InferenceRequest, DraftImpression 3,
-# PostResult 3, which embed it): ``issued_at``.
+# PostResult 3, which embed it): ``issued_at``. InferenceRequest 3: its ``RouteSpec`` gained ``site_adapter``.
+# DraftImpression 4 (PostResult 4): ``adapter_source`` (which link of the site → route → base chain drafted).
 SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 2
-DRAFT_SCHEMA_VERSION = 3
+REQUEST_SCHEMA_VERSION = 3
+DRAFT_SCHEMA_VERSION = 4
 
 # Namespace for deterministic event ids: the same message from the same sender always maps to the
 # same event id, so a duplicate that slips past the gateway is still processed idempotently.
@@ -153,10 +155,13 @@ class RouteSpec(_Contract):
     adapter: str
     prompt_template: str
     topic: str
+    site_adapter: str = Field(
+        "", description="The table's adapter for this route at the report's site (routes.toml ``site_adapters``): the "
+                        "first link of the fallback chain site → route → base; empty when the site has none")
 
 
 class InferenceRequest(_Contract):
-    schema_version: int = REPORT_SCHEMA_VERSION
+    schema_version: int = REQUEST_SCHEMA_VERSION
     event: ReportEvent
     route: RouteSpec
     attempt: int = 0
@@ -174,7 +179,13 @@ class DraftImpression(_Contract):
     drafter: Drafter = Drafter.LLM
     adapter_name: str
     adapter_version: str = ""
-    prompt_version: str = ""
+    adapter_source: str = Field(
+        "", description="Which link of the fallback chain drafted (model/inference/routing.py choose_adapter): "
+                        "'site' (the site × route adapter), 'route' (the route's adapter) or 'base'; empty for the "
+                        "retrieval drafter and drafts from before the chain")
+    prompt_version: str = Field(
+        "", description="<template>@<8 hex of sha256(template text, site style block)> (model/inference/prompts.py); "
+                        "a bare template name on drafts from before; empty for the retrieval drafter")
     model: str = Field(description="The served model name the request named (base or adapter)")
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)

@@ -1,9 +1,9 @@
-"""The inference client: one ``InferenceRequest`` → one ``DraftImpression`` from an OpenAI-compatible server.
+"""The inference client: one ``InferenceRequest`` → one ``DraftImpression`` from the route's OpenAI-compatible worker.
 
-Stage: infer. Input: ``InferenceRequest`` (``route.adapter``: the served model name, or the registry's serving adapter).
-Output: ``DraftImpression`` (drafter, adapter name/version from the supervisor's ``X-IG-Adapter*`` headers, prompt
-version, latency). Failure modes: ``RetryLater`` (worker unavailable after retries, or a bad response); ``Reject``
-(other 4xx, empty draft, unknown prompt). Logs carry ids, never prompt or draft. Details: model/README.md.
+Stage: infer. Input: ``InferenceRequest`` (``route.adapter``, or the registry's serving adapter); the ``Placement``
+(which worker drafts which route). Output: ``DraftImpression`` (adapter name/version from the worker's headers, prompt
+version, latency). Failure modes: ``RetryLater`` (the route's workers unavailable after retries, or a bad response);
+``Reject`` (other 4xx, empty draft, unknown prompt). Logs carry ids and the worker, never text. See model/README.md.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from typing import Any
 
 import httpx
 import structlog
+from prometheus_client import Counter
 
 from model.adapters import registry
+from model.inference.adapter_choice import choose_adapter
+from model.inference.placement import Placement
 from model.inference.prompts import render_messages
-from model.settings import ModelSettings
+from model.settings import ModelSettings, WorkerDown
 from model.worker.keys import bearer, client_key
 from model.worker.vllm import ADAPTER_HEADER, VERSION_HEADER
 from schemas.errors import Reject, RetryLater
@@ -29,15 +32,23 @@ from schemas.events import Drafter, DraftImpression, InferenceRequest
 
 log = structlog.get_logger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429})  # plus every 5xx
+WORKER_REQUESTS = Counter("ig_inference_requests_total", "Completions asked of each model worker by outcome (ok, "
+                          "unavailable, not_held, rejected)", ["worker", "outcome"])
 
 
 class InferenceClient:
-    """``async with InferenceClient(url) as client: draft = await client.draft(request)``."""
+    """``async with InferenceClient(url) as client: draft = await client.draft(request)``; with ``placement``
+    (``IG_MODEL_WORKERS``) each route's requests go to its worker, and ``worker_down`` says what they do while
+    it is down: ``park`` (``RetryLater`` once the workers that hold the route fail) or ``failover`` (every worker
+    in the route's order; those in cooldown after a failure last)."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str = "",
         *,
+        placement: Placement | None = None,
+        worker_down: WorkerDown = "park",
+        cooldown_s: float = 30.0,
         timeout_s: float = 30.0,
         retries: int = 3,
         backoff_base_s: float = 0.5,
@@ -47,9 +58,12 @@ class InferenceClient:
         route_adapters: Mapping[str, str] | None = None,
         api_key: str = "",
     ):
-        if not base_url:
-            raise ValueError("no model server URL configured (IG_MODEL_URL)")
-        self.base_url = base_url.rstrip("/")
+        if placement is None and not base_url:
+            raise ValueError("no model server URL configured (IG_MODEL_URL or IG_MODEL_WORKERS)")
+        self.placement = placement or Placement.single(base_url)
+        self.worker_down = worker_down
+        self.cooldown_s = cooldown_s
+        self._resting_until: dict[str, float] = {}  # worker → time.monotonic() until which it is tried last
         self.retries = retries
         self.backoff_base_s = backoff_base_s
         self.max_tokens = max_tokens
@@ -58,8 +72,9 @@ class InferenceClient:
         # route -> the registry's serving adapter: a promoted adapter (served under its own name) replaces
         # the routing table's adapter name, so drafts use and carry the new version after a worker restart.
         self.route_adapters = dict(route_adapters or {})
+        self._adapter_keys = {name: key for key, name in self.route_adapters.items()}  # serving adapter → route key
         # The worker front's key (model.worker.keys), on every request; never logged.
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=bearer(api_key))
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=bearer(api_key))
         self._jitter = random.Random()  # not for security: spreads retries of many workers apart
 
     @classmethod
@@ -75,7 +90,9 @@ class InferenceClient:
             serving = registry.load_registry(settings.registry_path).serving() if has_registry else ()
             route_adapters = {entry.route: entry.name for entry in serving}
         return cls(
-            settings.model_url,
+            placement=Placement.from_settings(settings),
+            worker_down=settings.worker_down,
+            cooldown_s=settings.worker_cooldown_s,
             timeout_s=settings.timeout_s,
             retries=settings.retries,
             backoff_base_s=settings.backoff_base_s,
@@ -96,16 +113,34 @@ class InferenceClient:
         await self.aclose()
 
     async def served_models(self) -> list[str]:
-        """The model names the server accepts (base and adapters); raises ``httpx.HTTPError``."""
-        response = await self._http.get("/v1/models")
-        response.raise_for_status()
-        return [str(entry["id"]) for entry in response.json().get("data", [])]
+        """The model names the workers accept (base and adapters), all workers together; raises ``httpx.HTTPError``."""
+        names: dict[str, None] = {}
+        for url in self.placement.workers.values():
+            response = await self._http.get(f"{url}/v1/models")
+            response.raise_for_status()
+            names |= dict.fromkeys(str(entry["id"]) for entry in response.json().get("data", []))
+        return list(names)
 
-    async def ready(self) -> bool:
+    async def _up(self, url: str) -> bool:
         try:
-            return (await self._http.get("/v1/models")).status_code == 200
+            return (await self._http.get(f"{url}/v1/models")).status_code == 200
         except httpx.HTTPError:
             return False
+
+    async def ready(self) -> bool:
+        """Every worker answers (one down is degraded: its routes park or fail over)."""
+        return all(await asyncio.gather(*(self._up(url) for url in self.placement.workers.values())))
+
+    def placement_key(self, request: InferenceRequest, adapter: str | None = None) -> str:
+        """What the placement places ``request`` by: the registry's route key of the adapter it drafts with
+        (``<route>@<site>`` for a site adapter: on the worker that loads it), else the route (the base: anywhere)."""
+        if adapter is None:
+            adapter = choose_adapter(request.route, request.event.site, self.route_adapters).adapter
+        return self._adapter_keys.get(adapter, request.route.name)
+
+    def worker_of(self, request: InferenceRequest) -> str:
+        """The worker that drafts ``request`` while it is up: the first of its placement key's order."""
+        return self.placement.order(self.placement_key(request))[0]
 
     async def draft(self, request: InferenceRequest) -> DraftImpression:
         return (await self._drafts(request, {"temperature": self.temperature}))[0]
@@ -118,11 +153,14 @@ class InferenceClient:
 
     async def _drafts(self, request: InferenceRequest, sampling: dict[str, Any]) -> list[DraftImpression]:
         messages, prompt_version = render_messages(request)
-        event, adapter = request.event, self.route_adapters.get(request.route.name, request.route.adapter)
-        bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter)
+        event, choice = request.event, choose_adapter(request.route, request.event.site, self.route_adapters)
+        adapter = choice.adapter  # the fallback chain site → route → base (model/inference/adapter_choice.py)
+        bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter,
+                         adapter_source=choice.source, adapter_reason=choice.reason)
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, **sampling}
         started = time.monotonic()
-        body, latency_s, attempts, headers = await self._complete(payload, request, bound)
+        key = self.placement_key(request, adapter)
+        body, latency_s, attempts, headers, worker = await self._complete(payload, request, key, bound)
         version = self.adapter_versions.get(adapter, "")
         if served := headers.get(ADAPTER_HEADER):  # a worker supervisor answered: it names the adapter that drafted
             adapter, version = served, headers.get(VERSION_HEADER, "")
@@ -141,7 +179,8 @@ class InferenceClient:
         bound.info("draft.generated", latency_ms=round(latency_s * 1000, 1), total_ms=round((time.monotonic() - started) * 1000, 1),
                    attempts=attempts, finish_reason=choices[0].get("finish_reason"), choices=len(choices),
                    completion_tokens=(body.get("usage") or {}).get("completion_tokens"), prompt_version=prompt_version,
-                   served_adapter=adapter, adapter_version=version)
+                   served_adapter=adapter, adapter_version=version, worker=worker,
+                   placed=worker in self.placement.holders(key))
         return [
             DraftImpression(
                 event_id=event.event_id,
@@ -152,6 +191,7 @@ class InferenceClient:
                 drafter=Drafter.LLM,
                 adapter_name=adapter,
                 adapter_version=version,
+                adapter_source=choice.source,
                 prompt_version=prompt_version,
                 model=adapter,
                 latency_ms=latency_s * 1000,
@@ -165,33 +205,66 @@ class InferenceClient:
         ceiling = self.backoff_base_s * 2 ** (retry - 1)
         return self._jitter.uniform(ceiling / 2, ceiling)
 
-    async def _complete(self, payload: dict[str, Any], request: InferenceRequest,
-                        bound: Any) -> tuple[dict[str, Any], float, int, httpx.Headers]:
-        """POST the completion with bounded retries; returns (body, latency of the answering call, attempts, headers)."""
+    def _candidates(self, key: str) -> list[str]:
+        """park: the workers that hold the key's adapter; failover: every worker. Those resting after a failure last."""
+        workers = self.placement.order(key) if self.worker_down == "failover" else self.placement.holders(key)
+        now = time.monotonic()
+        return sorted(workers, key=lambda worker: self._resting_until.get(worker, 0.0) > now)  # stable
+
+    async def _complete(self, payload: dict[str, Any], request: InferenceRequest, key: str,
+                        bound: Any) -> tuple[dict[str, Any], float, int, httpx.Headers, str]:
+        """POST the completion to the route's workers in turn; (body, latency, attempts, headers, the worker)."""
         ids = {"message_control_id": request.event.message_control_id, "accession": request.event.accession}
-        failure = ""
+        holders = self.placement.holders(key)
+        failed: RetryLater | None = None
+        for worker in self._candidates(key):
+            try:
+                body, latency_s, attempts, headers = await self._ask(worker, payload, ids, bound, held=worker in holders)
+            except RetryLater as exc:
+                if exc.code == "model_unauthorized":
+                    raise
+                failed = exc
+                if exc.code == "model_unavailable":
+                    self._resting_until[worker] = time.monotonic() + self.cooldown_s
+                continue
+            return body, latency_s, attempts, headers, worker
+        assert failed is not None  # a placement has at least one worker
+        raise failed
+
+    async def _ask(self, worker: str, payload: dict[str, Any], ids: dict[str, str], bound: Any,
+                   *, held: bool) -> tuple[dict[str, Any], float, int, httpx.Headers]:
+        """One worker, bounded retries with backoff. ``held``: the placement loads the route here, so a 404 means
+        the request is wrong (``Reject``); elsewhere it means this worker cannot take the adapter on (next worker)."""
+        url, failure = f"{self.placement.url(worker)}/v1/chat/completions", ""
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self._backoff_s(attempt))
             started = time.monotonic()
             try:
-                response = await self._http.post("/v1/chat/completions", json=payload)
+                response = await self._http.post(url, json=payload)
             except httpx.TransportError as exc:  # connect/read/write errors and timeouts
                 failure = type(exc).__name__
             else:
                 status = response.status_code
                 if status < 400:
+                    WORKER_REQUESTS.labels(worker, "ok").inc()
                     try:
                         return response.json(), time.monotonic() - started, attempt + 1, response.headers
                     except ValueError:
                         raise RetryLater("model_bad_response", f"status {status} with a body that is not JSON", **ids) from None
                 if status == 401:  # our key, not this report (RFC 6750 §3.1): park it until the key is fixed
-                    bound.warning("draft.unauthorized", status=status)
+                    bound.warning("draft.unauthorized", status=status, worker=worker)
                     raise RetryLater("model_unauthorized", "model server answered status 401: set "
                                      "IG_MODEL_API_KEY_FILE to a key the worker accepts", **ids)
+                if status == 404 and not held:
+                    WORKER_REQUESTS.labels(worker, "not_held").inc()
+                    bound.warning("draft.not_held", worker=worker)
+                    raise RetryLater("model_not_held", f"worker {worker} neither holds nor could load the adapter", **ids)
                 if status not in RETRYABLE_STATUS and status < 500:
-                    bound.warning("draft.rejected", status=status)
+                    WORKER_REQUESTS.labels(worker, "rejected").inc()
+                    bound.warning("draft.rejected", status=status, worker=worker)
                     raise Reject("model_rejected", f"model server answered status {status}", **ids)
                 failure = f"status {status}"
-            bound.warning("draft.attempt_failed", attempt=attempt + 1, error=failure)
-        raise RetryLater("model_unavailable", f"{failure} after {self.retries + 1} attempts", **ids)
+            bound.warning("draft.attempt_failed", attempt=attempt + 1, error=failure, worker=worker)
+        WORKER_REQUESTS.labels(worker, "unavailable").inc()
+        raise RetryLater("model_unavailable", f"worker {worker}: {failure} after {self.retries + 1} attempts", **ids)

@@ -31,15 +31,22 @@ class FallbackDrafter:
         self.primary = primary
         self.fallback = fallback
         self.cooldown_s = cooldown_s
-        self._primary_down_until = 0.0  # time.monotonic() before which the primary is not tried
+        # time.monotonic() before which the primary is not tried, per worker (InferenceClient.worker_of): a worker
+        # that is down must not send the routes of the workers that are up to the fallback.
+        self._primary_down_until: dict[str, float] = {}
+
+    def _worker(self, request: InferenceRequest) -> str:
+        worker_of = getattr(self.primary, "worker_of", None)
+        return str(worker_of(request)) if callable(worker_of) else ""
 
     async def draft(self, request: InferenceRequest) -> DraftImpression:
         event = request.event
-        if time.monotonic() >= self._primary_down_until:
+        worker = self._worker(request)
+        if time.monotonic() >= self._primary_down_until.get(worker, 0.0):
             try:
                 return await self.primary.draft(request)
             except RetryLater as exc:
-                self._primary_down_until = time.monotonic() + self.cooldown_s
+                self._primary_down_until[worker] = time.monotonic() + self.cooldown_s
                 log.warning("draft.fallback", event_id=event.event_id, accession=event.accession,
                             route=request.route.name, code=exc.code, cooldown_s=self.cooldown_s)
         try:
@@ -51,7 +58,7 @@ class FallbackDrafter:
 
     async def samples(self, request: InferenceRequest, n: int, *, temperature: float) -> list[DraftImpression]:
         """The primary's samples (consistency regenerate); ``RetryLater`` while it rests or when it cannot sample."""
-        if not isinstance(self.primary, Sampler) or time.monotonic() < self._primary_down_until:
+        if not isinstance(self.primary, Sampler) or time.monotonic() < self._primary_down_until.get(self._worker(request), 0.0):
             raise RetryLater("model_unavailable", "the primary drafter cannot sample now",
                              message_control_id=request.event.message_control_id, accession=request.event.accession)
         return await self.primary.samples(request, n, temperature=temperature)

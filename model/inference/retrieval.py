@@ -123,6 +123,15 @@ class RetrievalDrafter:
         if findings.strip() and impression.strip():
             self._index(route).add([(record_id, findings, impression)])
 
+    def add_many(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """``add`` for many signed reports, (route, record_id, findings, impression) in order: one update per route."""
+        by_route: dict[str, list[tuple[str, str, str]]] = {}
+        for route, record_id, findings, impression in rows:
+            if findings.strip() and impression.strip():
+                by_route.setdefault(route, []).append((record_id, findings, impression))
+        for route, batch in by_route.items():
+            self._index(route).add(batch)
+
     def index_from(self, rows: Iterable[EditRecord]) -> int:
         """Bulk-index signed reports from the store's edit records (and calibrate); returns how many were indexed."""
         by_route: dict[str, list[tuple[str, str, str]]] = {}

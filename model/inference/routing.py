@@ -1,9 +1,9 @@
-"""Route stage logic: which report gets a draft, and which route (adapter + prompt) drafts it.
+"""Route stage logic: which report gets a draft, and which route (adapter, site adapter, prompt) drafts it.
 
-Input: a ``ReportEvent``. Output: ``RouteSpec`` (name, adapter, prompt template, request topic), or ``Skip`` when the
-report is not ours to draft; a route's ``ConsistencyRule`` (what a draft with flags does). Failure modes: a malformed
-table raises ``ValueError`` at load time (start-up), never per event. The table is data (``routes.toml`` or a site
-file): the first row matching modality, body system, site, language wins, else ``default``. Details: model/README.md.
+Input: a ``ReportEvent``. Output: ``RouteSpec`` (name, adapter, the site's adapter, prompt, topic), or ``Skip`` when the
+report is not ours to draft; a route's ``ConsistencyRule``. Failure modes: a malformed table, an unknown prompt or bad
+site styles raise ``ValueError`` at load (start-up), never per event. The table is data (``routes.toml`` or a site
+file): the first row matching modality, body system, site, language wins, else ``default``. See model/README.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from model.inference.adapter_choice import check_site_adapters
 from model.inference.promotion import Promotion
+from model.inference.prompts import default_prompts, template_name
 from schemas import ConsistencyPolicy, ReportEvent, ReportStatus, RouteSpec, Skip
 from schemas.topics import draft_requests
 
@@ -66,15 +68,16 @@ class RouteRow:
     language: frozenset[str] = frozenset()
     consistency: ConsistencyRule = ConsistencyRule()
     promotion: Promotion = Promotion()  # its start mode and what takes it live
+    site_adapters: tuple[tuple[str, str], ...] = ()  # (site, adapter): the chain's first link at that site
 
     def matches(self, event: ReportEvent) -> bool:
         checks = ((self.modality, event.modality.value), (self.body_system, event.body_system.value),
                   (self.site, event.site), (self.language, event.language))
         return all(not allowed or value in allowed for allowed, value in checks)
 
-    def spec(self) -> RouteSpec:
+    def spec(self, site: str = "") -> RouteSpec:
         return RouteSpec(name=self.name, adapter=self.adapter, prompt_template=self.prompt,
-                         topic=draft_requests(self.name).name)
+                         topic=draft_requests(self.name).name, site_adapter=dict(self.site_adapters).get(site, "") if site else "")
 
 
 def _row(raw: dict[str, object], where: str, consistency: ConsistencyRule) -> RouteRow:
@@ -84,6 +87,7 @@ def _row(raw: dict[str, object], where: str, consistency: ConsistencyRule) -> Ro
             **{key: frozenset(str(v) for v in raw.get(key, ())) for key in ("modality", "body_system", "site", "language")},  # type: ignore[attr-defined]
             consistency=ConsistencyRule.parse(raw.get("consistency"), where, consistency),
             promotion=Promotion(),  # the row's mode and promotion: set by _promoted
+            site_adapters=check_site_adapters(raw.get("site_adapters"), where),
         )
     except KeyError as exc:
         raise ValueError(f"routing table {where}: row without {exc}") from exc
@@ -100,6 +104,7 @@ class RoutingTable:
     def load(cls, path: Path | None = None) -> RoutingTable:
         path = path or DEFAULT_TABLE
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+        prompts = default_prompts()  # templates and site styles: a broken one fails here, at start-up
         table_rule = ConsistencyRule.parse(data.get("consistency"), f"{path} [consistency]")
         rows = tuple(_row(r, f"{path} row {i + 1}", table_rule) for i, r in enumerate(data.get("route", [])))
         if "default" not in data:
@@ -107,6 +112,10 @@ class RoutingTable:
         table = cls(rows=rows, default=_row(data["default"], f"{path} default", table_rule),
                     consistency_default=table_rule)
         rules: dict[str, ConsistencyRule] = {}
+        for row in (*rows, table.default):
+            if template_name(row.prompt) not in prompts.names():
+                raise ValueError(f"routing table {path}: route {row.name!r} names prompt {row.prompt!r}, which is not "
+                                 f"one of {', '.join(prompts.names())}")
         for row in (*rows, table.default):  # a route is one route wherever its rows match: one policy
             if rules.setdefault(row.name, row.consistency) != row.consistency:
                 raise ValueError(f"routing table {path}: route {row.name!r} has rows with different consistency rules")
@@ -137,11 +146,11 @@ class RoutingTable:
         # A report the classifier could not place (issue 10: "the event says so") drafts on the default
         # route: a specialised adapter must never guess at a study it was not trained for.
         if event.classified_by == "unknown" or event.modality.value == "OT":
-            return self.default.spec()
+            return self.default.spec(event.site)
         for row in self.rows:
             if row.matches(event):
-                return row.spec()
-        return self.default.spec()
+                return row.spec(event.site)
+        return self.default.spec(event.site)
 
 
 def _promoted(table: RoutingTable, data: dict[str, Any], path: Path) -> RoutingTable:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from model.adapters.registry import RegistryEntry, config_sha256, now_utc, update_registry
+from model.training.recipe_card import cost_lines
 
 Conversation = list[dict[str, str]]
 
@@ -89,9 +90,12 @@ def _device_and_dtype() -> tuple[str, Any]:
 
 def _train(job: FinetuneJob, train_set: list[Conversation], eval_set: list[Conversation], out: Path) -> dict[str, Any]:
     """Train, evaluate before/after and save the adapter under ``out``; the numbers for the card."""
+    import torch
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model.training.train import LORA_TARGET_MODULES, TrainPlan, encode_chats, eval_loss, train_lora
+    from model.training.cost import TrainingMeter
+    from model.training.train import LORA_TARGET_MODULES, TrainPlan, encode_chats, eval_loss, lora_config, train
 
     device, dtype = _device_and_dtype()
     tokenizer = AutoTokenizer.from_pretrained(str(job.base_dir))
@@ -105,13 +109,16 @@ def _train(job: FinetuneJob, train_set: list[Conversation], eval_set: list[Conve
     plan = TrainPlan(steps=steps, batch_size=batch, learning_rate=job.learning_rate,
                      warmup_steps=max(1, min(10, steps // 10)), seed=job.seed)
     before = eval_loss(base, eval_examples, pad_id=pad_id)
-    adapted, train_loss = train_lora(base, train_examples, plan, pad_id=pad_id, rank=job.rank, alpha=job.alpha,
-                                     dropout=job.dropout, desc=f"train {job.route}", progress=job.progress)
+    torch.manual_seed(plan.seed)  # the adapter's A matrices are randomly initialised (as train_lora does)
+    adapted = get_peft_model(base, lora_config(job.rank, job.alpha, job.dropout))
+    with TrainingMeter(adapted, device) as meter:  # wall time, steps/s, tokens/s, peak memory for the card
+        train_loss = train(adapted, train_examples, plan, pad_id=pad_id, desc=f"train {job.route}", progress=job.progress)
     after = eval_loss(adapted, eval_examples, pad_id=pad_id)
     adapted.save_pretrained(str(out))
     return {"device": device, "dtype": str(dtype).removeprefix("torch."), "steps": steps, "batch_size": batch,
             "warmup_steps": plan.warmup_steps, "target_modules": list(LORA_TARGET_MODULES), "train_loss": round(train_loss, 4),
-            "eval_loss_before": round(before, 4), "eval_loss_after": round(after, 4)}
+            "eval_loss_before": round(before, 4), "eval_loss_after": round(after, 4),
+            "cost": {"training": meter.figures(steps)}}
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
@@ -125,7 +132,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"- LoRA r={hp['rank']} alpha={hp['alpha']} dropout={hp['dropout']} on {', '.join(hp['target_modules'])}",
         f"- {hp['steps']} steps, batch {hp['batch_size']}, lr {hp['learning_rate']}, seed {hp['seed']}, "
         f"{hp['device']} {hp['dtype']}",
-        f"- wall time {card['wall_s']} s", f"- held-out loss before {ev['eval_loss_before']} → after {ev['eval_loss_after']}", "",
+        f"- wall time {card['wall_s']} s", *cost_lines(card.get("cost") or {}), f"- held-out loss before {ev['eval_loss_before']} → after {ev['eval_loss_after']}", "",
     ])
 
 
@@ -147,7 +154,7 @@ def finetune(job: FinetuneJob) -> FinetuneResult:
             "base": {"path": str(Path(job.base_dir).resolve()), "config_sha256": base_hash},
             "export": {"id": job.export_id or f"{Path(job.export).stem}-{data_hash[:12]}", "sha256": data_hash,
                        "train_records": len(train_set), "eval_records": len(eval_set), "eval_share": job.eval_share},
-            "hyperparameters": hyper, "wall_s": round(time.monotonic() - started, 1),
+            "hyperparameters": hyper, "wall_s": round(time.monotonic() - started, 1), "cost": numbers["cost"],
             "evaluation": {k: numbers[k] for k in ("train_loss", "eval_loss_before", "eval_loss_after")}}
     (out / "training_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out / "TRAINING_CARD.md").write_text(_card_markdown(card), encoding="utf-8")

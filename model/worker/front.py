@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from model.worker.keys import WorkerKeys
-from model.worker.metrics import AUTH_REFUSED, FORWARDED, IN_FLIGHT
+from model.worker.metrics import ADAPTER_REQUESTS, AUTH_REFUSED, FORWARDED, IN_FLIGHT
 from model.worker.supervisor import Generation, Supervisor
-from model.worker.vllm import ADAPTER_HEADER, GENERATION_HEADER, VERSION_HEADER
+from model.worker.vllm import ADAPTER_HEADER, GENERATION_HEADER, VERSION_HEADER, WORKER_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -96,10 +96,14 @@ async def _forward(supervisor: Supervisor, request: Request) -> Response:
         FORWARDED.labels("5xx").inc()
         return _unavailable("the model worker is starting or swapping")
     body = await request.body()
-    headers = {GENERATION_HEADER: str(live.number)}
+    headers = {GENERATION_HEADER: str(live.number)} | ({WORKER_HEADER: supervisor.options.name} if supervisor.options.name else {})
     payload = _json_object(body) if request.method == "POST" else None
+    adapter = None
     if payload is not None and isinstance(payload.get("model"), str):
         name, version = live.resolve(payload["model"])
+        if name not in live.backend.served and (taken := await supervisor.take_on(live, name)) is not None:
+            name, version = taken  # a route placed on another worker, for a client failing over (model.worker.placed)
+        adapter = name if request.url.path.endswith("/completions") else None
         if name != payload["model"]:
             body = json.dumps({**payload, "model": name}).encode("utf-8")
         headers |= {ADAPTER_HEADER: name, VERSION_HEADER: version}
@@ -115,6 +119,8 @@ async def _forward(supervisor: Supervisor, request: Request) -> Response:
         log.warning("worker.forward_failed", generation=live.number, error=type(exc).__name__)
         return _unavailable("the model worker did not answer")
     FORWARDED.labels(f"{upstream.status_code // 100}xx").inc()
+    if adapter is not None and upstream.status_code < 300:
+        ADAPTER_REQUESTS.labels(adapter).inc()
     if request.url.path in _LORA_PATHS and upstream.status_code == 200 and payload and payload.get("lora_name"):
         (live.backend.served.add if _LORA_PATHS[request.url.path] else live.backend.served.discard)(str(payload["lora_name"]))
     headers |= {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}

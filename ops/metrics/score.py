@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from ops.metrics import bertscore as bert
@@ -44,8 +44,7 @@ class PairScores:
 
     def as_dict(self) -> dict[str, Any]:
         """The metric fields only (what the CLI prints per pair)."""
-        values = asdict(self)
-        return {name: values[name] for name in FIELDS}
+        return {name: getattr(self, name) for name in FIELDS}  # flat fields: no deep copy (asdict) needed
 
 
 class Pair(NamedTuple):

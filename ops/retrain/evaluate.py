@@ -3,7 +3,7 @@
 Stage: retrain (evaluating an adapter or the retrieval drafter before it serves). Input: a CSV or JSONL file with
 ``findings`` and ``impression`` (optional ``modality``, ``body_system``, ``site``, ``language``), each row routed like a
 live report and drafted by an OpenAI-compatible server or a ``RetrievalDrafter``. Output: ``EvalResult`` (metrics
-overall and per route; skipped and failed rows counted). Failure modes: ``EvalInputError``. Details: ops/README.md.
+overall, per route and per site; skipped and failed rows counted). Failure modes: ``EvalInputError``. Details: ops/README.md.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from model.inference.port import DrafterPort
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
+from model.training.cost import drafting_figures, peak_memory
 from ops.metrics import FIELDS, Pair, PairScores, aggregate, factual_consistency, methods, score_pairs
 from ops.metrics.rows import read_rows
 from ops.metrics.score import DEFAULTS
@@ -59,10 +61,13 @@ class EvalResult:
     skipped: int
     failed: dict[str, int] = field(default_factory=dict)  # error code → rows
     methods: dict[str, str] = field(default_factory=dict)  # metric → how it was computed (ops.metrics.methods)
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # the row's site ("(none)": no site column)
+    cost: dict[str, Any] = field(default_factory=dict)  # drafting wall time, drafts/s, p50/p95 latency (model.training.cost)
 
     def as_dict(self) -> dict[str, Any]:
         return {"drafter": self.drafter, "rows": self.rows, "skipped": self.skipped, "failed": self.failed,
-                "overall": self.overall, "routes": self.routes, "methods": self.methods}
+                "overall": self.overall, "routes": self.routes, "sites": self.sites, "methods": self.methods,
+                "cost": self.cost}
 
 
 def read_table(path: Path) -> Iterator[dict[str, Any] | None]:
@@ -146,28 +151,41 @@ def _summary(scores: Sequence[PairScores]) -> dict[str, Any]:
             "counts": {name: summary["counts"][name] for name in METRICS}, "languages": summary["languages"]}
 
 
-def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None], *, embeddings: bool = False,
-          settings: MetricsSettings = DEFAULTS) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Metric means overall and per route (routes sorted by name) over the rows that got a draft.
+def score_groups(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None], *, embeddings: bool = False,
+                 settings: MetricsSettings = DEFAULTS) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, Any]]]]:
+    """Metric means overall, and per ``route`` and per ``site`` (each sorted by name) over the rows that got a draft.
 
     Every pair is scored once; ``embeddings``: also BERTScore and SBERT (English rows; loads the encoder once)."""
-    drafted = [(draft.route, Pair(draft.text, row.impression, row.findings, row.event.language))
+    drafted = [({"route": draft.route, "site": row.event.site or "(none)"},
+                Pair(draft.text, row.impression, row.findings, row.event.language))
                for row, draft in zip(rows, drafts, strict=True) if draft is not None]
     scores = score_pairs([pair for _, pair in drafted], semantic=embeddings, bertscore=embeddings, settings=settings)
-    by_route: dict[str, list[PairScores]] = {}
-    for (route, _), scored in zip(drafted, scores, strict=True):
-        by_route.setdefault(route, []).append(scored)
-    return _summary(scores), {route: _summary(group) for route, group in sorted(by_route.items())}
+    groups: dict[str, dict[str, list[PairScores]]] = {"route": {}, "site": {}}
+    for (keys, _), scored in zip(drafted, scores, strict=True):
+        for dimension, grouped in groups.items():
+            grouped.setdefault(keys[dimension], []).append(scored)
+    return _summary(scores), {dimension: {key: _summary(group) for key, group in sorted(grouped.items())}
+                              for dimension, grouped in groups.items()}
+
+
+def score(rows: Sequence[EvalRow], drafts: Sequence[DraftImpression | None], *, embeddings: bool = False,
+          settings: MetricsSettings = DEFAULTS) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Metric means overall and per route (``score_groups`` without the sites)."""
+    overall, groups = score_groups(rows, drafts, embeddings=embeddings, settings=settings)
+    return overall, groups["route"]
 
 
 async def evaluate(drafter: DrafterPort, name: str, rows: Sequence[EvalRow], skipped: int, table: RoutingTable, *,
                    adapter: str | None = None, concurrency: int = 8, progress: bool = True, embeddings: bool = False,
                    settings: MetricsSettings = DEFAULTS) -> EvalResult:
     """Draft every row with ``drafter`` and score the drafts against the rows' impressions."""
+    started = time.monotonic()
     drafts, failed = await draft_all(drafter, requests_for(rows, table, adapter), concurrency=concurrency, progress=progress)
-    overall, routes = score(rows, drafts, embeddings=embeddings, settings=settings)
-    return EvalResult(drafter=name, overall=overall, routes=routes, rows=len(rows), skipped=skipped, failed=failed,
-                      methods=methods(settings, semantic=embeddings, bertscore=embeddings))
+    cost = drafting_figures([d.latency_ms for d in drafts if d is not None], time.monotonic() - started)
+    overall, groups = score_groups(rows, drafts, embeddings=embeddings, settings=settings)
+    return EvalResult(drafter=name, overall=overall, routes=groups["route"], rows=len(rows), skipped=skipped,
+                      failed=failed, methods=methods(settings, semantic=embeddings, bertscore=embeddings),
+                      sites=groups["site"], cost={**cost, "concurrency": concurrency, **peak_memory("cpu")})
 
 
 def _support(findings: str, impression: str) -> float | None:
@@ -218,4 +236,15 @@ def render_table(result: EvalResult) -> str:
     notes = f"drafter {result.drafter}: {result.rows} rows, {result.skipped} skipped (no findings or impression)"
     notes += f", {failed} failed to draft {json.dumps(result.failed)}" if failed else ""
     body = render("ROUTE", [*result.routes.items(), ("overall", result.overall)], metrics=METRICS)
-    return "\n".join([notes, *method_lines(result.methods), *body])
+    # Evaluation by site (site-aware prompting, cross-site adaptation): a table per site when the data has several.
+    sites = ["", *render("SITE", list(result.sites.items()), metrics=METRICS)] if len(result.sites) > 1 else []
+    return "\n".join([notes, *method_lines(result.methods), *body, *sites, *_cost_line(result.cost)])
+
+
+def _cost_line(cost: dict[str, Any]) -> list[str]:
+    """Drafting throughput and latency (the drafts' own ``latency_ms``: one request each, at ``concurrency``)."""
+    if not cost:
+        return []
+    return ["", f"drafting: {cost['drafts']} drafts in {cost['wall_s']} s, {cost['drafts_per_s']} drafts/s at "
+            f"concurrency {cost.get('concurrency')}, latency p50 {cost['latency_ms_p50']} ms, p95 {cost['latency_ms_p95']} "
+            f"ms; peak memory of this process {cost.get('peak_memory_mib')} MiB ({cost.get('peak_memory_kind')})"]

@@ -40,15 +40,16 @@ class PairScores:
     failed: dict[str, dict[str, int]]
 
 
-def _request(messages: list[dict[str, str]], route: str, index: int) -> InferenceRequest | None:
-    """The request that renders exactly ``messages`` (the template's layout: exam, label, findings…, label)."""
+def _request(messages: list[dict[str, str]], route: str, index: int, site: str = "") -> InferenceRequest | None:
+    """The request that renders exactly ``messages`` (the template's layout: exam, label, findings…, label) at
+    ``site`` (the export line's: its style block is in the prompt, model/inference/site_styles.toml)."""
     lines = messages[-1]["content"].split("\n")
     if len(lines) < 4:
         return None
     findings = "\n".join(lines[2:-1]).strip()
     accession = f"RETRAIN-{route}-{index:06d}"
     event = ReportEvent(event_id=event_id_for("retrain", accession), source=Source.HL7V2, message_control_id=accession,
-                        sender="retrain", accession=accession, modality=Modality.OT, body_system=BodySystem.OTHER,
+                        sender="retrain", accession=accession, site=site, modality=Modality.OT, body_system=BodySystem.OTHER,
                         procedure_text=_LABEL.sub("", lines[0], count=1), findings=findings,
                         status=ReportStatus.PRELIMINARY, language=detect_language(findings))
     request = InferenceRequest(event=event, route=RouteSpec(name=route, adapter="base", prompt_template=DEFAULT_TEMPLATE, topic=""))
@@ -62,8 +63,9 @@ def heldout_rows(path: Path, route: str) -> tuple[list[EvalRow], list[InferenceR
     skipped = 0
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     for index, line in enumerate((line for line in lines if line.strip()), start=1):
-        messages = json.loads(line).get("messages", [])
-        request = _request(messages[:-1], route, index) if messages and messages[-1]["role"] == "assistant" else None
+        row = json.loads(line)
+        messages, site = row.get("messages", []), str(row.get("site", ""))
+        request = _request(messages[:-1], route, index, site) if messages and messages[-1]["role"] == "assistant" else None
         if request is None:
             skipped += 1
             continue

@@ -1,0 +1,331 @@
+"""Capture-rate benchmark: signed reports over MLLP → edit records in the store, reports per second, end to end.
+
+In one run, against one embedded stack: a Tansu broker and ``impression-gateway serve`` (all roles in one process, or
+``--split-roles``: the gateway and the consumers in a process each; SQLite store; the consumers as serve runs them)
+with ``--model-url`` pointing at an instant OpenAI-compatible responder in this process (it answers each report's
+draft at once: a third of them the impression the final will carry, the others edited). ``--warmup`` studies go
+through first, untimed. Then ``--reports`` preliminaries (CT chest, XR chest, US abdomen; synthetic findings from
+``model.demo.synthetic``, one accession each) are sent, drafted and posted, untimed; then their finals are sent over
+``--connections`` MLLP connections as fast as the listener ACKs them, and the clock runs from the first final sent
+until the store holds an edit record for every one: reports/s. Side by side, a naive loop ``hl7apy.parse_message``
+over the same final messages in a process pinned to one core (``os.sched_setaffinity``), before and after the stack
+runs (both ``find_groups`` settings; the faster counts). Prints both rates, their ratio (target ≥ 3x) and the mean
+time per final inside the normalise, route and capture stages (serve's /metrics). Asserts nothing; stops everything
+it started.
+
+    python bench/capture_rate.py [--reports 1000] [--warmup 30] [--connections 8] [--naive-messages 300]
+        [--split-roles] [--log-level warning] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from consumers.embedded import EmbeddedBroker
+from gateway.mllp import MllpClient, MllpTarget, ack_code
+from model.demo import synthetic
+from model.inference.routing import RoutingTable
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 3.0
+MARK = re.compile(rb"BC\d{6}")  # a benchmark report's accession, also written into its findings
+# (route, OBR-4, OBR-24) of the sample studies in cli/sample: what the routing table routes on.
+STUDIES = (("ct_chest", "CTCHEST^CT THORAX WITH CONTRAST^L", "CT"),
+           ("xr_chest", "XRCHEST2V^XR CHEST PA AND LATERAL^L", "RAD"),
+           ("us_abdomen", "USABD^US ABDOMEN COMPLETE^L", "US"))
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def _hl7_text(text: str) -> str:
+    for raw, escaped in _ESCAPES:  # HL7 v2.5.1 §2.7.1 (the escape character first)
+        text = text.replace(raw, escaped)
+    return text.replace("\n", "\\.br\\")
+
+
+def studies(n: int) -> list[dict[str, str]]:
+    """``n`` studies, the routes in turn: accession, OBR fields, findings (naming the accession), final, draft."""
+    items = {route: synthetic.generate(route, n // len(STUDIES) + 1, seed=11) for route, _, _ in STUDIES}
+    out = []
+    for i in range(n):
+        route, code, section = STUDIES[i % len(STUDIES)]
+        item = items[route][i // len(STUDIES)]
+        first = item.impression.split("\n")[0]
+        draft = item.impression if i % 3 == 0 else f"{first}\nNo other acute abnormality."
+        out.append({"accession": f"BC{i:06d}", "code": code, "section": section, "draft": draft,
+                    "findings": f"{item.findings} Ref BC{i:06d}.", "impression": item.impression})
+    return out
+
+
+def message(study: dict[str, str], final: bool) -> bytes:
+    """The study's ORU^R01: its preliminary (findings, OBR-25 P) or its final (findings and impression, F)."""
+    acc, status = study["accession"], "F" if final else "P"
+    segments = [f"MSH|^~\\&|RIS|GENHOSP|IMPRESSION-GW|RAD|20261122081500||ORU^R01^ORU_R01|{acc}{status}|P|2.5.1",
+                f"PID|1||SYN{acc}^^^GENHOSP^MR||DEMO^PATIENT^01||19700101|U",
+                f"ORC|RE|PL{acc}|FI{acc}||{'CM' if final else 'IP'}",
+                f"OBR|1|PL{acc}|FI{acc}|{study['code']}|||20261122081500|||||||||||{acc}||||20261122081500||"
+                f"{study['section']}|{status}|||||||RAD1001^Demo^Reader",
+                f"OBX|1|TX|59776-5^Findings^LN||{_hl7_text(study['findings'])}||||||{status}"]
+    if final:
+        segments.append(f"OBX|2|TX|19005-8^Impression^LN||{_hl7_text(study['impression'])}||||||F")
+    return ("\r".join(segments) + "\r").encode()
+
+
+class InstantModel:
+    """An OpenAI-compatible server answering every completion at once with the study's draft (raw HTTP/1.1)."""
+
+    def __init__(self, models: list[str], drafts: dict[str, str]):
+        self.models, self.drafts, self.port = models, drafts, 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> InstantModel:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, path = head[0].split(" ")[:2]
+                length = next((int(v) for k, _, v in (line.partition(":") for line in head[1:])
+                               if k.lower() == "content-length"), 0)
+                status, payload = self.answer(method, path.split("?")[0], await reader.readexactly(length))
+                data = json.dumps(payload).encode()
+                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
+                             "\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[str, dict[str, Any]]:
+        if method == "GET" and path == "/v1/models":
+            return "200 OK", {"object": "list", "data": [{"id": m, "object": "model", "root": m} for m in self.models]}
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
+            return "404 Not Found", {"error": {"message": f"no route {path}"}}
+        mark = MARK.search(body)
+        text = self.drafts.get(mark.group().decode(), "No acute abnormality.") if mark else "No acute abnormality."
+        request = json.loads(body or b"{}")
+        choice: dict[str, Any] = ({"text": text} if path == "/v1/completions"
+                                  else {"message": {"role": "assistant", "content": text}})
+        choices = [{**choice, "index": i, "finish_reason": "stop"} for i in range(int(request.get("n") or 1))]
+        return "200 OK", {"id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()),
+                          "model": request.get("model", ""), "choices": choices,
+                          "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130}}
+
+
+async def send_all(port: int, messages: list[bytes], connections: int) -> dict[str, int]:
+    """Sends every message, ``connections`` at a time, each as soon as a connection is free; MSA-1 counts."""
+    codes: dict[str, int] = {}
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+
+    async def lane() -> None:
+        client = MllpClient(MllpTarget("127.0.0.1", port), timeout_s=30)
+        try:
+            while not queue.empty():
+                code = ack_code(await client.send(queue.get_nowait()))
+                codes[code] = codes.get(code, 0) + 1
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(lane() for _ in range(connections)))
+    return codes
+
+
+def count_rows(db: Path, query: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {query}").fetchone()[0])  # a fixed query of this file
+
+
+async def until_rows(db: Path, query: str, n: int, timeout_s: float) -> float | None:
+    """Seconds until ``SELECT count(*) FROM <query>`` reaches ``n`` (None: not within ``timeout_s``)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        if db.exists() and await asyncio.to_thread(count_rows, db, query) >= n:
+            return time.perf_counter() - start
+        await asyncio.sleep(0.05)
+    return None
+
+
+def stage_totals(http: str) -> dict[str, tuple[float, float]]:
+    """(seconds, records) inside each stage so far (``ig_stage_latency_seconds`` sum and count, serve's /metrics)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
+        for s in family.samples:
+            if s.name in ("ig_stage_latency_seconds_sum", "ig_stage_latency_seconds_count"):
+                found.setdefault(s.labels["stage"], [0.0, 0.0])[s.name.endswith("_count")] = s.value
+    return {stage: (total, count) for stage, (total, count) in found.items()}
+
+
+def means_between(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean seconds per record inside each stage between two readings."""
+    out = {}
+    for stage, (total, count) in after.items():
+        total0, count0 = before.get(stage, (0.0, 0.0))
+        if count > count0:
+            out[stage] = (total - total0) / (count - count0)
+    return out
+
+
+def _naive(messages: list[bytes], core: int | None, out: Any) -> None:
+    """The baseline, in its own process on one core: hl7apy.parse_message of every message, both ways."""
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    from hl7apy.parser import parse_message
+
+    texts = [m.decode("utf-8") for m in messages]
+    parse_message(texts[0])  # imports and hl7apy's lazy tables, not timed
+    rates = {}
+    for find_groups in (True, False):
+        start = time.perf_counter()
+        for text in texts:
+            parse_message(text, find_groups=find_groups)
+        rates[find_groups] = len(texts) / (time.perf_counter() - start)
+    out.put(rates)
+
+
+def naive_rate(messages: list[bytes]) -> dict[bool, float]:
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    ctx = mp.get_context("spawn")
+    queue: Any = ctx.Queue()
+    proc = ctx.Process(target=_naive, args=(messages, cores[-1] if cores else None, queue))
+    proc.start()
+    rates: dict[bool, float] = queue.get()
+    proc.join()
+    return rates
+
+
+@asynccontextmanager
+async def stack(args: argparse.Namespace, work: Path, bootstrap: str, model_url: str) -> AsyncIterator[tuple[int, str]]:
+    """serve as the embedded stack runs it: one process with all roles, or (``--split-roles``) the gateway and the
+    consumers in a process each; yields the MLLP port and the consumers' HTTP base URL."""
+    sys.path.insert(0, str(REPO))  # tests/harness: serve as a subprocess, as the end-to-end tests start it
+    from tests.harness.serving import serve, wait_ready
+
+    common = ["--kafka-bootstrap", bootstrap, "--model-url", model_url, "--data-dir", str(work),
+              "--database-url", f"sqlite:///{work / 'store.db'}"]
+    env = {"IG_APP_ID": "bench-capture-rate"}
+    with ExitStack() as running:
+        roles = ("gateway", "consumers") if args.split_roles else ("all",)
+        served = {}
+        for role in roles:
+            (work / role).mkdir(exist_ok=True)
+            served[role] = running.enter_context(serve([*common, "--role", role], work / role, env=env,
+                                                       log_level=args.log_level))
+        for one in served.values():
+            await asyncio.to_thread(wait_ready, one)  # the instant model answers from this loop meanwhile
+        yield served[roles[0]].mllp_port, served[roles[-1]].http
+
+
+async def stack_rate(args: argparse.Namespace, work: Path, warm: list[dict[str, str]], made: list[dict[str, str]]
+                     ) -> dict[str, Any]:
+    routing = RoutingTable.load()
+    model = await InstantModel(sorted({"base", *(r.adapter for r in routing.routes)}),
+                               {s["accession"]: s["draft"] for s in warm + made}).start()
+    db, wait = work / "store.db", args.timeout_s
+    try:
+        with EmbeddedBroker(work / "logs") as broker:
+            async with stack(args, work, broker.bootstrap, model.url) as (port, http):
+                # First use of each stage (WordNet, the scorers, their caches): not timed.
+                await send_all(port, [message(s, False) for s in warm], args.connections)
+                await until_rows(db, "drafts WHERE posted_at IS NOT NULL", len(warm), wait)
+                await send_all(port, [message(s, True) for s in warm], args.connections)
+                await until_rows(db, "edit_records", len(warm), wait)
+                prelim_codes = await send_all(port, [message(s, False) for s in made], args.connections)
+                # Drafted and posted, every version kept: the stack is idle before the clock starts.
+                drafted = await until_rows(db, "drafts WHERE posted_at IS NOT NULL", len(warm) + len(made), wait)
+                await until_rows(db, "reports", 2 * len(warm) + len(made), wait)
+                before = await asyncio.to_thread(stage_totals, http)
+                start = time.perf_counter()
+                final_codes = await send_all(port, [message(s, True) for s in made], args.connections)
+                acked = time.perf_counter() - start
+                captured = await until_rows(db, "edit_records", len(warm) + len(made), wait)
+                elapsed = time.perf_counter() - start
+                means = means_between(before, await asyncio.to_thread(stage_totals, http))
+        stored = count_rows(db, "edit_records") - len(warm)
+    finally:
+        await model.stop()
+    return {"reports": len(made), "prelim_acks": prelim_codes, "final_acks": final_codes, "drafted_s": drafted,
+            "acked_s": acked, "captured_s": captured, "stored": stored, "rate": stored / elapsed, "means": means}
+
+
+async def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        made = studies(args.warmup + args.reports)
+        warm, made = made[:args.warmup], made[args.warmup:]
+        sample = [message(s, True) for s in made[:args.naive_messages]]  # the finals the stack captures
+        naive_first = await asyncio.to_thread(naive_rate, sample)
+        ours = await stack_rate(args, work, warm, made)
+        naive_after = await asyncio.to_thread(naive_rate, sample)
+    rates = {fg: (naive_first[fg] + naive_after[fg]) / 2 for fg in (True, False)}
+    naive = max(rates.values())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"capture rate: {ours['reports']} signed reports (CT chest, XR chest, US abdomen; drafted first) over MLLP "
+          f"({args.connections} connections) → edit records in SQLite; "
+          f"{'serve --role gateway + --role consumers' if args.split_roles else 'serve (all roles)'} + Tansu on {cores} cores")
+    print(f"  preliminaries ACKs {ours['prelim_acks']}, all drafted and posted in {ours['drafted_s'] or float('nan'):.1f} s; "
+          f"finals ACKs {ours['final_acks']}, all ACKed after {ours['acked_s']:.1f} s")
+    if ours["captured_s"] is None:
+        print(f"  NOT all captured within {args.timeout_s:.0f} s: {ours['stored']} of {ours['reports']}")
+    print(f"{'path':<44}{'reports/s':>10}")
+    print(f"{'stack: first final sent → last edit record':<44}{ours['rate']:>10.1f}")
+    for find_groups, rate in rates.items():
+        print(f"{f'naive hl7apy.parse_message, find_groups={find_groups}':<44}{rate:>10.1f}"
+              f"   (before {naive_first[find_groups]:.1f}, after {naive_after[find_groups]:.1f}; one core)")
+    ratio = ours["rate"] / naive
+    print(f"ratio stack/naive (the faster naive): {ratio:.2f}x (target ≥ {TARGET:g}x: "
+          f"{'PASS' if ratio >= TARGET else 'MISS'})")
+    means = ours["means"]
+    print("inside the stages, mean ms per final (serve's /metrics; capture: a record's share of its batch): " + ", ".join(
+        f"{stage} {means[stage] * 1000:.2f}" for stage in ("normalise", "route", "capture") if stage in means))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reports", type=int, default=1000, help="signed reports measured (default 1000)")
+    parser.add_argument("--warmup", type=int, default=30, help="studies sent (preliminary, final) and captured "
+                        "first, not timed (default 30)")
+    parser.add_argument("--connections", type=int, default=8, help="MLLP connections sending at once (default 8)")
+    parser.add_argument("--naive-messages", type=int, default=300, help="final messages the naive loop parses "
+                        "(the first of the same finals; default 300)")
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for the drafts, the records")
+    parser.add_argument("--split-roles", action="store_true", help="serve --role gateway and --role consumers in a "
+                        "process each (default: one serve process, all roles)")
+    parser.add_argument("--log-level", default="warning", help="serve's log level (default warning)")
+    parser.add_argument("--keep", default="", help="a folder for the store and serve's log, kept (default: a temp dir)")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
