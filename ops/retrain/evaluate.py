@@ -238,13 +238,13 @@ def render_table(result: EvalResult) -> str:
     body = render("ROUTE", [*result.routes.items(), ("overall", result.overall)], metrics=METRICS)
     # Evaluation by site (site-aware prompting, cross-site adaptation): a table per site when the data has several.
     sites = ["", *render("SITE", list(result.sites.items()), metrics=METRICS)] if len(result.sites) > 1 else []
-    return "\n".join([notes, *method_lines(result.methods), *body, *sites, *_cost_line(result.cost)])
+    return "\n".join([notes, *_cost_line(result.cost), *method_lines(result.methods), *body, *sites])
 
 
 def _cost_line(cost: dict[str, Any]) -> list[str]:
     """Drafting throughput and latency (the drafts' own ``latency_ms``: one request each, at ``concurrency``)."""
     if not cost:
         return []
-    return ["", f"drafting: {cost['drafts']} drafts in {cost['wall_s']} s, {cost['drafts_per_s']} drafts/s at "
+    return [f"drafting: {cost['drafts']} drafts in {cost['wall_s']} s, {cost['drafts_per_s']} drafts/s at "
             f"concurrency {cost.get('concurrency')}, latency p50 {cost['latency_ms_p50']} ms, p95 {cost['latency_ms_p95']} "
             f"ms; peak memory of this process {cost.get('peak_memory_mib')} MiB ({cost.get('peak_memory_kind')})"]
