@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from consumers.embedded import EmbeddedBroker  # noqa: E402
 
-pytest_plugins = ["tests.harness.vllm_server"]
+pytest_plugins = ["tests.harness.vllm_server", "tests.harness.stores"]
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -26,25 +26,8 @@ from ops.store import Store, drafts, edit_records, reports, withdrawals
 from schemas import ReportStatus
 from tests.harness.backfill_feed import Report, batch_file, mllp_file, ndjson, oru
 from tests.harness.backfill_feed import reports as history
-from tests.harness.postgres_server import empty_database, postgres_server
 
 ROUTING = RoutingTable.load(None)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = Store(url).create()
-    yield opened
-    if request.param == "postgresql":
-        empty_database(opened.engine)
-    opened.close()
 
 
 @pytest.fixture

@@ -4,11 +4,7 @@ finals sign the earlier text, addenda beside the final, withdrawals kept apart a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from ops.capture import (
     attach_late_draft,
@@ -21,24 +17,6 @@ from ops.capture import (
 )
 from ops.store import Store
 from schemas import DraftImpression, ReportEvent, ReportStatus, Source
-from tests.harness.postgres_server import empty_database, postgres_server
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = Store(url).create()
-    yield opened
-    if request.param == "postgresql":
-        empty_database(opened.engine)
-    opened.close()
-
 
 T0 = datetime(2024, 3, 15, 9, 0, tzinfo=UTC)
 

@@ -31,16 +31,10 @@ from ops.store import Store
 from schemas import DraftImpression, ReportEvent, ReportStatus, Source
 from schemas.alerts import Alert, AlertKind
 from tests.conftest import REPO
-from tests.harness.postgres_server import empty_database, postgres_server
+from tests.harness.postgres_server import empty_database
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 CLI = Path(sys.executable).parent / "impression-gateway"
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from schemas import (
     ReportStatus,
     Source,
 )
-from tests.harness.postgres_server import empty_database, postgres_server
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 FINDINGS = "Small left pleural effusion. No pneumothorax."
@@ -59,23 +57,6 @@ def table(tmp_path: Path, text: str = TABLE) -> RoutingTable:
     path = tmp_path / f"routes{abs(hash(text))}.toml"
     path.write_text(text, encoding="utf-8")
     return RoutingTable.load(path)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The store on SQLite and on a real PostgreSQL (its tables dropped after each test)."""
-    url = f"sqlite:///{tmp_path / 'shadow.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = Store(url).create()
-    yield opened
-    if request.param == "postgresql":
-        empty_database(opened.engine)
-    opened.close()
 
 
 def test_the_table_gives_each_route_its_start_mode_and_thresholds(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from ops.drift.signtime import signings, time_to_sign
 from ops.drift.web import dashboard_router
 from ops.store import Store
 from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
-from tests.harness.postgres_server import empty_database, postgres_server
+from tests.harness.postgres_server import empty_database
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 FINDINGS = "Small left pleural effusion."
@@ -58,12 +58,6 @@ def _study(store: Store, accession: str, arm: str, final_at: timedelta, *, issue
     store.save_report(final)
     record = capture_final(final, draft)
     store.save_edit(record.model_copy(update={"route": "ct_chest", "captured_at": T0 + final_at}))
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
