@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,9 +54,10 @@ def _is_report_file(path: Path) -> bool:
     return head.startswith(b"MSH") or (head[:1] in (b"{", b"[") and b'"resourceType"' in head)
 
 
-def expand(paths: Iterable[Path]) -> tuple[list[Path], int]:
+def expand(paths: Iterable[Path], is_report: Callable[[Path], bool] | None = None) -> tuple[list[Path], int]:
     """(files to read, files skipped): named files as given; directories walked, hidden entries and files that
-    are neither HL7 v2 nor FHIR (goldens, READMEs) left out."""
+    are neither HL7 v2 nor FHIR (goldens, READMEs; ``is_report`` decides where given) left out."""
+    is_report = is_report or _is_report_file
     files: list[Path] = []
     skipped = 0
     for path in paths:
@@ -66,7 +67,7 @@ def expand(paths: Iterable[Path]) -> tuple[list[Path], int]:
         for found in sorted(p for p in path.rglob("*") if p.is_file()):
             if any(part.startswith(".") for part in found.relative_to(path).parts):
                 continue
-            if _is_report_file(found):
+            if is_report(found):
                 files.append(found)
             else:
                 skipped += 1

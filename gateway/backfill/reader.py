@@ -18,6 +18,7 @@ from gateway.backfill.resource_index import INDEXED, ResourceIndex
 from gateway.backfill.units import Unit, rejected
 from gateway.fhir.inbound import parse_fhir
 from gateway.files import MAX_FILE_BYTES
+from gateway.files import expand as expand_files
 from gateway.settings import GatewaySettings
 from schemas import GatewayError, Reject
 
@@ -70,21 +71,9 @@ def _is_report_file(path: Path) -> bool:
 
 
 def expand(paths: Iterable[Path]) -> tuple[list[Path], int]:
-    """(files to read, files skipped): named files as given; directories walked in name order, hidden entries and
-    files that are no report file (READMEs, manifests) left out."""
-    files: list[Path] = []
-    skipped = 0
-    for path in paths:
-        if not path.is_dir():
-            files.append(path)
-            continue
-        for found in sorted(p for p in path.rglob("*") if p.is_file()):
-            if any(part.startswith(".") for part in found.relative_to(path).parts):
-                continue
-            if _is_report_file(found):
-                files.append(found)
-            else:
-                skipped += 1
+    """(files to read, files skipped): as ``gateway.files.expand`` with this reader's sniffing (NDJSON too), each
+    file once."""
+    files, skipped = expand_files(paths, _is_report_file)
     unique = {p.resolve(): p for p in reversed(files)}  # a file named twice (or inside a folder named too): once
     return [p for p in files if unique.get(p.resolve()) is p], skipped
 
