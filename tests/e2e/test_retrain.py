@@ -285,7 +285,13 @@ def test_a_drift_alert_for_the_route_triggers_a_run(tmp_path: Path) -> None:
                                 "--poll", "1s", "--registry", str(path), "--data-dir", str(tmp_path),
                                 "--database-url", db], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)  # watching; no alert yet, so no run
+        # Watching once its first poll made the store (its start-up, imports included, can take seconds under load):
+        # an alert saved before the watch began would be older than what it looks for.
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "alerts.db").exists():
+            assert time.monotonic() < deadline and process.poll() is None, "retrain never polled the store"
+            time.sleep(0.2)
+        time.sleep(1.5)  # past that poll: no alert yet, so no run
         assert read_audit(path) == []
         store = Store(db).create()
         AlertLog(store.engine).save(Alert(alert_id="a1", route=ROUTE, metric="rougeL", kind=AlertKind.QUALITY,
