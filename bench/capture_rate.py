@@ -1,20 +1,21 @@
 """Capture-rate benchmark: signed reports over MLLP → edit records in the store, reports per second, end to end.
 
-In one run, against one embedded stack: a Tansu broker and ``impression-gateway serve`` (all roles in one process, or
-``--split-roles``: the gateway and the consumers in a process each; SQLite store; the consumers as serve runs them)
-with ``--model-url`` pointing at an instant OpenAI-compatible responder in this process (it answers each report's
-draft at once: a third of them the impression the final will carry, the others edited). ``--warmup`` studies go
-through first, untimed. Then ``--reports`` preliminaries (CT chest, XR chest, US abdomen; synthetic findings from
-``model.demo.synthetic``, one accession each) are sent, drafted and posted, untimed; then their finals are sent over
-``--connections`` MLLP connections as fast as the listener ACKs them, and the clock runs from the first final sent
-until the store holds an edit record for every one: reports/s. Side by side, a naive loop ``hl7apy.parse_message``
-over the same final messages in a process pinned to one core (``os.sched_setaffinity``), before and after the stack
-runs (both ``find_groups`` settings; the faster counts). Prints both rates, their ratio (target ≥ 3x) and the mean
-time per final inside the normalise, route and capture stages (serve's /metrics). Asserts nothing; stops everything
-it started.
+In one run, per layout of the embedded stack (``--consumers``: 0 = ``impression-gateway serve`` with all roles in one
+process, as ``serve --embedded`` runs it; N = ``serve --role gateway`` and N ``serve --role consumers`` processes of
+one consumer group), each on a fresh Tansu broker and SQLite store, with ``--model-url`` pointing at an instant
+OpenAI-compatible responder in this process (it answers each report's draft at once: a third of them the impression
+the final will carry, the others edited). ``--warmup`` studies go through first, untimed. Then ``--reports``
+preliminaries (CT chest, XR chest, US abdomen; synthetic findings from ``model.demo.synthetic``, one accession each)
+are sent, drafted and posted, untimed; then their finals are sent over ``--connections`` MLLP connections as fast as
+the listener ACKs them, and the clock runs from the first final sent until the store holds an edit record for every
+one: reports/s. Side by side, a naive loop ``hl7apy.parse_message`` over the same final messages in a process pinned
+to one core (``os.sched_setaffinity``), before the first layout and after the last (both ``find_groups`` settings,
+the faster counts; also per CPU second of its process). Prints the rates, the ratios (target ≥ 3x), the CPU each
+process spent per final and the mean time per final inside the normalise, route and capture stages (/metrics).
+Asserts nothing; stops everything it started.
 
     python bench/capture_rate.py [--reports 1000] [--warmup 30] [--connections 8] [--naive-messages 300]
-        [--split-roles] [--log-level warning] [--keep DIR]
+        [--consumers 0,2] [--log-level warning] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -172,16 +173,18 @@ async def until_rows(db: Path, query: str, n: int, timeout_s: float) -> float | 
     return None
 
 
-def stage_totals(http: str) -> dict[str, tuple[float, float]]:
-    """(seconds, records) inside each stage so far (``ig_stage_latency_seconds`` sum and count, serve's /metrics)."""
+def stage_totals(https: list[str]) -> dict[str, tuple[float, float]]:
+    """(seconds, records) inside each stage so far, over the processes (``ig_stage_latency_seconds`` sum and count,
+    each serve's /metrics)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     found: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
-        for s in family.samples:
-            if s.name in ("ig_stage_latency_seconds_sum", "ig_stage_latency_seconds_count"):
-                found.setdefault(s.labels["stage"], [0.0, 0.0])[s.name.endswith("_count")] = s.value
+    for http in https:
+        for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
+            for s in family.samples:
+                if s.name in ("ig_stage_latency_seconds_sum", "ig_stage_latency_seconds_count"):
+                    found.setdefault(s.labels["stage"], [0.0, 0.0])[s.name.endswith("_count")] += s.value
     return {stage: (total, count) for stage, (total, count) in found.items()}
 
 
@@ -203,57 +206,73 @@ def _naive(messages: list[bytes], core: int | None, out: Any) -> None:
 
     texts = [m.decode("utf-8") for m in messages]
     parse_message(texts[0])  # imports and hl7apy's lazy tables, not timed
-    rates = {}
+    rates: dict[str, float] = {}
     for find_groups in (True, False):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for text in texts:
             parse_message(text, find_groups=find_groups)
-        rates[find_groups] = len(texts) / (time.perf_counter() - start)
+        rates[f"wall {find_groups}"] = len(texts) / (time.perf_counter() - start)
+        rates[f"cpu {find_groups}"] = len(texts) / (time.process_time() - cpu)
     out.put(rates)
 
 
-def naive_rate(messages: list[bytes]) -> dict[bool, float]:
+def naive_rate(messages: list[bytes]) -> dict[str, float]:
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     ctx = mp.get_context("spawn")
     queue: Any = ctx.Queue()
     proc = ctx.Process(target=_naive, args=(messages, cores[-1] if cores else None, queue))
     proc.start()
-    rates: dict[bool, float] = queue.get()
+    rates: dict[str, float] = queue.get()
     proc.join()
     return rates
 
 
 @asynccontextmanager
-async def stack(args: argparse.Namespace, work: Path, bootstrap: str, model_url: str) -> AsyncIterator[tuple[int, str]]:
-    """serve as the embedded stack runs it: one process with all roles, or (``--split-roles``) the gateway and the
-    consumers in a process each; yields the MLLP port and the consumers' HTTP base URL."""
+async def stack(args: argparse.Namespace, consumers: int, work: Path, bootstrap: str, model_url: str
+                ) -> AsyncIterator[tuple[int, list[str], dict[str, int]]]:
+    """serve as the embedded stack runs it: one process with all roles, or (``--consumers N``) ``--role gateway`` and
+    N ``--role consumers`` processes (one consumer group); yields the MLLP port, the HTTP base URL of each process
+    that runs the consumers, and each process id by name."""
     sys.path.insert(0, str(REPO))  # tests/harness: serve as a subprocess, as the end-to-end tests start it
     from tests.harness.serving import serve, wait_ready
 
     common = ["--kafka-bootstrap", bootstrap, "--model-url", model_url, "--data-dir", str(work),
               "--database-url", f"sqlite:///{work / 'store.db'}"]
     env = {"IG_APP_ID": "bench-capture-rate"}
+    names = {"all": "all"} if not consumers else {
+        "gateway": "gateway", **{f"consumers{i + 1}": "consumers" for i in range(consumers)}}
     with ExitStack() as running:
-        roles = ("gateway", "consumers") if args.split_roles else ("all",)
         served = {}
-        for role in roles:
-            (work / role).mkdir(exist_ok=True)
-            served[role] = running.enter_context(serve([*common, "--role", role], work / role, env=env,
+        for name, role in names.items():
+            (work / name).mkdir(exist_ok=True)
+            served[name] = running.enter_context(serve([*common, "--role", role], work / name, env=env,
                                                        log_level=args.log_level))
         for one in served.values():
             await asyncio.to_thread(wait_ready, one)  # the instant model answers from this loop meanwhile
-        yield served[roles[0]].mllp_port, served[roles[-1]].http
+        port = served["all" if "all" in served else "gateway"].mllp_port
+        yield port, [one.http for name, one in served.items() if name != "gateway"], {
+            name: one.proc.pid for name, one in served.items()}
 
 
-async def stack_rate(args: argparse.Namespace, work: Path, warm: list[dict[str, str]], made: list[dict[str, str]]
-                     ) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5) fields 14, 15)
+
+
+async def stack_rate(args: argparse.Namespace, consumers: int, work: Path, warm: list[dict[str, str]],
+                     made: list[dict[str, str]]) -> dict[str, Any]:
     routing = RoutingTable.load()
     model = await InstantModel(sorted({"base", *(r.adapter for r in routing.routes)}),
                                {s["accession"]: s["draft"] for s in warm + made}).start()
     db, wait = work / "store.db", args.timeout_s
     try:
         with EmbeddedBroker(work / "logs") as broker:
-            async with stack(args, work, broker.bootstrap, model.url) as (port, http):
+            async with stack(args, consumers, work, broker.bootstrap, model.url) as (port, https, pids):
+                pids = {**pids, "broker": broker._proc.pid if broker._proc else 0}
                 # First use of each stage (WordNet, the scorers, their caches): not timed.
                 await send_all(port, [message(s, False) for s in warm], args.connections)
                 await until_rows(db, "drafts WHERE posted_at IS NOT NULL", len(warm), wait)
@@ -263,51 +282,67 @@ async def stack_rate(args: argparse.Namespace, work: Path, warm: list[dict[str, 
                 # Drafted and posted, every version kept: the stack is idle before the clock starts.
                 drafted = await until_rows(db, "drafts WHERE posted_at IS NOT NULL", len(warm) + len(made), wait)
                 await until_rows(db, "reports", 2 * len(warm) + len(made), wait)
-                before = await asyncio.to_thread(stage_totals, http)
+                before = await asyncio.to_thread(stage_totals, https)
+                cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 start = time.perf_counter()
                 final_codes = await send_all(port, [message(s, True) for s in made], args.connections)
                 acked = time.perf_counter() - start
                 captured = await until_rows(db, "edit_records", len(warm) + len(made), wait)
                 elapsed = time.perf_counter() - start
-                means = means_between(before, await asyncio.to_thread(stage_totals, http))
+                cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+                means = means_between(before, await asyncio.to_thread(stage_totals, https))
         stored = count_rows(db, "edit_records") - len(warm)
     finally:
         await model.stop()
     return {"reports": len(made), "prelim_acks": prelim_codes, "final_acks": final_codes, "drafted_s": drafted,
-            "acked_s": acked, "captured_s": captured, "stored": stored, "rate": stored / elapsed, "means": means}
+            "acked_s": acked, "captured_s": None if captured is None else elapsed, "stored": stored, "rate": stored / elapsed, "means": means,
+            "cpu_ms": {name: seconds * 1000 / max(stored, 1) for name, seconds in cpu.items()}}
+
+
+def layout(consumers: int) -> str:
+    return f"serve --role gateway + {consumers} x --role consumers" if consumers else "serve (all roles, one process)"
 
 
 async def run(args: argparse.Namespace) -> int:
+    layouts = [int(n) for n in args.consumers.split(",") if n.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
         made = studies(args.warmup + args.reports)
         warm, made = made[:args.warmup], made[args.warmup:]
         sample = [message(s, True) for s in made[:args.naive_messages]]  # the finals the stack captures
         naive_first = await asyncio.to_thread(naive_rate, sample)
-        ours = await stack_rate(args, work, warm, made)
+        ours = {}
+        for consumers in layouts:  # each on a fresh broker and store
+            (work / f"layout{consumers}").mkdir(parents=True, exist_ok=True)
+            ours[consumers] = await stack_rate(args, consumers, work / f"layout{consumers}", warm, made)
         naive_after = await asyncio.to_thread(naive_rate, sample)
-    rates = {fg: (naive_first[fg] + naive_after[fg]) / 2 for fg in (True, False)}
-    naive = max(rates.values())
+    rates = {key: (naive_first[key] + naive_after[key]) / 2 for key in naive_first}
+    naive = max(rates["wall True"], rates["wall False"])  # side by side: the same machine, the same minutes
+    naive_cpu = max(rates["cpu True"], rates["cpu False"])  # per CPU second of its core: what others' load leaves
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"capture rate: {ours['reports']} signed reports (CT chest, XR chest, US abdomen; drafted first) over MLLP "
-          f"({args.connections} connections) → edit records in SQLite; "
-          f"{'serve --role gateway + --role consumers' if args.split_roles else 'serve (all roles)'} + Tansu on {cores} cores")
-    print(f"  preliminaries ACKs {ours['prelim_acks']}, all drafted and posted in {ours['drafted_s'] or float('nan'):.1f} s; "
-          f"finals ACKs {ours['final_acks']}, all ACKed after {ours['acked_s']:.1f} s")
-    if ours["captured_s"] is None:
-        print(f"  NOT all captured within {args.timeout_s:.0f} s: {ours['stored']} of {ours['reports']}")
-    print(f"{'path':<44}{'reports/s':>10}")
-    print(f"{'stack: first final sent → last edit record':<44}{ours['rate']:>10.1f}")
-    for find_groups, rate in rates.items():
-        print(f"{f'naive hl7apy.parse_message, find_groups={find_groups}':<44}{rate:>10.1f}"
-              f"   (before {naive_first[find_groups]:.1f}, after {naive_after[find_groups]:.1f}; one core)")
-    ratio = ours["rate"] / naive
-    print(f"ratio stack/naive (the faster naive): {ratio:.2f}x (target ≥ {TARGET:g}x: "
-          f"{'PASS' if ratio >= TARGET else 'MISS'})")
-    means = ours["means"]
-    print("inside the stages, mean ms per final (serve's /metrics; capture: a record's share of its batch): " + ", ".join(
-        f"{stage} {means[stage] * 1000:.2f}" for stage in ("normalise", "route", "capture") if stage in means))
+    print(f"capture rate: {args.reports} signed reports (CT chest, XR chest, US abdomen; drafted first) over MLLP "
+          f"({args.connections} connections) → edit records in SQLite; Tansu; {cores} cores")
+    print(f"{'path':<58}{'reports/s':>10}{'vs naive':>10}")
+    for consumers, one in ours.items():
+        ratio = one["rate"] / naive
+        print(f"{'stack, ' + layout(consumers):<58}{one['rate']:>10.1f}{ratio:>9.2f}x  "
+              f"{'PASS' if ratio >= TARGET else 'MISS'} (target ≥ {TARGET:g}x; vs the naive per CPU second "
+              f"{one['rate'] / naive_cpu:.2f}x)")
+    for find_groups in (True, False):
+        key = f"wall {find_groups}"
+        print(f"{f'naive hl7apy.parse_message, find_groups={find_groups}, one core':<58}{rates[key]:>10.1f}   (before "
+              f"{naive_first[key]:.1f}, after {naive_after[key]:.1f}; per CPU second {rates[f'cpu {find_groups}']:.1f})")
+    for consumers, one in ours.items():
+        print(f"{layout(consumers)}: preliminaries ACKs {one['prelim_acks']}, all drafted and posted in "
+              f"{one['drafted_s'] or float('nan'):.1f} s; finals ACKs {one['final_acks']}, all ACKed after "
+              f"{one['acked_s']:.1f} s, captured after {one['captured_s'] or float('nan'):.1f} s")
+        if one["captured_s"] is None:
+            print(f"  NOT all captured within {args.timeout_s:.0f} s: {one['stored']} of {one['reports']}")
+        print(f"  CPU per final, ms (user+system, all threads; the naive parse {1000 / naive_cpu:.2f}): "
+              + ", ".join(f"{name} {ms:.2f}" for name, ms in one["cpu_ms"].items()))
+        means = one["means"]
+        print("  inside the stages, mean ms per final (/metrics; capture: a record's share of its batch): " + ", ".join(
+            f"{stage} {means[stage] * 1000:.2f}" for stage in ("normalise", "route", "capture") if stage in means))
     return 0
 
 
@@ -320,8 +355,9 @@ def main() -> int:
     parser.add_argument("--naive-messages", type=int, default=300, help="final messages the naive loop parses "
                         "(the first of the same finals; default 300)")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for the drafts, the records")
-    parser.add_argument("--split-roles", action="store_true", help="serve --role gateway and --role consumers in a "
-                        "process each (default: one serve process, all roles)")
+    parser.add_argument("--consumers", default="0,2", help="the layouts measured, comma-separated: 0 = one serve "
+                        "process with all roles, N > 0 = serve --role gateway and N serve --role consumers processes "
+                        "(one consumer group); default 0,2")
     parser.add_argument("--log-level", default="warning", help="serve's log level (default warning)")
     parser.add_argument("--keep", default="", help="a folder for the store and serve's log, kept (default: a temp dir)")
     return asyncio.run(run(parser.parse_args()))

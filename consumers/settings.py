@@ -35,7 +35,7 @@ class ConsumerSettings(BaseSettings):
     infer_concurrency: int = Field(4, description="drafts requested from the model worker at once")
     capture_batch: int = Field(200, ge=1, description="most signed reports the capture stage takes per store "
                                "transaction (a poll batch)")
-    capture_batch_wait_s: float = Field(0.05, gt=0, description="longest the capture stage waits for a batch to "
+    capture_batch_wait_s: float = Field(0.25, gt=0, description="longest the capture stage waits for a batch to "
                                         "fill before it takes what came")
     park_backoff_s: float = Field(2.0, description="first delay before a parked request is retried")
     park_backoff_max_s: float = Field(60.0, description="longest delay between retries of a parked request")

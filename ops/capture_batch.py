@@ -1,13 +1,8 @@
-"""Capture stage, batched: a poll batch of reports → their ``EditRecord``s, stored in one transaction.
-
-Input: ``ReportEvent``s in partition order (any status but withdrawn/cancelled: those need the poster, see
-consumers/flow.py ``_withdraw``), the store, how to name a draftless final's route, the drift stage (optional).
-Output: every version kept (``reports``), each signed report's ``EditRecord`` beside the accession's latest draft
-(``capture_final``, scored), the records new to the store added to the drift aggregates, all in one transaction; the
-detectors run over the new records after the commit (``DriftStage.watch``, the caller's). Failure modes: store
-unreachable → ``RetryLater``, nothing written; a row another process wrote meanwhile → the batch is read and written
-again (idempotent by event id, as ``Store.save_report`` / ``Store.save_edit``: a redelivered event stores nothing
-twice and its ``Captured.stored`` is False).
+"""Capture stage, batched: a poll batch of ``ReportEvent``s → every version kept and each signed one's ``EditRecord``.
+Input: events in partition order (no withdrawals: consumers/flow.py takes those one at a time), the store, the route
+of a draftless final, the drift stage. Output: ``Captured`` per signed event, beside its accession's latest draft,
+scored and aggregated, all in one transaction. Failure modes: store down → ``RetryLater``, nothing written; a row
+another writer added meanwhile → read and written again; idempotent by event id like ``Store.save_edit``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Drift aggregation: each scored ``EditRecord`` adds to running sums per group and time window.
-
-Stage: capture (after the record is stored). Input: an ``EditRecord`` (``score_record`` adds its quality scores first).
-Output: rows of ``drift_aggregates`` (period × window × grouping × key: count, and per metric count / sum / sum of
-squares). Failure modes: database unreachable → ``RetryLater``; a redelivered record changes nothing (``drift_seen``),
-a late draft replaces its record's contribution by the difference. A batch of records is summed per row in memory and
-added with one upsert (``Deltas``), in the caller's transaction (``add_in``). Details: ops/drift/README.md.
+"""Drift aggregation: scored ``EditRecord``s add to running sums per group and time window, a batch at a time.
+Stage: capture (in the transaction that stores the records). Input: ``EditRecord``s (``score_record`` scores them).
+Output: rows of ``drift_aggregates`` (period × window × grouping × key: count, per metric count / sum / sum of
+squares), a batch summed per row in memory and added by one upsert. Failure modes: database unreachable →
+``RetryLater``; a redelivered record changes nothing (``drift_seen``), a late draft's record counts by the difference.
+ops/drift/README.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""The drift stage as the capture agent calls it: score, aggregate, detect, keep and count alerts.
-
-Stage: capture → drift. Input: the ``EditRecord`` the capture stage made. Output: the record with its quality scores
-(``score``, before storing) and the ``Alert``s it raised (``observe``, after; the caller sends them to drift.alerts).
-Batched (ops/capture_batch.py): ``aggregate`` inside the batch's store transaction, ``watch`` after it committed.
-Failure modes: store unreachable → ``RetryLater``, nothing half-counted (one transaction; a redelivered record is
-neither aggregated nor observed twice). At start the monitor replays the stored records (O(history), once per process).
+"""The drift stage as the capture stage calls it: score, aggregate, detect, keep and count alerts.
+Input: the ``EditRecord``s capture made. Output: each scored (``score``, before storing), added to the aggregates in
+the batch's transaction (``aggregate``), watched once it committed (``watch`` → the ``Alert``s to send on
+drift.alerts). Failure modes: store unreachable → ``RetryLater``, nothing half-counted; a redelivered record is
+neither aggregated nor observed twice. At start the monitor replays the stored records (O(history), once per process).
 """
 
 from __future__ import annotations
