@@ -1,8 +1,9 @@
 """``impression-gateway db upgrade | current | history [--database-url URL]``: the store's schema migrations.
 
 Input: the store named by ``--database-url`` (default: the consumers' ``DATABASE_URL`` setting). Output: one JSON line
-on stdout (history: one per revision). Failure modes: a store migrated by a newer gateway → refused, exit 2; the store
-unreachable → exit 1; ``current`` exits 1 when an upgrade is due, 2 when the store is newer than this version.
+on stdout (history: one per revision). Failure modes: a store migrated by a newer gateway, or (``current``, ``history``)
+a SQLite file that does not exist (never created by looking) → refused, exit 2; the store unreachable → exit 1;
+``current`` exits 1 when an upgrade is due, 2 when the store is newer than this version.
 """
 
 from __future__ import annotations
@@ -30,21 +31,36 @@ def register(sub: Any) -> None:
         c.set_defaults(handler=handler)
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from sqlalchemy import create_engine, make_url
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (None: another backend, or in memory)."""
+    from sqlalchemy import make_url
 
-    url = ConsumerSettings(**picked(args, ("database_url",))).database_url
     db = make_url(url)
-    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
-        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
+    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:" and not db.database.startswith("file:"):
+        return Path(db.database)
+    return None
+
+
+def _engine(url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return create_engine(url, hide_parameters=True)
 
 
-def _run(args: argparse.Namespace, action: Any) -> int:
+def _run(args: argparse.Namespace, action: Any, *, create: bool = False) -> int:
     from ops.migrations import StoreTooNew
     from schemas import RetryLater
 
-    engine = _engine(args)
+    url = ConsumerSettings(**picked(args, ("database_url",))).database_url
+    path = _sqlite_file(url)
+    if not create and path is not None and not path.is_file():
+        # Connecting would create an empty SQLite file there: a mistyped path would look like a new, empty store.
+        return refuse(f"no SQLite store at {path}: check --database-url / DATABASE_URL "
+                      "(`impression-gateway db upgrade` creates one)")
+    engine = _engine(url)
     try:
         return int(action(engine))
     except StoreTooNew as exc:
@@ -65,7 +81,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
                           "adopted": before.pre_migration}))
         return 0
 
-    return _run(args, act)
+    return _run(args, act, create=True)
 
 
 def cmd_current(args: argparse.Namespace) -> int:

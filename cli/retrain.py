@@ -1,4 +1,4 @@
-"""``impression-gateway retrain --route NAME [--every 7d] [--on-drift-alert]``: the gated retraining loop.
+"""``impression-gateway retrain --route NAME [--prompt-candidates T1,T2] [--every 7d] [--on-drift-alert]``: the gated loop.
 
 Input: options, over the environment (``RetrainSettings``, ``ModelSettings``, ``DATABASE_URL``).
 Output: one JSON line per run (decision, reason, scores, audit file, whether the worker served a
@@ -34,15 +34,19 @@ from ops.retrain.audit import TRIGGERS, Trigger
 from ops.settings import RetrainSettings
 
 
-def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trigger: Trigger, api_key: str) -> Any:
+def _job(retrain: RetrainSettings, model: ModelSettings, database_url: str, trigger: Trigger, api_key: str,
+         selection: Any = None) -> Any:
     from ops.retrain.loop import RetrainJob
 
     r = retrain
+    prompts = {} if selection is None else {"prompt_candidates": selection.candidates, "select_metric": selection.metric,
+                                            "select_steps": selection.steps}
     return RetrainJob(route=r.route, registry_path=model.registry_path, data_dir=model.data_dir, database_url=database_url,
                       model_url=model.model_url, reload_url=r.reload_url, since=r.since, until=r.until, margin=r.margin,
                       tolerance=r.tolerance, steps=r.steps, epochs=r.epochs, rank=r.rank, alpha=r.alpha,
                       learning_rate=r.learning_rate, batch_size=r.batch_size, seed=r.seed, window=r.window,
-                      trigger=trigger, worker_url=r.worker_url, serve_timeout_s=r.serve_timeout, api_key=api_key)
+                      trigger=trigger, worker_url=r.worker_url, serve_timeout_s=r.serve_timeout, api_key=api_key,
+                      **prompts)
 
 
 def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +58,9 @@ def _summary(job: Any, record: dict[str, Any]) -> dict[str, Any]:
     out["candidate"] = (record.get("candidate") or {}).get("name")
     out["serving"] = (record.get("serving") or {}).get("name")
     out["scores"] = {side: {k: (scores.get(side) or {}).get(k) for k in pick} for side in ("candidate", "serving")}
+    if record.get("prompt_selection") is not None:
+        out["prompt"] = record.get("prompt_template")
+        out["prompt_selection"] = {r["template"]: r["score"] for r in record["prompt_selection"]}
     out["audit"] = str(audit_path(job.registry_path))
     if record.get("decision") == "promote":
         out["served"] = record.get("served") or f"{NOT_WATCHED}; pass --worker-url to wait for it"
@@ -79,6 +86,18 @@ def _once(job: Any) -> int:
     return 2 if record["decision"] == "refused" else 0
 
 
+def _selection(args: argparse.Namespace) -> Any:
+    """The prompt-selection plan of ``--prompt-candidates`` (None without it); ``ValueError`` names what is wrong."""
+    if not args.prompt_candidates:
+        return None
+    from ops.retrain.prompt_select import SelectionPlan, check_plan
+
+    plan = SelectionPlan(tuple(name.strip() for name in args.prompt_candidates.split(",") if name.strip()),
+                         args.select_metric, args.select_steps)
+    check_plan(plan)
+    return plan
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     # The composition root of ``retrain``: each package's settings built once, options over the environment.
     model = model_settings(args)
@@ -88,16 +107,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return refuse("no route: pass --route NAME or set IG_RETRAIN_ROUTE")
     try:
         api_key = client_key(model)  # sent to --model-url, --reload-url and --worker-url
-    except KeyConfigError as exc:
+        selection = _selection(args)
+    except (KeyConfigError, ValueError) as exc:
         return refuse(str(exc))
     if r.every is None and not r.on_drift_alert:
-        return _once(_job(r, model, database_url, r.trigger, api_key))
+        return _once(_job(r, model, database_url, r.trigger, api_key, selection))
     from ops.retrain.schedule import run_schedule
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    run_schedule(_job(r, model, database_url, "schedule", api_key), _once, stop, every_s=r.every, on_drift_alert=r.on_drift_alert,
+    run_schedule(_job(r, model, database_url, "schedule", api_key, selection), _once, stop, every_s=r.every, on_drift_alert=r.on_drift_alert,
                  poll_s=r.poll)
     return 0
 
@@ -118,6 +138,16 @@ def register(sub: Any) -> None:
     add_setting(p, "--batch-size", s, "batch_size", type=int)
     add_setting(p, "--seed", s, "seed", type=int)
     add_setting(p, "--window", s, "window", type=int)
+    # Prompt selection, named as ``model recipe run`` names it (a recipe's prompts.candidates / select_metric /
+    # select_steps).
+    p.add_argument("--prompt-candidates", metavar="T1,T2", help="prompt templates (model/inference/templates) to "
+                   "choose from: each fine-tuned for --select-steps, the best on the export's validation split by "
+                   "--select-metric kept, then the full fine-tune with it; the candidate is registered, evaluated and "
+                   "served with its template (default: none, the prompts as exported)")
+    p.add_argument("--select-metric", default="rougeL", help="the metric that picks the prompt: rouge1, rouge2, "
+                   "rougeL, bleu4, meteor, bertscore, semantic, ecr, uer (lowest wins), fcr (default rougeL)")
+    p.add_argument("--select-steps", type=int, help="steps of each candidate's short fine-tune (default: 50, at "
+                   "most the full fine-tune's)")
     add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
     add_setting(p, "--model-url", ModelSettings, "model_url", text="worker with runtime LoRA updating to evaluate on",
                 default="unset: start one")

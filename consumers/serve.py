@@ -44,10 +44,13 @@ from model.inference.fallback import FallbackDrafter
 from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from model.settings import ModelSettings
+from model.worker.keys import client_key
 from ops.delivery_rows import deliveries as delivery_rows
 from ops.drift.stage import DriftStage
+from ops.drift.status import OpsSources
 from ops.drift.web import dashboard_router
 from ops.metrics import factual_consistency
+from ops.replay import Cluster
 from ops.route_modes import shadow_drafts
 from ops.settings import OpsSettings
 from ops.shadow import RouteModes, evaluate_every
@@ -178,6 +181,16 @@ def settled_in(store: Store) -> Settled:
     return settled
 
 
+def ops_sources(config: ServeConfig, store: Store, routing: RoutingTable) -> OpsSources:
+    """What the dashboard's operations views read beyond the store: route modes, the model workers' fronts, the broker
+    (dead letters, replay) and the adapter registry (promotions); README "The dashboard and the HTML drift report"."""
+    m = config.model
+    workers = dict(m.workers) or ({"worker": m.model_url} if m.model_url else {})
+    return OpsSources(modes=RouteModes(store, routing), workers=workers, worker_api_key=client_key(m),
+                      cluster=Cluster(config.consumer.kafka_bootstrap, client_options(config.gateway.kafka)),
+                      registry_path=m.registry_path)
+
+
 async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Store, routing: RoutingTable
                           ) -> tuple[faust.App, InferenceClient]:
     """The consumers role: the model client, the poster, the retrieval index, the drift stage, the agents."""
@@ -244,7 +257,8 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
             stack.push_async_callback(mllp.stop)
             mllp_port = mllp.port
         auth = HttpAuth(g)  # tokens, scopes (README "Authentication"); serve checked them before it started
-        routers = [dashboard_router(store, auth.require("dashboard"), min_samples=config.ops.drift.min_samples)]
+        routers = [dashboard_router(store, auth.require("dashboard"), min_samples=config.ops.drift.min_samples,
+                                    sources=ops_sources(config, store, routing))]
         server, serving = await start_http(g, create_app(g, intake, readiness, routers=routers, auth=auth))
         http_port = server.servers[0].sockets[0].getsockname()[1]
         log.info("serving", mllp_port=mllp_port, http_port=http_port, https=server.config.is_ssl,

@@ -29,7 +29,8 @@ from schemas.network import is_loopback
 log = structlog.get_logger("gateway.auth")
 
 INTAKE, DASHBOARD_READ, REPORT_TEXT_READ = "intake", "dashboard-read", "report-text-read"
-SCOPES = frozenset({INTAKE, DASHBOARD_READ, REPORT_TEXT_READ})
+OPERATOR = "operator"  # operator actions on the dashboard (replay a dead letter); never open, audited by name
+SCOPES = frozenset({INTAKE, DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR})
 LEGACY_NAME = "default"  # IG_FHIR_BEARER_TOKEN, from before named tokens: every scope
 ANONYMOUS, CLIENT_CERTIFICATE = "anonymous", "client-certificate"  # principals without a token
 DENIED = "a valid bearer token is required"

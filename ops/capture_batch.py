@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ops.bulk import insert_rows
 from ops.capture import WITHDRAWING, capture_final, needs_earlier_text
 from ops.drift.stage import DriftStage
 from ops.store import Store, drafts, edit_records, reports
@@ -95,8 +96,7 @@ def save_reports(conn: Connection, events: Sequence[ReportEvent]) -> list[bool]:
     rows = [{"event_id": e.event_id, "accession": e.accession, "status": e.status.value,
              "has_text": bool(e.findings.strip() or e.impression.strip()), "received_at": _utc(e.received_at),
              "body": e.model_dump_json()} for e, is_new in zip(events, new, strict=True) if is_new]
-    if rows:
-        conn.execute(insert(reports), rows)
+    insert_rows(conn, reports, rows)
     return new
 
 
@@ -108,8 +108,7 @@ def save_edits(conn: Connection, records: Sequence[EditRecord]) -> list[bool]:
         new.append(record.event_id not in kept)
         kept.add(record.event_id)
     rows = [_edit_row(r) for r, is_new in zip(records, new, strict=True) if is_new]
-    if rows:
-        conn.execute(insert(edit_records), rows)
+    insert_rows(conn, edit_records, rows)
     return new
 
 

@@ -203,23 +203,7 @@ def dead_letter_plan(bootstrap: Cluster | str, filt: DeadLetterFilter, summary: 
     summary.topics = dead_letter_topics(bootstrap, filt.topic)
     for dlq in summary.topics:
         for record in read_topic(bootstrap, dlq, since_ms=since_ms, bar=bar):
-            summary.scanned += 1
-            try:
-                letter = DeadLetter.model_validate_json(record.value)
-            except ValidationError:
-                summary.unreadable += 1
-                continue
-            if not filt.matches(letter):
-                continue
-            target = _target(letter)
-            if not target:
-                summary.no_target += 1
-                continue
-            source = f"{dlq}@{record.partition}:{record.offset}"
-            headers = tuple((k, v.encode()) for k, v in letter.headers.items() if k != HEADER_REPLAYED_FROM)
-            yield Replay(source=source, target=target, key=_key(letter, target), value=letter.original,
-                         headers=(*headers, (HEADER_REPLAYED_FROM, source.encode())), stage=letter.stage,
-                         code=letter.code, accession=letter.accession, control_id=letter.message_control_id)
+            yield from _letter_plan(record, dlq, summary, filt)
 
 
 def raw_plan(bootstrap: Cluster | str, since: datetime, until: datetime, summary: Summary, *, topic: str = REPORTS_RAW.name,
@@ -294,3 +278,63 @@ def run(bootstrap: Cluster | str, plan: Plan, *, dry_run: bool = False, progress
     summary = Summary()
     with tqdm(desc="replay", unit="record", total=0, disable=not progress, leave=False) as bar:
         return replay(bootstrap, plan(summary, bar), summary, dry_run=dry_run, listed=listed)
+
+
+def _letter_plan(record: Any, dlq: str, summary: Summary, filt: DeadLetterFilter | None = None) -> Iterator[Replay]:
+    """What one record of a dead-letter topic replays as: nothing when unreadable, filtered out or without a target."""
+    summary.scanned += 1
+    try:
+        letter = DeadLetter.model_validate_json(record.value)
+    except ValidationError:
+        summary.unreadable += 1
+        return
+    if filt is not None and not filt.matches(letter):
+        return
+    target = _target(letter)
+    if not target:
+        summary.no_target += 1
+        return
+    source = f"{dlq}@{record.partition}:{record.offset}"
+    headers = tuple((k, v.encode()) for k, v in letter.headers.items() if k != HEADER_REPLAYED_FROM)
+    yield Replay(source=source, target=target, key=_key(letter, target), value=letter.original,
+                 headers=(*headers, (HEADER_REPLAYED_FROM, source.encode())), stage=letter.stage, code=letter.code,
+                 accession=letter.accession, control_id=letter.message_control_id)
+
+
+def tail(bootstrap: Cluster | str, topic: str, limit: int) -> tuple[list[Any], int]:
+    """The last ``limit`` records of each partition of ``topic`` (what is there now), newest first, and how many
+    records the topic holds."""
+    consumer = _consumer(bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not parts:
+            return [], 0
+        consumer.assign(parts)
+        ends, begins = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, max(begins[tp], ends[tp] - limit))
+        found = list(_drain(consumer, ends, None, None, None))
+    finally:
+        consumer.close()
+    held = sum(max(0, ends[tp] - begins[tp]) for tp in parts)
+    return sorted(found, key=lambda r: (r.timestamp, r.offset), reverse=True), held
+
+
+def replay_one(bootstrap: Cluster | str, source: str) -> Summary:
+    """The dead letter at ``<topic>.dlq@<partition>:<offset>`` (a ``Replay.source``) sent back once; ``ValueError``
+    for a source that is not a dead letter's."""
+    topic, _, place = source.partition("@")
+    partition, _, offset = place.partition(":")
+    if not topic.endswith(DLQ_SUFFIX) or not partition.isdigit() or not offset.isdigit():
+        raise ValueError(f"not a dead letter's place: {source!r} (<topic>.dlq@<partition>:<offset>)")
+    summary, consumer = Summary(topics=[topic]), _consumer(bootstrap)
+    try:
+        tp = TopicPartition(topic, int(partition))
+        consumer.assign([tp])
+        if not consumer.beginning_offsets([tp])[tp] <= int(offset) < consumer.end_offsets([tp])[tp]:
+            raise ValueError(f"no record at {source!r}")
+        consumer.seek(tp, int(offset))
+        found = [r for r in _drain(consumer, {tp: int(offset) + 1}, None, None, None) if r.offset == int(offset)]
+    finally:
+        consumer.close()
+    return replay(bootstrap, (item for r in found for item in _letter_plan(r, topic, summary)), summary)

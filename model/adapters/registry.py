@@ -50,6 +50,9 @@ class RegistryEntry:
     status: Status
     created_at: str
     scores: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # The prompt template the adapter was trained with (retrain's prompt selection); drafts with this adapter are
+    # prompted with it, whatever the routing table names. Empty: the routing table's prompt (the demo adapters).
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class Registry:
     def serving_adapter(self, route: str) -> RegistryEntry | None:
         """The adapter serving ``route``, or None (the route then drafts with the base model)."""
         return next((entry for entry in self.serving() if entry.route == route), None)
+
+    def bound_prompts(self) -> dict[str, str]:
+        """Adapter name → the prompt template it was trained with, for the adapters that record one."""
+        return {entry.name: entry.prompt for entry in self.entries if entry.prompt}
 
     def with_entry(self, entry: RegistryEntry) -> Registry:
         """This registry with ``entry`` added, or replacing the entry of the same name."""
@@ -97,7 +104,7 @@ def _entry(raw: Mapping[str, Any], root: Path) -> RegistryEntry:
         name=str(raw["name"]), route=str(raw["route"]), version=str(raw["version"]), path=(root / raw["path"]).resolve(),
         base_path=(root / base.get("path", ".")).resolve(), base_config_sha256=str(base.get("config_sha256", "")),
         export_id=str(raw.get("export_id", "")), status=cast(Status, status), created_at=str(raw.get("created_at", "")),
-        scores={str(k): float(v) for k, v in (raw.get("scores") or {}).items()},
+        scores={str(k): float(v) for k, v in (raw.get("scores") or {}).items()}, prompt=str(raw.get("prompt") or ""),
     )
 
 
@@ -128,9 +135,10 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _entry_json(entry: RegistryEntry, root: Path) -> dict[str, Any]:
-    return {"name": entry.name, "route": entry.route, "version": entry.version, "path": _rel(entry.path, root),
-            "base": {"path": _rel(entry.base_path, root), "config_sha256": entry.base_config_sha256},
-            "export_id": entry.export_id, "scores": dict(entry.scores), "status": entry.status, "created_at": entry.created_at}
+    out = {"name": entry.name, "route": entry.route, "version": entry.version, "path": _rel(entry.path, root),
+           "base": {"path": _rel(entry.base_path, root), "config_sha256": entry.base_config_sha256},
+           "export_id": entry.export_id, "scores": dict(entry.scores), "status": entry.status, "created_at": entry.created_at}
+    return out | ({"prompt": entry.prompt} if entry.prompt else {})  # absent when unbound: older readers see no change
 
 
 def save_registry(registry: Registry) -> None:

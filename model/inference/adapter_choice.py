@@ -1,9 +1,9 @@
 """Which adapter drafts a request: the fallback chain site × route adapter → route adapter → base.
 
-Stage: route (``check_site_adapters``, a row's ``site_adapters`` at load) and infer (``choose_adapter``). Input: the
-``RouteSpec`` (``adapter``, the site's ``site_adapter``), the site, the registry's serving adapters (route key → name).
-Output: ``AdapterChoice`` (adapter, source site | route | base, reason in ids). Failure modes: malformed
-``site_adapters`` → ``ValueError`` at load; the chain never fails (the base is always served). See model/README.md.
+Stage: route (``check_site_adapters`` at load) and infer (``choose_adapter``, ``bind_prompt``). Input: the ``RouteSpec``
+(``adapter``, the site's ``site_adapter``), the site, the registry's serving adapters and their trained prompts. Output:
+``AdapterChoice`` (adapter, source site | route | base, reason in ids); the request prompted as the adapter was trained.
+Failure modes: malformed ``site_adapters`` → ``ValueError`` at load; the chain never fails (the base is always served).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from schemas.events import RouteSpec
+from schemas.events import InferenceRequest, RouteSpec
 
 BASE_ADAPTER = "base"  # the routing table's name for the base model, as the worker serves it (registry default)
 SITE_MARK = "@"  # registry route key of a site adapter: <route>@<site>
@@ -71,3 +71,15 @@ def choose_adapter(route: RouteSpec, site: str, serving: Mapping[str, str]) -> A
     if not serving or route.adapter in names:
         return AdapterChoice(route.adapter, "route", f"{skipped}route adapter" + ("" if serving else " (no registry)"))
     return AdapterChoice(BASE_ADAPTER, "base", f"{skipped}route adapter {route.adapter} not serving")
+
+
+def bind_prompt(request: InferenceRequest, adapter: str, prompts: Mapping[str, str]) -> InferenceRequest:
+    """``request`` as ``adapter`` drafts it: prompted with the template the adapter was trained with when the registry
+    records one (``prompts``: ``Registry.bound_prompts()``) and the route names another, else unchanged.
+
+    An adapter chosen by prompt selection (``retrain --prompt-candidates``) may have learnt a template the routing
+    table does not name: served with the table's, it would see prompts unlike any it was trained on."""
+    bound = prompts.get(adapter, "")
+    if not bound or bound == request.route.prompt_template:
+        return request
+    return request.model_copy(update={"route": request.route.model_copy(update={"prompt_template": bound})})

@@ -21,7 +21,7 @@ import structlog
 from prometheus_client import Counter
 
 from model.adapters import registry
-from model.inference.adapter_choice import choose_adapter
+from model.inference.adapter_choice import bind_prompt, choose_adapter
 from model.inference.placement import Placement
 from model.inference.prompts import render_messages
 from model.settings import ModelSettings, WorkerDown
@@ -56,6 +56,7 @@ class InferenceClient:
         temperature: float = 0.0,
         adapter_versions: Mapping[str, str] | None = None,
         route_adapters: Mapping[str, str] | None = None,
+        adapter_prompts: Mapping[str, str] | None = None,
         api_key: str = "",
     ):
         if placement is None and not base_url:
@@ -73,6 +74,9 @@ class InferenceClient:
         # the routing table's adapter name, so drafts use and carry the new version after a worker restart.
         self.route_adapters = dict(route_adapters or {})
         self._adapter_keys = {name: key for key, name in self.route_adapters.items()}  # serving adapter → route key
+        # adapter -> the prompt template it was trained with (registry ``prompt``, retrain's prompt selection): its
+        # drafts are prompted with that template, not the routing table's.
+        self.adapter_prompts = dict(adapter_prompts or {})
         # The worker front's key (model.worker.keys), on every request; never logged.
         self._http = httpx.AsyncClient(timeout=timeout_s, headers=bearer(api_key))
         self._jitter = random.Random()  # not for security: spreads retries of many workers apart
@@ -86,8 +90,9 @@ class InferenceClient:
         has_registry = settings.registry_path.is_file()
         if adapter_versions is None:
             adapter_versions = registry.adapter_versions(settings.registry_path if has_registry else settings.manifest_path)
+        loaded = registry.load_registry(settings.registry_path) if has_registry else None
         if route_adapters is None:
-            serving = registry.load_registry(settings.registry_path).serving() if has_registry else ()
+            serving = loaded.serving() if loaded is not None else ()
             route_adapters = {entry.route: entry.name for entry in serving}
         return cls(
             placement=Placement.from_settings(settings),
@@ -100,6 +105,7 @@ class InferenceClient:
             temperature=settings.temperature,
             adapter_versions=adapter_versions,
             route_adapters=route_adapters,
+            adapter_prompts=loaded.bound_prompts() if loaded is not None else {},
             api_key=client_key(settings),
         )
 
@@ -152,9 +158,10 @@ class InferenceClient:
         return await self._drafts(request, {"temperature": temperature, "n": n, "seed": seed})
 
     async def _drafts(self, request: InferenceRequest, sampling: dict[str, Any]) -> list[DraftImpression]:
-        messages, prompt_version = render_messages(request)
         event, choice = request.event, choose_adapter(request.route, request.event.site, self.route_adapters)
         adapter = choice.adapter  # the fallback chain site → route → base (model/inference/adapter_choice.py)
+        # Prompted as the chosen adapter was trained (its registry ``prompt``), else as the routing table says.
+        messages, prompt_version = render_messages(bind_prompt(request, adapter, self.adapter_prompts))
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter,
                          adapter_source=choice.source, adapter_reason=choice.reason)
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, **sampling}

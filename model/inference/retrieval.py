@@ -133,10 +133,13 @@ class RetrievalDrafter:
             self._index(route).add(batch)
 
     def index_from(self, rows: Iterable[EditRecord]) -> int:
-        """Bulk-index signed reports from the store's edit records (and calibrate); returns how many were indexed."""
+        """Bulk-index signed reports from the store's edit records (and calibrate); returns how many were indexed.
+        A record flagged ``withdrawn`` (its report withdrawn or cancelled at the source) is never an example."""
         by_route: dict[str, list[tuple[str, str, str]]] = {}
         for record in rows:
-            if record.final_status.is_signed and record.route and record.findings.strip() and record.final.strip():
+            if record.withdrawn or not record.final_status.is_signed:
+                continue
+            if record.route and record.findings.strip() and record.final.strip():
                 by_route.setdefault(record.route, []).append((record.record_id, record.findings, record.final))
         for route, batch in by_route.items():
             self._index(route).add(batch)

@@ -1,8 +1,8 @@
 """Prompt selection: a short LoRA fine-tune per candidate template, scored on validation drafts; the best is kept.
 
-Stage: retrain (``model recipe run``, more than one template). Input: the base (each candidate's adapter is taken out
-again with peft's ``unload``: shared, not copied), train and validation rows, candidates, a short ``TrainPlan``, a
-``Scorer`` (drafts, rows → the named metric; ops/ computes it). Output: the best template, a record per candidate
+Stage: retrain (``model recipe run``, ``retrain --prompt-candidates``). Input: the base (each candidate's adapter is
+taken out again with peft's ``unload``: shared, not copied), train and validation rows, candidates, a short ``TrainPlan``,
+a ``Scorer`` (drafts, rows → the named metric, ``uer`` lowest wins). Output: the best template, a record per candidate
 (score, loss, steps, seconds). Failure modes: ``ValueError`` (fewer train rows than a batch); torch out-of-memory.
 """
 
@@ -20,6 +20,7 @@ from model.training.recipe_corpus import Row
 from model.training.train import Example, TrainPlan, encode_pairs, train
 
 Scorer = Callable[[Sequence[str], Sequence[Row]], float | None]  # drafts (row order), rows → metric mean
+LOWER_IS_BETTER = frozenset({"uer"})  # unsupported-entity rate: the fewer invented findings the better
 
 
 def encode_rows(tokenizer: Any, rows: Sequence[Row], template: str, max_length: int) -> list[Example]:
@@ -48,7 +49,8 @@ def select_prompt(base: Any, tokenizer: Any, config: LoraConfig, candidates: Seq
                         "wall_s": round(time.monotonic() - started, 2)})
         base = adapted.unload()  # the LoRA layers out again: the next candidate trains on the same base
     scored = [r for r in records if r["score"] is not None]
-    best = max(scored, key=lambda r: r["score"])["template"] if scored else candidates[0]
+    pick = min if metric in LOWER_IS_BETTER else max  # both return the first of equals: ties to the first listed
+    best = pick(scored, key=lambda r: r["score"])["template"] if scored else candidates[0]
     for record in records:
         record["kept"] = record["template"] == best
     return best, records, base

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from model.inference.routing import RoutingTable
 from ops.backfill.drift_rows import BatchDrift
+from ops.bulk import insert_new
 from ops.capture import WITHDRAWING, capture_final, capture_withdrawal, mark_withdrawn, needs_earlier_text
 from ops.drift.aggregate import drift_seen
 from ops.store import Store, edit_records, reports, withdrawals
@@ -31,7 +31,7 @@ from schemas import EditRecord, ReportEvent, RetryLater
 # capture order and the retrieval index takes the most recently captured, so history sorts before live traffic and in
 # the order it was signed.
 
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_DIALECTS = ("sqlite", "postgresql")
 _NO_DRAFT = "no draft; none will be posted (backfill)"
 _IN_CHUNK = 500  # bounded IN lists
 
@@ -94,10 +94,18 @@ class BackfillSink:
 
     def __init__(self, store: Store, routing: RoutingTable, *, index: bool = True, drift: bool = True):
         dialect = store.engine.dialect.name
-        if dialect not in _INSERTS:
+        if dialect not in _DIALECTS:
             raise ValueError(f"backfill writes SQLite or PostgreSQL stores, not {dialect}")
         self.store, self.routing, self.index, self.drift = store, routing, index, drift
-        self._insert: Any = _INSERTS[dialect]
+        self._routes: dict[tuple[Any, ...], str] = {}
+
+    def _route(self, event: ReportEvent) -> str:
+        """``routing.resolve(event).name``, once per combination of what a route matches on."""
+        key = (event.classified_by == "unknown", event.modality, event.body_system, event.site, event.language)
+        name = self._routes.get(key)
+        if name is None:
+            name = self._routes[key] = self.routing.resolve(event).name
+        return name
 
     def _signed(self, event: ReportEvent, batch: _Batch) -> EditRecord:
         earlier = None
@@ -105,7 +113,7 @@ class BackfillSink:
             earlier = batch.texts.get(event.accession) or self.store.earlier_report(event.accession, event.event_id)
         record = capture_final(event, None, earlier)
         signed = event.issued_at or event.observed_at or event.received_at
-        return record.model_copy(update={"route": self.routing.resolve(event).name, "captured_at": _utc(signed)})
+        return record.model_copy(update={"route": self._route(event), "captured_at": _utc(signed)})
 
     def _prepare(self, events: Sequence[ReportEvent]) -> _Batch:
         batch = _Batch()
@@ -159,25 +167,17 @@ class BackfillSink:
         missing = {wanted[k] for k in wanted if k not in found}
         return [e for e in events if e.event_id not in known or e.event_id in missing]
 
-    def _new(self, conn: Connection, table: Any, key: Any, rows: list[dict[str, Any]]) -> set[str]:
-        """Inserts the rows not stored yet; the keys of those it inserted."""
-        if not rows:
-            return set()
-        statement = self._insert(table).on_conflict_do_nothing().returning(key)
-        return set(conn.execute(statement, rows).scalars())
-
     def _write(self, conn: Connection, batch: _Batch) -> Written:
         done = Written()
-        done.reports = len(self._new(conn, reports, reports.c.event_id, batch.reports))
+        done.reports = len(insert_new(conn, reports, batch.reports, "event_id"))
         done.duplicates = len(batch.reports) - done.reports
         done.flagged = self._flag_stored(conn, batch.withdrawing)
-        stored = self._new(conn, edit_records, edit_records.c.record_id,
-                           [edit_row(r) for r in batch.records.values()])
+        stored = insert_new(conn, edit_records, [edit_row(r) for r in batch.records.values()], "record_id")
         done.signed = len(stored)
-        done.withdrawals = len(self._new(conn, withdrawals, withdrawals.c.record_id, [
+        done.withdrawals = len(insert_new(conn, withdrawals, [
             {"record_id": r.record_id, "event_id": r.event_id, "accession": r.accession,
              "draft_event_id": r.draft_event_id, "received_at": _utc(e.received_at), "body": r.model_dump_json()}
-            for r, e in batch.withdrawals]))
+            for r, e in batch.withdrawals], "record_id"))
         if self.drift and stored:
             done.drift = self._aggregate(conn, [batch.records[rid] for rid in batch.records if rid in stored])
         return done
@@ -185,8 +185,8 @@ class BackfillSink:
     def _aggregate(self, conn: Connection, records: list[EditRecord]) -> int:
         """Adds the records no drift stage has counted yet (``drift_seen``) to the aggregates."""
         drift = BatchDrift()
-        counted = self._new(conn, drift_seen, drift_seen.c.record_id, drift.seen_rows(records))
-        drift.upsert(conn, self._insert, counted)
+        counted = insert_new(conn, drift_seen, drift.seen_rows(records), "record_id")
+        drift.upsert(conn, counted)
         return len(counted)
 
     def _flag_stored(self, conn: Connection, withdrawing: dict[str, ReportEvent]) -> int:

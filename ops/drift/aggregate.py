@@ -12,7 +12,6 @@ import json
 import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ops.bulk import insert_rows, upsert_add
 from ops.drift.window import WindowStats
 from ops.metrics import score_pair
 from ops.metrics.tokens import tokenize
@@ -141,6 +141,7 @@ def contribution(record: EditRecord) -> dict[str, Any]:
 
 
 _COLUMNS = ("n", *_SUMS)  # the columns a record adds to, in the order of a Deltas vector
+_ROW = (*_KEY, "window_start", *_COLUMNS)  # a drift_aggregates row as Deltas writes it
 
 
 class Deltas:
@@ -161,20 +162,20 @@ class Deltas:
 
     def params(self) -> list[dict[str, Any]]:
         """One parameter set per row, in key order (concurrent writers lock rows in the same order: no deadlock)."""
-        return [{"period": period, "window_label": label, "grouping": grouping, "group_key": key,
-                 "window_start": date.fromisoformat(start), "n": int(round(sums[0])), **dict(zip(_SUMS, sums[1:], strict=True))}
+        return [dict(zip(_ROW, row, strict=True)) for row in self._tuples()]
+
+    def _tuples(self) -> list[tuple[Any, ...]]:
+        return [(period, label, grouping, key, date.fromisoformat(start), int(round(sums[0])), *sums[1:])
                 for (period, label, grouping, key), (start, sums) in sorted(self.rows.items())]
 
     def flush(self, conn: Connection) -> None:
         """Adds every row's sums to the table: one upsert executed for all rows (``col = col + excluded.col``)."""
-        params = self.params()
-        if not params:
+        if not self.rows:
             return
-        upsert = _upsert(conn.dialect.name)
-        if upsert is not None:
-            conn.execute(upsert, params)
+        if conn.dialect.name in ("sqlite", "postgresql"):  # INSERT … ON CONFLICT (the row's key) DO UPDATE
+            upsert_add(conn, drift_aggregates, _ROW, self._tuples(), _KEY, _COLUMNS)
             return
-        for row in params:  # another database: update, else insert (a concurrent writer may insert it first)
+        for row in self.params():  # another database: update, else insert (a concurrent writer may insert it first)
             where = [drift_aggregates.c[k] == row[k] for k in _KEY]
             increments = {name: drift_aggregates.c[name] + row[name] for name in _COLUMNS}
             if conn.execute(update(drift_aggregates).where(*where).values(increments)).rowcount:
@@ -184,19 +185,6 @@ class Deltas:
                     conn.execute(insert(drift_aggregates).values(row))
             except IntegrityError:
                 conn.execute(update(drift_aggregates).where(*where).values(increments))
-
-
-@cache
-def _upsert(dialect: str) -> Any:
-    """INSERT … ON CONFLICT (the row's key) DO UPDATE adding the new sums: SQLite (≥ 3.24) and PostgreSQL."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    builders: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-    if dialect not in builders:
-        return None
-    stmt = builders[dialect](drift_aggregates)
-    return stmt.on_conflict_do_update(index_elements=list(_KEY), set_={
-        name: drift_aggregates.c[name] + stmt.excluded[name] for name in _COLUMNS})
 
 
 def add_in(conn: Connection, records: Sequence[EditRecord]) -> list[bool]:
@@ -216,8 +204,7 @@ def add_in(conn: Connection, records: Sequence[EditRecord]) -> list[bool]:
             deltas.add(old, -1.0)
         deltas.add(new, 1.0)
         (changed if record.record_id in stored else fresh)[record.record_id] = known[record.record_id] = new
-    if fresh:
-        conn.execute(insert(drift_seen), [{"record_id": k, "contribution": json.dumps(v)} for k, v in fresh.items()])
+    insert_rows(conn, drift_seen, [{"record_id": k, "contribution": json.dumps(v)} for k, v in fresh.items()])
     if changed:
         conn.execute(update(drift_seen).where(drift_seen.c.record_id == bindparam("rid"))
                      .values(contribution=bindparam("part")),

@@ -2,11 +2,13 @@
 
 Input: nothing (a constant). Output: ``DASHBOARD_HTML``. Failure modes: a failed API call (401/403: no token with
 the scope) is shown in the status line. The token stays in page memory; report text is inserted as ``textContent``.
-Plot geometry (the browser test relies on it): in each route chart a value v in [0, 1] is drawn
-at y = 10 + (1 − v)·110 and week i of the route's series at x = 34 + i·step.
+Plot geometry (the browser test relies on it): a value v in [0, 1] at y = 10 + (1 − v)·110, week i at
+x = 34 + i·step. Weekly charts and operations views: ops/drift/page_ops.py.
 '''
 
-DASHBOARD_HTML = r"""<!doctype html>
+from ops.drift.page_ops import OPS_HTML, OPS_JS, WEEKLY_HTML
+
+_PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>impression-gateway · drift</title>
 <style>
 body{font:14px system-ui,sans-serif;margin:20px;color:#222;background:#fafafa}
@@ -16,7 +18,9 @@ table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padd
 td:first-child,th:first-child{text-align:left} .few{color:#999} .charts{display:flex;flex-wrap:wrap;gap:12px}
 .chart{background:#fff;border:1px solid #ddd;padding:4px} a{color:#1f5fbf;cursor:pointer}
 .pair{background:#fff;border:1px solid #ddd;margin:6px 0;padding:6px} .pair pre{white-space:pre-wrap;margin:2px 0}
-#status{color:#a00}
+#status{color:#a00} .route-block h3{font-size:14px;margin:10px 0 4px} .legend{font-size:12px;color:#555}
+#filters label{margin-right:10px} pre.original{white-space:pre-wrap;text-align:left;margin:0;font-size:12px}
+#weekly-status,#dl-status,#workers-status{color:#a00}
 </style></head>
 <body>
 <h1>Impression drafts · quality drift</h1>
@@ -32,6 +36,7 @@ td:first-child,th:first-child{text-align:left} .few{color:#999} .charts{display:
  <span>UER <b id="total-uer" data-metric="uer"></b></span>
  <span>accepted unchanged <b id="total-accepted" data-metric="accepted"></b></span>
 </div>
+<!--weekly-->
 <h2>Routes</h2>
 <table id="routes"><thead><tr><th>route</th><th>n</th><th>drafted</th><th>ROUGE-L</th><th>ECR</th><th>UER</th>
 <th>accepted</th><th>last week</th></tr></thead><tbody></tbody></table>
@@ -48,6 +53,7 @@ td:first-child,th:first-child{text-align:left} .few{color:#999} .charts{display:
 <table id="signing"><thead><tr><th>route</th><th>studies</th><th>drafted</th><th>shadow</th><th>no draft</th>
 <th>draft posted → signed</th><th>received → signed: drafted</th><th>shadow</th><th>no draft</th>
 <th>drafted − shadow</th></tr></thead><tbody></tbody></table>
+<!--ops-->
 <div id="detail" hidden>
  <h2>Route <span id="detail-route"></span>: daily ROUGE-L and accepted unchanged</h2><div id="detail-chart"></div>
  <p>Example draft / final pairs (report text: needs a token with the report-text-read scope)
@@ -177,6 +183,7 @@ async function main() {
   fillRoutes(s); fillTables(s); fillSigning(await getJSON("/api/drift/time-to-sign?by=route"));
   const charts = document.getElementById("charts");
   for (const [route, points] of Object.entries(s.series)) charts.appendChild(chart(route, points, route));
+  await Promise.all([loadWeekly(), loadOps()]);  // each says in its own line when it fails
   document.body.dataset.ready = "1";
 }
 function start() {
@@ -186,6 +193,7 @@ function start() {
     document.body.dataset.ready = denied ? "denied-" + e.status : "error";
   });
 }
+//ops-js
 document.getElementById("load-examples").addEventListener("click", loadExamples);
 document.getElementById("use-token").addEventListener("click", () => {
   token = document.getElementById("token").value.trim(); start();
@@ -194,3 +202,4 @@ start();
 </script>
 </body></html>
 """
+DASHBOARD_HTML = _PAGE.replace("<!--weekly-->", WEEKLY_HTML).replace("<!--ops-->", OPS_HTML).replace("//ops-js", OPS_JS)

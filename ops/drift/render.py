@@ -3,7 +3,7 @@
 Input: a ``Report``. Output: a string. Failure modes: ``ValueError`` for an unknown format.
 The HTML has no script and loads nothing (no CDN, no fonts): it can be mailed or archived as is.
 Every value from the store is HTML-escaped. Windows under the minimum sample count are marked "*"
-(table) or drawn hollow (plots): shown, but not to be read as a trend.
+(table) or drawn hollow (plots). Per route weekly charts with alert/promotion markers and adapter bands: chart.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import html
 import json
 from typing import Any
 
+from ops.drift.chart import route_charts
 from ops.drift.report import Report
+from ops.drift.series import CHART_METRICS
 from ops.drift.signtime import SIGN_COLUMNS
 
 TABLE_COLUMNS = ("n", "drafted", "rougeL", "ecr", "uer", "fcr", "accepted", "bleu4", "findings_length")
@@ -46,7 +48,33 @@ def render_table(report: Report) -> str:
     lines += _sign_table(report)
     lines += [f"alert {a.at:%Y-%m-%d} {a.route} {a.metric} {a.detector}: {a.baseline:.3f} -> {a.current:.3f}"
               for a in report.alerts]
-    return "\n".join(lines)
+    return "\n".join(lines + _weekly_lines(report))
+
+
+def _weekly_lines(report: Report) -> list[str]:
+    """Per route: the adapter bands and the promotion / mode markers, by ISO week."""
+    lines = []
+    for series in (report.weekly or {}).get("routes", []):
+        bands = ", ".join(f'{b["adapter"]} {b["from"]}..{b["to"]}' for b in series["bands"])
+        lines.append(f'{series["route"]}: adapters {bands or "none"}')
+        lines += [f'  {m["kind"]} {m["week"]}: {m["label"]}' for m in series["markers"] if m["kind"] != "alert"]
+    return lines
+
+
+def _weekly_html(report: Report) -> str:
+    if not report.weekly or not report.weekly["routes"]:
+        return ""
+    blocks = "".join(f'<h3>{html.escape(s["route"])}</h3>{route_charts(s, CHART_METRICS)}'
+                     for s in report.weekly["routes"])
+    events = "".join(f'<tr><td>{html.escape(m["week"])}</td><td>{html.escape(s["route"])}</td>'
+                     f'<td>{html.escape(m["kind"])}</td><td>{html.escape(m["label"])}</td></tr>'
+                     for s in report.weekly["routes"] for m in s["markers"]) or "<tr><td colspan=4>none</td></tr>"
+    return (f'<h2>Weekly per route ({html.escape(report.weekly["since"])} to {html.escape(report.weekly["until"])})'
+            '</h2><p class=legend>Shaded bands: the adapter version that drafted those weeks. Dashed lines: '
+            '<span style="color:#d62728">drift alert</span>, <span style="color:#2ca02c">promotion</span>, '
+            '<span style="color:#7f7f7f">mode change</span>. A gap: no report signed that week.</p>'
+            f'{blocks}<h2>Events by week</h2><table><tr><th>week</th><th>route</th><th>event</th><th>what</th></tr>'
+            f'{events}</table>')
 
 
 SIGN_NOTE = ("time to sign, median minutes: drafted = a draft was there to read before signing, shadow = held back "
@@ -122,11 +150,13 @@ def render_html(report: Report) -> str:
     span = f"{report.since or 'the start'} to {report.until or 'now'}"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td.few{{color:#999}}.legend{{font-size:12px}}</style>
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td.few{{color:#999}}.legend{{font-size:12px}}
+.route-charts{{display:flex;flex-wrap:wrap;gap:8px}}</style>
 </head><body><h1>Drift report</h1>
 <p>Signed reports from {html.escape(str(span))}, by {html.escape(", ".join(report.by) or "all")}.
 Generated {report.generated_at:%Y-%m-%d %H:%M} UTC. Grey values / hollow points: fewer than
 {report.min_samples} drafted reports.</p>
+{_weekly_html(report)}
 {_chart(report, "rougeL", "ROUGE-L per ISO week")}{_chart(report, "accepted", "Accepted unchanged per ISO week")}
 {_chart(report, "ecr", "Entity coverage (ECR) per ISO week")}
 <h2>Groups</h2><table><tr>{head}</tr>{rows}</table>

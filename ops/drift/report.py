@@ -2,15 +2,15 @@
 
 Input: the store (``drift_aggregates``, or the stored records for a grouping the aggregates do not keep), signing days
 [since, until), a grouping (``--by route,site,adapter``). Output: a ``Report`` (per group: counts, means, minimum-sample
-verdict; ISO-week series; alerts in range; time to sign), rendered by ``ops.drift.render``. Failure modes: an unknown
-dimension → ``ValueError`` naming the known ones; database unreachable → the driver's error (a CLI run).
+verdict; ISO-week series; alerts; time to sign; the weekly view, ops/drift/weekly.py), rendered by ``ops.drift.render``.
+Failure modes: an unknown dimension → ``ValueError`` naming the known ones; database unreachable → the driver's error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,6 +19,7 @@ from ops.drift.aggregate import DIMENSIONS, GROUPINGS, Aggregator, fold, signed_
 from ops.drift.history import AlertLog
 from ops.drift.signtime import time_to_sign
 from ops.drift.stage import stored_records
+from ops.drift.weekly import weekly_view
 from ops.drift.window import WindowStats
 from schemas.alerts import Alert
 
@@ -36,13 +37,15 @@ class Report:
     series: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     time_to_sign: list[dict[str, Any]] = field(default_factory=list)  # ops/drift/signtime.py, per group
+    weekly: dict[str, Any] | None = None  # ops/drift/weekly.py: per route, weekly series, markers, adapter bands
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def as_dict(self) -> dict[str, Any]:
         return {"by": list(self.by), "since": _iso(self.since), "until": _iso(self.until),
                 "min_samples": self.min_samples, "generated_at": self.generated_at.isoformat(),
                 "metrics": list(REPORT_METRICS), "rows": self.rows, "series": self.series,
-                "alerts": [a.model_dump(mode="json") for a in self.alerts], "time_to_sign": self.time_to_sign}
+                "alerts": [a.model_dump(mode="json") for a in self.alerts], "time_to_sign": self.time_to_sign,
+                "weekly": self.weekly}
 
 
 def _iso(day: date | None) -> str | None:
@@ -71,7 +74,9 @@ def day_windows(engine: Engine, grouping: tuple[str, ...], since: date | None, u
 
 
 def build_report(engine: Engine, *, by: Sequence[str] = ("route",), since: date | None = None,
-                 until: date | None = None, min_samples: int = 20) -> Report:
+                 until: date | None = None, min_samples: int = 20, weekly: bool = True,
+                 audit: Iterable[Mapping[str, Any]] = ()) -> Report:
+    """``audit``: the retrain audit's records (ops/retrain/audit.py ``read_audit``): promotions on the weekly charts."""
     grouping = grouping_of(by)
     report = Report(grouping, since, until, min_samples)
     totals: dict[str, WindowStats] = {}
@@ -93,4 +98,7 @@ def build_report(engine: Engine, *, by: Sequence[str] = ("route",), since: date 
     high = datetime.combine(until, time(), UTC) if until else None
     report.alerts = AlertLog(engine).recent(1000, since=low, until=high)
     report.time_to_sign = time_to_sign(engine, grouping, since=since, until=until, min_samples=min_samples)
+    if weekly:
+        last = until - timedelta(days=1) if until else None
+        report.weekly = weekly_view(engine, weeks=None, since=since, today=last, audit=audit, min_samples=min_samples)
     return report

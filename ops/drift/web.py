@@ -2,8 +2,8 @@
 
 Input: the store and ``authorise``, the gateway's scope check handed in by the composition root (ops never
 imports gateway). Output: an ``APIRouter``: ``GET /dashboard`` (inline HTML/JS/SVG, no data), ``/api/drift/``
-``summary``, ``series?route=``, ``alerts``, ``time-to-sign?by=`` (aggregates: scope dashboard-read),
-``examples?route=`` (pairs, PHI: scope report-text-read). Failure modes: 401/403; store down → 503; unknown route → [].
+``summary``, ``series?route=``, ``alerts``, ``time-to-sign?by=`` (scope dashboard-read), ``examples?route=`` (PHI:
+report-text-read); weekly/operations: ops_web.py. Failure modes: 401/403; store down → 503; unknown route → [].
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ops.drift.aggregate import Aggregator
 from ops.drift.history import AlertLog
+from ops.drift.ops_web import OPERATOR, add_ops_routes
 from ops.drift.page import DASHBOARD_HTML
 from ops.drift.signtime import time_to_sign
+from ops.drift.status import OpsSources
 from ops.drift.summary import DASHBOARD_METRICS, route_series, summary
 from ops.store import Store, edit_records
 from schemas import EditRecord
@@ -34,6 +36,7 @@ log = structlog.get_logger("ops.drift.web")
 # (gateway.auth.HttpAuth.require). The scope names are gateway.auth's (tests/unit/test_auth.py checks they agree).
 Authorise = Callable[[Request, str], str]
 DASHBOARD_READ, REPORT_TEXT_READ = "dashboard-read", "report-text-read"
+SCOPES = (DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR)
 
 
 def _example(record: EditRecord) -> dict[str, Any]:
@@ -58,25 +61,31 @@ def _time_to_sign_route(router: APIRouter, store: Store, aggregates: list[Any], 
         return {"by": grouping, "since": since.isoformat(), "min_samples": min_samples, "rows": rows}
 
 
-def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 20) -> APIRouter:
-    """The routes; ``create_app(..., routers=[dashboard_router(store, auth.require("dashboard"))])``."""
+async def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` in the thread pool; the store unreachable → 503."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except OperationalError as exc:
+        log.warning("dashboard_store_unavailable", error=type(exc).__name__)
+        raise HTTPException(503, "the store is unavailable") from exc
+
+
+def _examples(store: Store, route: str, limit: int) -> list[dict[str, Any]]:
+    t = edit_records.c
+    query = (select(t.body).where((t.route == route) & t.has_draft.is_(True))
+             .order_by(t.captured_at.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [_example(EditRecord.model_validate_json(r[0])) for r in conn.execute(query).all()]
+
+
+def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 20,
+                     sources: OpsSources | None = None) -> APIRouter:
+    """The routes; ``create_app(..., routers=[dashboard_router(store, auth.require("dashboard"), sources=…)])``;
+    ``sources``: what the serving process knows beyond the store (route modes, workers, broker, registry)."""
     router = APIRouter()
     aggregator, alert_log = Aggregator(store.engine, min_samples=min_samples), AlertLog(store.engine)
 
-    async def read(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await run_in_threadpool(fn, *args, **kwargs)
-        except OperationalError as exc:
-            log.warning("dashboard_store_unavailable", error=type(exc).__name__)
-            raise HTTPException(503, "the store is unavailable") from exc
-
-    def examples(route: str, limit: int) -> list[dict[str, Any]]:
-        t = edit_records.c
-        query = (select(t.body).where((t.route == route) & t.has_draft.is_(True))
-                 .order_by(t.captured_at.desc()).limit(limit))
-        with store.engine.connect() as conn:
-            return [_example(EditRecord.model_validate_json(r[0])) for r in conn.execute(query).all()]
-
+    read = _read
     @router.get("/dashboard", response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(DASHBOARD_HTML, headers={"Cache-Control": "no-store",
@@ -106,12 +115,13 @@ def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 2
         return [a.model_dump(mode="json") for a in found]
 
     _time_to_sign_route(router, store, aggregates, read, min_samples)
+    add_ops_routes(router, store, authorise, read, sources or OpsSources(), min_samples)
 
     @router.get("/api/drift/examples")
     async def get_examples(principal: str = Depends(text_reader), route: str = Query(..., max_length=64),
                            limit: int = Query(10, ge=1, le=100)) -> JSONResponse:
         # ``principal``: the scope was checked before anything else, so no PHI leaves without it.
-        found = await read(examples, route, limit)
+        found = await read(_examples, store, route, limit)
         log.info("dashboard_examples_read", route=route, record_ids=[e["record_id"] for e in found], principal=principal)
         return JSONResponse({"route": route, "metrics": list(DASHBOARD_METRICS), "examples": found},
                             headers={"Cache-Control": "no-store"})

@@ -89,12 +89,18 @@ def _export_one(record: EditRecord, spec: RouteSpec, state: _State) -> None:
     prompt = _clean(prompt, matcher)
     split = split_of(patient_key(record.patient_id, record.accession))
     folder, ref = _UNSAFE.sub("_", spec.name) or "unrouted", record_ref(record.record_id)
+    # What the prompt was rendered from rides along (de-identified, scanned like the rest), so a retrain can prompt the
+    # same record with another template (prompt selection) without going back to the store.
+    event = {"site": record.site, "modality": record.modality.value, "body_system": record.body_system.value,
+             "language": record.language, "procedure_text": procedure, "findings": findings}
     state.files.write(f"{folder}/{split}.jsonl",
-                      {"messages": [*prompt, {"role": "assistant", "content": final}], "site": record.site, "ref": ref})
+                      {"messages": [*prompt, {"role": "assistant", "content": final}], "site": record.site,
+                       "prompt_version": version, "event": event, "ref": ref})
     if record.has_draft and record.draft.strip() and not record.accepted_unchanged:
         draft = scrub(record.draft, matcher, state.tally.replacements)
         state.files.write(f"{folder}/{split}.preferences.jsonl",
-                          {"findings": findings, "prompt": prompt, "chosen": final, "rejected": draft, "ref": ref})
+                          {"findings": findings, "prompt": prompt, "prompt_version": version, "chosen": final,
+                           "rejected": draft, "ref": ref})
         state.tally.preferences[split] += 1
     state.tally.keep(route=spec.name, site=record.site, language=record.language, split=split,
                      prompt_version=version)

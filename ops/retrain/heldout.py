@@ -19,7 +19,7 @@ from typing import Any
 from model.adapters.registry import Registry, RegistryEntry
 from model.adapters.runtime import load_adapter, unload_adapter
 from model.inference.client import InferenceClient
-from model.inference.prompts import DEFAULT_TEMPLATE, render_messages
+from model.inference.prompts import DEFAULT_TEMPLATE, render_messages, template_name
 from ops.retrain.evaluate import EvalInputError, EvalRow, draft_all, score
 from schemas import InferenceRequest, ReportEvent, ReportStatus, RouteSpec, Source
 from schemas.events import BodySystem, Modality, event_id_for
@@ -56,8 +56,21 @@ def _request(messages: list[dict[str, str]], route: str, index: int, site: str =
     return request if render_messages(request)[0] == messages else None
 
 
+def _from_fields(row: dict[str, Any], route: str, index: int) -> InferenceRequest | None:
+    """The request of an export line that carries its prompt's fields (``event``) and ``prompt_version``."""
+    fields, version = row.get("event"), row.get("prompt_version")
+    if not isinstance(fields, dict) or not isinstance(version, str):
+        return None
+    accession = f"RETRAIN-{route}-{index:06d}"
+    event = ReportEvent(event_id=event_id_for("retrain", accession), source=Source.HL7V2, message_control_id=accession,
+                        sender="retrain", accession=accession, status=ReportStatus.PRELIMINARY, **fields)
+    return InferenceRequest(event=event, route=RouteSpec(name=route, adapter="base", prompt_template=template_name(version),
+                                                          topic=""))
+
+
 def heldout_rows(path: Path, route: str) -> tuple[list[EvalRow], list[InferenceRequest], int]:
-    """Rows (reference = the exported impression) and requests of an export split file; skipped count."""
+    """Rows (reference = the exported impression) and requests of an export split file; skipped count. A line with
+    its prompt's fields is rebuilt from them (any template can prompt it), an older one from its messages."""
     rows: list[EvalRow] = []
     requests: list[InferenceRequest] = []
     skipped = 0
@@ -65,7 +78,9 @@ def heldout_rows(path: Path, route: str) -> tuple[list[EvalRow], list[InferenceR
     for index, line in enumerate((line for line in lines if line.strip()), start=1):
         row = json.loads(line)
         messages, site = row.get("messages", []), str(row.get("site", ""))
-        request = _request(messages[:-1], route, index, site) if messages and messages[-1]["role"] == "assistant" else None
+        request = None
+        if messages and messages[-1]["role"] == "assistant":
+            request = _from_fields(row, route, index) or _request(messages[:-1], route, index, site)
         if request is None:
             skipped += 1
             continue
@@ -77,8 +92,9 @@ def heldout_rows(path: Path, route: str) -> tuple[list[EvalRow], list[InferenceR
 
 
 async def _scores(client: InferenceClient, adapter: str, rows: Sequence[EvalRow], requests: Sequence[InferenceRequest],
-                  window: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
-    named = [r.model_copy(update={"route": r.route.model_copy(update={"adapter": adapter})}) for r in requests]
+                  window: int, prompt: str = "") -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+    change = {"adapter": adapter} | ({"prompt_template": prompt} if prompt else {})  # prompt: the one it was trained on
+    named = [r.model_copy(update={"route": r.route.model_copy(update=change)}) for r in requests]
     drafts, failed = await draft_all(client, named, progress=False)
     overall, _ = score(rows, drafts)
     recent, _ = score(rows[-window:], drafts[-window:])
@@ -86,12 +102,13 @@ async def _scores(client: InferenceClient, adapter: str, rows: Sequence[EvalRow]
 
 
 async def evaluate_pair(url: str, candidate: str, serving: str, heldout: Path, route: str, *, window: int = 20,
-                        api_key: str = "") -> PairScores:
-    """Both adapters draft every held-out record of ``heldout`` on the server at ``url``; scores of each."""
+                        api_key: str = "", prompts: tuple[str, str] = ("", "")) -> PairScores:
+    """Both adapters draft every held-out record of ``heldout`` on the server at ``url``; scores of each. ``prompts``:
+    the (candidate, serving) adapter's template where it was trained with one; empty: each line's, as it was served."""
     rows, requests, skipped = heldout_rows(heldout, route)
     async with InferenceClient(url, timeout_s=120, retries=1, api_key=api_key) as client:  # no route overrides: the name decides
-        new, new_recent, new_failed = await _scores(client, candidate, rows, requests, window)
-        old, old_recent, old_failed = await _scores(client, serving, rows, requests, window)
+        new, new_recent, new_failed = await _scores(client, candidate, rows, requests, window, prompts[0])
+        old, old_recent, old_failed = await _scores(client, serving, rows, requests, window, prompts[1])
     return PairScores(new, old, new_recent, old_recent, len(rows), min(window, len(rows)), skipped,
                       {"candidate": new_failed, "serving": old_failed})
 

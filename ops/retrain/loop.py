@@ -1,7 +1,7 @@
-"""Retrain stage: export → LoRA candidate → evaluation against the serving adapter → gate → promote → audit.
+"""Retrain stage: export → (prompt selection →) LoRA candidate → evaluation against the serving adapter → gate → audit.
 
 Input: a ``RetrainJob`` (route, store URL, registry, data dir, optional model/worker/reload URLs, gate margin and
-tolerance, LoRA hyperparameters, trigger). Output: the run's audit record (also appended to ``audit.jsonl``).
+tolerance, LoRA hyperparameters, prompt candidates, trigger). Output: the run's audit record (also in ``audit.jsonl``).
 Failure modes: a failed PHI check or an export without train/test records → decision ``refused`` (audited, nothing
 trained); training, worker or store errors → audited as ``error`` (type only) and raised. Steps: ops/README.md.
 """
@@ -27,6 +27,7 @@ from ops.export.run import MANIFEST, run_export
 from ops.retrain.audit import Trigger, append_audit, new_run_id, who
 from ops.retrain.gate import decide_with_window
 from ops.retrain.heldout import evaluate_pair, worker_for
+from ops.retrain.prompt_select import SelectionError, SelectionPlan, bind_template, run_selection
 from ops.store import Store
 
 
@@ -54,6 +55,12 @@ class RetrainJob:
     worker_url: str = ""  # the worker supervisor (``model serve``): wait until it serves the promoted adapter
     serve_timeout_s: float = 900.0
     api_key: str = field(default="", repr=False)  # sent to model_url, reload_url and worker_url (model.worker.keys)
+    # Prompt selection (ops/retrain/prompt_select.py): empty, the export's prompts as served; one template, trained with
+    # it; several, each fine-tuned for select_steps and the best on validation by select_metric kept. The candidate is
+    # registered with its template (the registry's ``prompt``), so it is evaluated and served with it.
+    prompt_candidates: tuple[str, ...] = ()
+    select_metric: str = "rougeL"
+    select_steps: int | None = None
 
 
 def _export(job: RetrainJob, out: Path) -> tuple[dict[str, Any] | None, str]:
@@ -75,8 +82,12 @@ def _hyper(job: RetrainJob, registry: Registry) -> dict[str, Any]:
             "epochs": job.epochs, "batch_size": job.batch_size, "seed": job.seed}
 
 
+def _base(job: RetrainJob, registry: Registry) -> Path:
+    return registry.base_path or job.data_dir / "demo-model" / "base"
+
+
 def _train(job: RetrainJob, registry: Registry, folder: Path, export_id: str, hyper: dict[str, Any]) -> Any:
-    base = registry.base_path or job.data_dir / "demo-model" / "base"
+    base = _base(job, registry)
     return finetune(FinetuneJob(
         export=folder / "train.jsonl", eval_export=folder / "validation.jsonl", route=job.route, base_dir=base,
         registry_path=job.registry_path, export_id=export_id, rank=hyper["rank"], alpha=hyper["alpha"],
@@ -84,16 +95,30 @@ def _train(job: RetrainJob, registry: Registry, folder: Path, export_id: str, hy
         batch_size=job.batch_size, seed=job.seed, progress=False))
 
 
+def _candidates(job: RetrainJob, registry: Registry) -> dict[str, Any] | None:
+    """The prompt templates to train with: the job's, else the serving adapter's bound one (a route whose adapter was
+    prompt-selected keeps its prompt across retrains), else none (the export's prompts as served)."""
+    serving = registry.serving_adapter(job.route)
+    if job.prompt_candidates:
+        return {"templates": list(job.prompt_candidates), "metric": job.select_metric, "steps": job.select_steps,
+                "from": "options"}
+    if serving is not None and serving.prompt:
+        return {"templates": [serving.prompt], "metric": job.select_metric, "steps": None, "from": "serving adapter"}
+    return None
+
+
 def _evaluate_and_decide(job: RetrainJob, record: dict[str, Any], folder: Path, candidate: Any) -> None:
     registry = load_registry(job.registry_path)
     serving = registry.serving_adapter(job.route)
     serving_name = serving.name if serving else registry.served_model_name  # no adapter yet: against the base
+    prompts = (candidate.prompt, serving.prompt if serving else "")  # each as it was trained; "" the lines' own
     with worker_for(registry, candidate, model_url=job.model_url, data_dir=job.data_dir, api_key=job.api_key) as url:
         pair = asyncio.run(evaluate_pair(url, candidate.name, serving_name, folder / "test.jsonl", job.route,
-                                         window=job.window, api_key=job.api_key))
+                                         window=job.window, api_key=job.api_key, prompts=prompts))
     decision = decide_with_window(pair.candidate, pair.serving, pair.candidate_window, pair.serving_window,
                                   margin=job.margin, tolerance=job.tolerance)
-    record["serving"] = {"name": serving_name, "version": serving.version if serving else ""}
+    record["serving"] = {"name": serving_name, "version": serving.version if serving else "",
+                         "prompt": prompts[1] or "as exported"}
     record["scores"] = {"candidate": pair.candidate, "serving": pair.serving, "candidate_window": pair.candidate_window,
                         "serving_window": pair.serving_window, "rows": pair.rows, "window": pair.window,
                         "skipped": pair.skipped, "failed": pair.failed}
@@ -122,11 +147,25 @@ def _run(job: RetrainJob, record: dict[str, Any], out: Path) -> None:
         return
     registry = load_registry(job.registry_path)
     record["inputs"]["base"] = {"path": str(registry.base_path), "config_sha256": registry.base_config_sha256}
-    result = _train(job, registry, folder, str(manifest["export_id"]), record["inputs"]["hyperparameters"])
-    entry = result.entry
+    hyper = record["inputs"]["hyperparameters"]
+    selection = None
+    if candidates := record["inputs"]["prompt_candidates"]:
+        try:
+            selection = run_selection(folder, out.with_name(f"{out.name}.prompted"), SelectionPlan(
+                tuple(candidates["templates"]), job.select_metric, job.select_steps), route=job.route,
+                base_dir=_base(job, registry), hyper=hyper, full_steps=job.steps, epochs=job.epochs)
+        except SelectionError as exc:
+            record["decision"], record["reason"] = "refused", f"prompt selection: {exc}"
+            return
+        record["prompt_template"], record["prompt_selection"] = selection.template, selection.records  # as recipe run
+        candidates["steps"] = selection.steps if selection.records else None
+        folder = selection.train.parent  # train on the export re-prompted with the kept template
+    result = _train(job, registry, folder, str(manifest["export_id"]), hyper)
+    entry = result.entry if selection is None else bind_template(job.registry_path, result, selection)
     record["candidate"] = {"name": entry.name, "version": entry.version, "path": str(entry.path),
-                           "card": str(result.card_path), "training": result.card["evaluation"]}
-    _evaluate_and_decide(job, record, folder, entry)
+                           "card": str(result.card_path), "training": result.card["evaluation"],
+                           "prompt": entry.prompt or "as exported"}
+    _evaluate_and_decide(job, record, out / job.route, entry)
 
 
 def run_retrain(job: RetrainJob) -> dict[str, Any]:
@@ -137,7 +176,8 @@ def run_retrain(job: RetrainJob) -> dict[str, Any]:
         "run_id": run_id, "kind": "retrain", "trigger": job.trigger, "who": who(), "route": job.route,
         "started_at": now_utc(), "inputs": {"selection": {"since": job.since, "until": job.until},
                                             "gate": {"margin": job.margin, "tolerance": job.tolerance},
-                                            "hyperparameters": _hyper(job, registry)},
+                                            "hyperparameters": _hyper(job, registry),
+                                            "prompt_candidates": _candidates(job, registry)},
         "decision": "error", "reason": ""}
     try:
         _run(job, record, job.data_dir / "retrain" / f"{job.route}-{run_id}")

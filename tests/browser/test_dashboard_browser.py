@@ -2,32 +2,34 @@
 over a real SQLite store filled through the real capture → score → aggregate → detect code, driven
 in Debian's headless Chromium through chromedriver (W3C WebDriver over HTTP). The numbers and plot
 points the page shows must be those of ``/api/drift/summary``; the charts need a dashboard-read token, report text
-a report-text-read one (issue 12)."""
+a report-text-read one (issue 12). The weekly charts (>= 12 weekly points, markers, adapter bands), a filter, route
+modes, the dead letters from the real Tansu broker and the replay button (operator scope) over 14 planted weeks
+(issue 16)."""
 
 from __future__ import annotations
 
 import json
 import random
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from kafka import KafkaProducer
 
-from gateway.auth import HttpAuth
-from gateway.http import RecordingPublisher, create_app
-from gateway.settings import GatewaySettings
+from consumers.embedded import EmbeddedBroker
 from ops.capture import capture_final
 from ops.drift.stage import DriftStage
-from ops.drift.web import dashboard_router
+from ops.drift.status import OpsSources
+from ops.replay import Cluster
+from ops.retrain.audit import read_audit
 from ops.settings import DriftSettings
 from ops.store import Store
-from schemas import BodySystem, DraftImpression, Modality, ReportEvent, ReportStatus, Source
-from tests.harness.webdriver import Browser, free_port
+from schemas import BodySystem, DeadLetter, DraftImpression, Modality, ReportEvent, ReportStatus, Source
+from tests.browser import weeks
+from tests.browser.served import serving
+from tests.harness.webdriver import Browser
 
 READER, TOKEN = "dashboard-reader-test-token", "dashboard-test-token"
 TOKENS = json.dumps([{"name": "viewer", "scopes": ["dashboard-read"], "token": READER},
@@ -77,24 +79,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     stage = DriftStage(store, settings, rebuild=False)
     n = fill(store, stage, random.Random(11))
 
-    async def ready() -> dict[str, bool]:
-        return {"store": True}
-
-    gateway = GatewaySettings(auth_tokens=TOKENS)
-    auth = HttpAuth(gateway)
-    app = create_app(gateway, RecordingPublisher(), ready, auth=auth,
-                     routers=[dashboard_router(store, auth.require("dashboard"), min_samples=settings.min_samples)])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", n
-    server.should_exit = True
-    thread.join(10)
+    with serving(store, TOKENS, min_samples=settings.min_samples) as base:
+        yield base, n
     store.close()
 
 
@@ -183,3 +169,71 @@ def test_drill_down_shows_examples_only_with_the_token(served: tuple[str, int], 
     assert finals == [f"final: {e['final']}" for e in api["examples"]]
     assert TOKEN not in browser.script("return document.documentElement.outerHTML")  # the token is in memory only
     browser.screenshot(tmp_path / "drill-down.png")
+
+
+# The weekly views (issue 16): 14 weeks planted through the store API (tests/browser/weeks.py), a dead letter on the
+# real Tansu broker, an operator token for the replay button.
+OPERATOR = "dashboard-operator-test-token"
+WEEK_TOKENS = json.dumps([{"name": "viewer", "scopes": ["dashboard-read"], "token": READER},
+                          {"name": "oncall-ops", "scopes": ["dashboard-read", "operator"], "token": OPERATOR}])
+WEEKLY_POINTS = """return [...document.querySelectorAll('#weekly .route-block')].map(b => [b.dataset.route,
+  [...b.querySelectorAll('svg.wchart[data-metric="rougeL"] circle.point')].map(c => c.dataset.week + '|' + c.dataset.n)]);"""
+
+
+@pytest.fixture(scope="module")
+def served_weeks(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path_factory.mktemp("weeks")
+    store = Store(f"sqlite:///{folder / 'weeks.db'}").create()
+    weeks.fill(store, registry=folder, per_week=4)
+    letter = DeadLetter(stage="normalise", topic="reports.raw", code="hl7_invalid", reason="OBR-25 missing",
+                        message_control_id="BROWSER-1", accession="ACC-BROWSER-1", original=b"MSH|^~\\&|X\r",
+                        headers={"sender": "RIS^B", "message-control-id": "BROWSER-1"})
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    producer.send("reports.raw.dlq", letter.model_dump_json().encode(), key=b"k").get(timeout=30)
+    producer.close()
+    sources = OpsSources(cluster=Cluster(broker.bootstrap), registry_path=folder / "registry.json")
+    with serving(store, WEEK_TOKENS, min_samples=4, sources=sources) as base:
+        yield base, folder / "registry.json"
+    store.close()
+
+
+def test_weekly_charts_markers_filters_and_the_replay_button(served_weeks: tuple[str, Path], browser: Browser,
+                                                             tmp_path: Path) -> None:
+    base, registry = served_weeks
+    browser.get(f"{base}/dashboard")
+    use_token(browser, READER)
+    shown = dict(browser.script(WEEKLY_POINTS))
+    assert set(shown) == {"ct_chest", "xr_chest"}
+    # the page shows 16 weeks: all 14 planted ones, xr_chest's gap week without a point
+    assert len(shown["ct_chest"]) == weeks.WEEKS >= 12 and len(shown["xr_chest"]) == weeks.WEEKS - 1
+    promoted = browser.script("return [...document.querySelectorAll('.route-block[data-route=\"ct_chest\"] "
+                              "svg.wchart g.marker[data-kind=\"promotion\"]')].map(g => g.dataset.week)")
+    promotion_week = shown["ct_chest"][weeks.PROMOTED_WEEK].split("|")[0]
+    assert promoted == [promotion_week] * 5  # one marker on each of the route's five charts
+    bands = browser.script("return [...document.querySelectorAll('.route-block[data-route=\"ct_chest\"] "
+                           "svg.wchart[data-metric=\"rougeL\"] rect.band')].map(r => r.dataset.adapter)")
+    assert bands == ["ct_chest@v1", "ct_chest@v2"]
+    modes = browser.script("return [...document.querySelectorAll('#modes tbody tr')].map(r => r.dataset.mode)")
+    assert modes == ["live"]
+    # a filter: only SITE_B, where only ct_chest reads; each week holds half of what it held
+    browser.script("const s = document.getElementById('f-site'); s.value = 'SITE_B';"
+                   "s.dispatchEvent(new Event('change'));")
+    browser.wait_for("return document.getElementById('weekly').dataset.filters === '{\"site\":\"SITE_B\"}'")
+    filtered = dict(browser.script(WEEKLY_POINTS))
+    assert set(filtered) == {"ct_chest"}
+    assert [int(p.split("|")[1]) for p in filtered["ct_chest"]] == [4] * len(filtered["ct_chest"])
+    assert [int(p.split("|")[1]) for p in shown["ct_chest"]] == [8] * len(shown["ct_chest"])
+    browser.wait_for("return document.querySelector('#dead-letters tbody').dataset.loaded")
+    button = 'button.replay[data-source^="reports.raw.dlq@"]'
+    assert browser.script(f"return document.querySelectorAll('{button}').length") >= 1
+    reasons = browser.script("return [...document.querySelectorAll('#dead-letters tbody tr')].map(r => r.cells[4]"
+                             ".textContent)")
+    assert "OBR-25 missing" in reasons
+    browser.click(button)
+    assert browser.wait_for(f"return document.querySelector('{button}').dataset.result") == "error-403"
+    use_token(browser, OPERATOR)
+    browser.wait_for("return document.querySelector('#dead-letters tbody').dataset.loaded")
+    browser.click(button)
+    assert browser.wait_for(f"return document.querySelector('{button}').dataset.result") == "sent-1"
+    assert [r["who"]["user"] for r in read_audit(registry) if r.get("kind") == "replay"] == ["oncall-ops"]
+    browser.screenshot(tmp_path / "weekly.png")

@@ -89,6 +89,10 @@ class Browser:
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.cmd("GET", "/screenshot")))
 
+    def resize(self, width: int, height: int) -> None:
+        """The window's size (W3C WebDriver §11.8.2): a screenshot shows what fits in it."""
+        self.cmd("POST", "/window/rect", {"width": width, "height": height})
+
     def close(self) -> None:
         try:
             self.cmd("DELETE", "")

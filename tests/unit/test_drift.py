@@ -177,7 +177,7 @@ def test_drift_report_from_the_store_in_every_format(store: Store, capsys: pytes
     since = build_report(store.engine, by=["route"], since=records[150].signed_at.date())  # type: ignore[union-attr]
     assert sum(r["n"] for r in since.rows) < 300
     page = render(report, "html")
-    assert page.count("<svg") == 3 and "<script" not in page and "src=" not in page and "<circle" in page
+    assert page.count("<svg") == 3 + 5 * len(report.series) and "<script" not in page and "src=" not in page and "<circle" in page
     assert json.loads(render(report, "json"))["rows"][1]["route"] == "xr_chest"
     assert "ct_chest" in render(report, "table")
     with pytest.raises(ValueError, match="known"):
