@@ -86,14 +86,14 @@ def _once(job: Any) -> int:
     return 2 if record["decision"] == "refused" else 0
 
 
-def _selection(args: argparse.Namespace) -> Any:
+def _selection(r: RetrainSettings) -> Any:
     """The prompt-selection plan of ``--prompt-candidates`` (None without it); ``ValueError`` names what is wrong."""
-    if not args.prompt_candidates:
+    if not r.prompt_candidates:
         return None
     from ops.retrain.prompt_select import SelectionPlan, check_plan
 
-    plan = SelectionPlan(tuple(name.strip() for name in args.prompt_candidates.split(",") if name.strip()),
-                         args.select_metric, args.select_steps)
+    plan = SelectionPlan(tuple(name.strip() for name in r.prompt_candidates.split(",") if name.strip()),
+                         r.select_metric, r.select_steps)
     check_plan(plan)
     return plan
 
@@ -107,7 +107,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return refuse("no route: pass --route NAME or set IG_RETRAIN_ROUTE")
     try:
         api_key = client_key(model)  # sent to --model-url, --reload-url and --worker-url
-        selection = _selection(args)
+        selection = _selection(r)
     except (KeyConfigError, ValueError) as exc:
         return refuse(str(exc))
     if r.every is None and not r.on_drift_alert:
@@ -140,14 +140,9 @@ def register(sub: Any) -> None:
     add_setting(p, "--window", s, "window", type=int)
     # Prompt selection, named as ``model recipe run`` names it (a recipe's prompts.candidates / select_metric /
     # select_steps).
-    p.add_argument("--prompt-candidates", metavar="T1,T2", help="prompt templates (model/inference/templates) to "
-                   "choose from: each fine-tuned for --select-steps, the best on the export's validation split by "
-                   "--select-metric kept, then the full fine-tune with it; the candidate is registered, evaluated and "
-                   "served with its template (default: none, the prompts as exported)")
-    p.add_argument("--select-metric", default="rougeL", help="the metric that picks the prompt: rouge1, rouge2, "
-                   "rougeL, bleu4, meteor, bertscore, semantic, ecr, uer (lowest wins), fcr (default rougeL)")
-    p.add_argument("--select-steps", type=int, help="steps of each candidate's short fine-tune (default: 50, at "
-                   "most the full fine-tune's)")
+    add_setting(p, "--prompt-candidates", s, "prompt_candidates", metavar="T1,T2", default="none")
+    add_setting(p, "--select-metric", s, "select_metric")
+    add_setting(p, "--select-steps", s, "select_steps", type=int, default="50, at most the full fine-tune's")
     add_setting(p, "--database-url", ConsumerSettings, "database_url", default="SQLite under .data/")
     add_setting(p, "--model-url", ModelSettings, "model_url", text="worker with runtime LoRA updating to evaluate on",
                 default="unset: start one")

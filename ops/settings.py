@@ -96,6 +96,14 @@ class RetrainSettings(BaseSettings):
     on_drift_alert: bool = Field(False, description="also run when the drift detectors raise an alert for the route "
                                  "(polls the store)")
     poll: Seconds = Field("60s", validate_default=True, gt=0, description="how often to look for drift alerts")
+    prompt_candidates: str = Field("", description="prompt templates (model/inference/templates), comma-separated, to "
+                                   "choose from: each fine-tuned for select_steps, the best on the export's validation "
+                                   "split by select_metric kept, then the full fine-tune with it; the candidate is "
+                                   "registered, evaluated and served with its template (empty: the prompts as exported)")
+    select_metric: str = Field("rougeL", description="the metric that picks the prompt: rouge1, rouge2, rougeL, bleu4, "
+                               "meteor, bertscore, semantic, ecr, uer (lowest wins), fcr")
+    select_steps: int | None = Field(None, gt=0, description="steps of each candidate's short fine-tune (unset: 50, at "
+                                     "most the full fine-tune's)")
 
 
 class MetricsSettings(BaseSettings):
