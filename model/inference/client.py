@@ -13,6 +13,7 @@ import hashlib
 import random
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import Counter
 from model.adapters import registry
 from model.inference.adapter_choice import bind_prompt, choose_adapter
 from model.inference.placement import Placement
+from model.inference.prompt_bindings import PromptBindings
 from model.inference.prompts import render_messages
 from model.settings import ModelSettings, WorkerDown
 from model.worker.keys import bearer, client_key
@@ -57,6 +59,7 @@ class InferenceClient:
         adapter_versions: Mapping[str, str] | None = None,
         route_adapters: Mapping[str, str] | None = None,
         adapter_prompts: Mapping[str, str] | None = None,
+        registry_path: Path | None = None,
         api_key: str = "",
     ):
         if placement is None and not base_url:
@@ -76,7 +79,8 @@ class InferenceClient:
         self._adapter_keys = {name: key for key, name in self.route_adapters.items()}  # serving adapter → route key
         # adapter -> the prompt template it was trained with (registry ``prompt``, retrain's prompt selection): its
         # drafts are prompted with that template, not the routing table's.
-        self.adapter_prompts = dict(adapter_prompts or {})
+        # Re-read from the registry (``registry_path``) when it changes: a promotion while running (prompt_bindings.py).
+        self.prompt_bindings = PromptBindings(registry_path, self.route_adapters, adapter_prompts)
         # The worker front's key (model.worker.keys), on every request; never logged.
         self._http = httpx.AsyncClient(timeout=timeout_s, headers=bearer(api_key))
         self._jitter = random.Random()  # not for security: spreads retries of many workers apart
@@ -106,6 +110,7 @@ class InferenceClient:
             adapter_versions=adapter_versions,
             route_adapters=route_adapters,
             adapter_prompts=loaded.bound_prompts() if loaded is not None else {},
+            registry_path=settings.registry_path,
             api_key=client_key(settings),
         )
 
@@ -161,7 +166,7 @@ class InferenceClient:
         event, choice = request.event, choose_adapter(request.route, request.event.site, self.route_adapters)
         adapter = choice.adapter  # the fallback chain site → route → base (model/inference/adapter_choice.py)
         # Prompted as the chosen adapter was trained (its registry ``prompt``), else as the routing table says.
-        messages, prompt_version = render_messages(bind_prompt(request, adapter, self.adapter_prompts))
+        messages, prompt_version = render_messages(bind_prompt(request, adapter, self.prompt_bindings.current()))
         bound = log.bind(event_id=event.event_id, accession=event.accession, route=request.route.name, adapter=adapter,
                          adapter_source=choice.source, adapter_reason=choice.reason)
         payload = {"model": adapter, "messages": messages, "max_tokens": self.max_tokens, **sampling}
