@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from consumers.embedded import EmbeddedBroker
-from gateway.mllp import MllpClient, MllpTarget, ack_code
-from model.demo import synthetic
-from model.inference.routing import RoutingTable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.stack, tests/harness
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.stack import InstantModel, means_between, model_names, serve_stack, stage_totals  # noqa: E402
+from consumers.embedded import EmbeddedBroker  # noqa: E402
+from gateway.mllp import MllpClient, MllpTarget, ack_code  # noqa: E402
+from model.demo import synthetic  # noqa: E402
+
 TARGET = 3.0
 MARK = re.compile(rb"BC\d{6}")  # a benchmark report's accession, also written into its findings
 # (route, OBR-4, OBR-24) of the sample studies in cli/sample: what the routing table routes on.
@@ -83,59 +81,6 @@ def message(study: dict[str, str], final: bool) -> bytes:
     return ("\r".join(segments) + "\r").encode()
 
 
-class InstantModel:
-    """An OpenAI-compatible server answering every completion at once with the study's draft (raw HTTP/1.1)."""
-
-    def __init__(self, models: list[str], drafts: dict[str, str]):
-        self.models, self.drafts, self.port = models, drafts, 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> InstantModel:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                method, path = head[0].split(" ")[:2]
-                length = next((int(v) for k, _, v in (line.partition(":") for line in head[1:])
-                               if k.lower() == "content-length"), 0)
-                status, payload = self.answer(method, path.split("?")[0], await reader.readexactly(length))
-                data = json.dumps(payload).encode()
-                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
-                             "\r\n\r\n".encode() + data)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    def answer(self, method: str, path: str, body: bytes) -> tuple[str, dict[str, Any]]:
-        if method == "GET" and path == "/v1/models":
-            return "200 OK", {"object": "list", "data": [{"id": m, "object": "model", "root": m} for m in self.models]}
-        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
-            return "404 Not Found", {"error": {"message": f"no route {path}"}}
-        mark = MARK.search(body)
-        text = self.drafts.get(mark.group().decode(), "No acute abnormality.") if mark else "No acute abnormality."
-        request = json.loads(body or b"{}")
-        choice: dict[str, Any] = ({"text": text} if path == "/v1/completions"
-                                  else {"message": {"role": "assistant", "content": text}})
-        choices = [{**choice, "index": i, "finish_reason": "stop"} for i in range(int(request.get("n") or 1))]
-        return "200 OK", {"id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()),
-                          "model": request.get("model", ""), "choices": choices,
-                          "usage": {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130}}
-
-
 async def send_all(port: int, messages: list[bytes], connections: int) -> dict[str, int]:
     """Sends every message, ``connections`` at a time, each as soon as a connection is free; MSA-1 counts."""
     codes: dict[str, int] = {}
@@ -173,31 +118,6 @@ async def until_rows(db: Path, query: str, n: int, timeout_s: float) -> float | 
     return None
 
 
-def stage_totals(https: list[str]) -> dict[str, tuple[float, float]]:
-    """(seconds, records) inside each stage so far, over the processes (``ig_stage_latency_seconds`` sum and count,
-    each serve's /metrics)."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found: dict[str, list[float]] = {}
-    for http in https:
-        for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
-            for s in family.samples:
-                if s.name in ("ig_stage_latency_seconds_sum", "ig_stage_latency_seconds_count"):
-                    found.setdefault(s.labels["stage"], [0.0, 0.0])[s.name.endswith("_count")] += s.value
-    return {stage: (total, count) for stage, (total, count) in found.items()}
-
-
-def means_between(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Mean seconds per record inside each stage between two readings."""
-    out = {}
-    for stage, (total, count) in after.items():
-        total0, count0 = before.get(stage, (0.0, 0.0))
-        if count > count0:
-            out[stage] = (total - total0) / (count - count0)
-    return out
-
-
 def _naive(messages: list[bytes], core: int | None, out: Any) -> None:
     """The baseline, in its own process on one core: hl7apy.parse_message of every message, both ways."""
     if core is not None and hasattr(os, "sched_setaffinity"):
@@ -227,33 +147,6 @@ def naive_rate(messages: list[bytes]) -> dict[str, float]:
     return rates
 
 
-@asynccontextmanager
-async def stack(args: argparse.Namespace, consumers: int, work: Path, bootstrap: str, model_url: str
-                ) -> AsyncIterator[tuple[int, list[str], dict[str, int]]]:
-    """serve as the embedded stack runs it: one process with all roles, or (``--consumers N``) ``--role gateway`` and
-    N ``--role consumers`` processes (one consumer group); yields the MLLP port, the HTTP base URL of each process
-    that runs the consumers, and each process id by name."""
-    sys.path.insert(0, str(REPO))  # tests/harness: serve as a subprocess, as the end-to-end tests start it
-    from tests.harness.serving import serve, wait_ready
-
-    common = ["--kafka-bootstrap", bootstrap, "--model-url", model_url, "--data-dir", str(work),
-              "--database-url", f"sqlite:///{work / 'store.db'}"]
-    env = {"IG_APP_ID": "bench-capture-rate"}
-    names = {"all": "all"} if not consumers else {
-        "gateway": "gateway", **{f"consumers{i + 1}": "consumers" for i in range(consumers)}}
-    with ExitStack() as running:
-        served = {}
-        for name, role in names.items():
-            (work / name).mkdir(exist_ok=True)
-            served[name] = running.enter_context(serve([*common, "--role", role], work / name, env=env,
-                                                       log_level=args.log_level))
-        for one in served.values():
-            await asyncio.to_thread(wait_ready, one)  # the instant model answers from this loop meanwhile
-        port = served["all" if "all" in served else "gateway"].mllp_port
-        yield port, [one.http for name, one in served.items() if name != "gateway"], {
-            name: one.proc.pid for name, one in served.items()}
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far, all its threads (Linux /proc; 0.0 elsewhere)."""
     try:
@@ -265,14 +158,16 @@ def cpu_seconds(pid: int) -> float:
 
 async def stack_rate(args: argparse.Namespace, consumers: int, work: Path, warm: list[dict[str, str]],
                      made: list[dict[str, str]]) -> dict[str, Any]:
-    routing = RoutingTable.load()
-    model = await InstantModel(sorted({"base", *(r.adapter for r in routing.routes)}),
-                               {s["accession"]: s["draft"] for s in warm + made}).start()
+    drafts = {s["accession"]: s["draft"] for s in warm + made}
+    model = await InstantModel(model_names(), MARK,
+                               lambda mark: drafts.get(mark or "", "No acute abnormality.")).start()
     db, wait = work / "store.db", args.timeout_s
     try:
         with EmbeddedBroker(work / "logs") as broker:
-            async with stack(args, consumers, work, broker.bootstrap, model.url) as (port, https, pids):
-                pids = {**pids, "broker": broker._proc.pid if broker._proc else 0}
+            async with serve_stack(work, broker.bootstrap, model.url, consumers=consumers, app_id="bench-capture-rate",
+                                   log_level=args.log_level) as stack:
+                port, https = stack.mllp_port, stack.https
+                pids = {**stack.pids, "broker": broker._proc.pid if broker._proc else 0}
                 # First use of each stage (WordNet, the scorers, their caches): not timed.
                 await send_all(port, [message(s, False) for s in warm], args.connections)
                 await until_rows(db, "drafts WHERE posted_at IS NOT NULL", len(warm), wait)

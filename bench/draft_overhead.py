@@ -14,8 +14,11 @@ that found no data for part of that wait even when a record arrives meanwhile (A
 the mean time inside each stage, from serve's /metrics, and whether the run kept up (a queue that grows means the
 rate is over the stack's capacity and the figures include queueing). Asserts nothing; stops everything it started.
 
+With ``--before SRC`` (a source tree of an earlier version) both versions are measured first, in turns on fresh
+brokers, and compared. Where the time goes per segment comes from serve's own log lines (``--log-level info``).
+
     python bench/draft_overhead.py [--count 400] [--rate 20] [--warmup 20] [--baseline-count 200]
-        [--fetch-waits 1500,10] [--log-level info] [--json]
+        [--fetch-waits 1500,10] [--log-level info] [--json] [--before SRC --rounds 2]
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from consumers.embedded import EmbeddedBroker
-from gateway.draft_inbox import DraftInbox
-from gateway.mllp import MllpClient, MllpTarget, ack_code
-from model.inference.routing import RoutingTable
-from schemas import topics
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.stack, tests/harness
+
+from bench.stack import InstantModel, model_names, serve_stack, stage_totals  # noqa: E402
+from consumers.embedded import EmbeddedBroker  # noqa: E402
+from gateway.draft_inbox import DraftInbox  # noqa: E402
+from gateway.mllp import MllpClient, MllpTarget, ack_code  # noqa: E402
+from schemas import topics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "cli" / "sample" / "01_ct_chest.prelim.hl7"
@@ -59,71 +65,6 @@ def reports(n: int, tag: str) -> list[bytes]:
         message = template.replace(b"DEMO1001", accession)
         out.append(message.replace(b"eighth rib.||", b"eighth rib. Ref " + accession + b".||"))
     return out
-
-
-class InstantModel:
-    """An OpenAI-compatible server that answers every completion at once with a fixed impression, and notes when
-    each benchmark report's request arrived and when its answer left (raw HTTP/1.1 keep-alive, no framework)."""
-
-    def __init__(self, models: list[str]):
-        self.models = models
-        self.arrived: dict[str, float] = {}
-        self.answered: dict[str, float] = {}
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> InstantModel:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                method, path = head[0].split(" ")[:2]
-                fields = dict(line.split(":", 1) for line in head[1:] if ":" in line)
-                length = int(next((v for k, v in fields.items() if k.lower() == "content-length"), "0"))
-                body = await reader.readexactly(length)
-                now = time.perf_counter()
-                mark = MARK.search(body)
-                if mark:
-                    self.arrived.setdefault(mark.group().decode(), now)
-                status, payload = self.answer(method, path.split("?")[0], body)
-                data = json.dumps(payload).encode()
-                if mark:
-                    self.answered.setdefault(mark.group().decode(), time.perf_counter())
-                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                             f"\r\n".encode() + data)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    def answer(self, method: str, path: str, body: bytes) -> tuple[str, dict[str, Any]]:
-        if method == "GET" and path == "/v1/models":
-            return "200 OK", {"object": "list", "data": [{"id": m, "object": "model", "root": m} for m in self.models]}
-        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
-            return "404 Not Found", {"error": {"message": f"no route {path}"}}
-        request = json.loads(body or b"{}")
-        usage = {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130}
-        if path == "/v1/completions":
-            choice: dict[str, Any] = {"index": 0, "text": IMPRESSION, "finish_reason": "stop"}
-        else:
-            choice = {"index": 0, "message": {"role": "assistant", "content": IMPRESSION}, "finish_reason": "stop"}
-        choices = [{**choice, "index": i} for i in range(int(request.get("n") or 1))]
-        return "200 OK", {"id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()),
-                          "model": request.get("model", ""), "choices": choices, "usage": usage}
 
 
 class TimedInbox(DraftInbox):
@@ -193,7 +134,7 @@ def path_figures(sent: dict[str, tuple[float, float, str]], model: InstantModel,
         for key, value in (("ingest", t_ack - t_sent), ("a", a), ("b", b), ("a+b", a + b),
                            ("send_to_posted_less_model", inbox.posted[accession] - t_sent - model_s)):
             rows[key].append(value * 1000)
-    return {key: cuts(values) for key, values in rows.items()}
+    return {**{key: cuts(values) for key, values in rows.items()}, "samples": rows}
 
 
 def record_sizes(bootstrap: str) -> dict[str, int]:
@@ -270,39 +211,64 @@ def baseline(bootstrap: str, count: int, rate: float, waits: list[int]) -> dict[
             for wait in waits for i, (topic, size) in enumerate(sizes.items())}
 
 
-def stage_seconds(http: str) -> dict[str, tuple[float, float]]:
-    """(sum, count) of ``ig_stage_latency_seconds`` per stage from serve's /metrics: the time inside each stage."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found: dict[str, list[float]] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
-        for sample in family.samples:
-            if sample.name in ("ig_stage_latency_seconds_sum", "ig_stage_latency_seconds_count"):
-                found.setdefault(sample.labels["stage"], [0.0, 0.0])[sample.name.endswith("_count")] = sample.value
-    return {stage: (v[0], v[1]) for stage, v in found.items()}
+# Where (a) and (b) go, from serve's own log lines (one per stage and record, at --log-level info): the instant each
+# stage logged a benchmark report (after its send to the next topic), on the wall clock of this machine.
+HOPS = (("ack→normalised", "ack", "normalised"), ("normalised→routed", "normalised", "routed"),
+        ("routed→request", "routed", "arrived"), ("answer→drafted", "answered", "drafted"),
+        ("drafted→posted", "drafted", "posted"))
 
 
-async def measure(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))  # tests/harness: serve as a subprocess, as the end-to-end tests start it
-    from tests.harness.serving import serve, wait_ready
+def logged_at(log: Path) -> dict[str, dict[str, float]]:
+    """Per stage event (normalised, routed, drafted), per benchmark accession: its first log line, epoch seconds."""
+    found: dict[str, dict[str, float]] = {}
+    for raw in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"accession": "BX' not in raw:
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if line.get("event") in ("normalised", "routed", "drafted") and "timestamp" in line:
+            at = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+            found.setdefault(line["event"], {}).setdefault(line["accession"], at)
+    return found
 
-    routing = RoutingTable.load()
-    model = await InstantModel(sorted({"base", *(r.adapter for r in routing.routes)})).start()
+
+def hop_figures(sent: dict[str, tuple[float, float, str]], model: InstantModel, inbox: TimedInbox, log: Path,
+                wall_offset: float) -> dict[str, dict[str, float]]:
+    """p50/p95/p99 of each segment of the path, ms (stage log lines against the benchmark's own instants)."""
+    logged = logged_at(log)
+    rows: dict[str, list[float]] = {name: [] for name, *_ in HOPS}
+    for accession, (_, t_ack, _) in sent.items():
+        at = {"ack": t_ack + wall_offset, "arrived": model.arrived.get(accession, float("nan")) + wall_offset,
+              "answered": model.answered.get(accession, float("nan")) + wall_offset,
+              "posted": inbox.posted.get(accession, float("nan")) + wall_offset,
+              **{event: times.get(accession, float("nan")) for event, times in logged.items()}}
+        for name, first, then in HOPS:
+            value = (at.get(then, float("nan")) - at.get(first, float("nan"))) * 1000
+            if value == value:  # not NaN
+                rows[name].append(value)
+    return {name: cuts(values) for name, values in rows.items()}
+
+
+async def measure(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path, source: Path | None = None
+                  ) -> dict[str, Any]:
+    model = await InstantModel(model_names(), MARK, lambda _: IMPRESSION).start()
     inbox = TimedInbox()
     await inbox.start()
-    serve_args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", model.url, "--data-dir", str(workdir),
-                  "--database-url", f"sqlite:///{workdir / 'store.db'}", "--draft-mllp-target", f"127.0.0.1:{inbox.port}"]
+    wall_offset = time.time() - time.perf_counter()
     try:
-        with serve(serve_args, workdir, env={"IG_APP_ID": "bench-draft-overhead"}, log_level=args.log_level) as served:
-            await asyncio.to_thread(wait_ready, served)
-            warm = await send_at_rate(served.mllp_port, reports(args.warmup, "W"), args.rate)
+        async with serve_stack(workdir, broker.bootstrap, model.url, app_id="bench-draft-overhead",
+                               log_level=args.log_level,
+                               extra=("--draft-mllp-target", f"127.0.0.1:{inbox.port}"), source=source) as stack:
+            https = stack.https
+            warm = await send_at_rate(stack.mllp_port, reports(args.warmup, "W"), args.rate)
             await until_posted(inbox, list(warm), 60)
-            before = await asyncio.to_thread(stage_seconds, served.http)
-            sent = await send_at_rate(served.mllp_port, reports(args.count, "X"), args.rate)
+            before = await asyncio.to_thread(stage_totals, https)
+            sent = await send_at_rate(stack.mllp_port, reports(args.count, "X"), args.rate)
             await until_posted(inbox, list(sent), 60)
             await asyncio.sleep(1.0)  # the post stage observes its latency after the send returns
-            after = await asyncio.to_thread(stage_seconds, served.http)
+            after = await asyncio.to_thread(stage_totals, https)
         codes = [code for *_, code in sent.values()]
         order = sorted((t, a) for a, (t, *_) in sent.items() if a in inbox.posted)
         tenth = max(1, len(order) // 10)
@@ -311,6 +277,7 @@ async def measure(args: argparse.Namespace, broker: EmbeddedBroker, workdir: Pat
                   for stage, (s, n) in after.items()}
         return {"reports": args.count, "rate": args.rate, "acks": {c: codes.count(c) for c in sorted(set(codes))},
                 "posted": sum(a in inbox.posted for a in sent), "path_ms": path_figures(sent, model, inbox),
+                "hops_ms": hop_figures(sent, model, inbox, stack.logs["all"], wall_offset),
                 "stage_mean_ms": inside, "send_to_posted_first_tenth_p50_ms": statistics.median(early or [0.0]),
                 "send_to_posted_last_tenth_p50_ms": statistics.median(late or [0.0])}
     finally:
@@ -342,6 +309,10 @@ def render(result: dict[str, Any]) -> str:
     lines.append("inside the stages, mean per record (serve's /metrics): " + ", ".join(
         f"{stage} {inside[stage]:.2f} ms" for stage in ("normalise", "route", "infer", "post", "capture") if stage in inside)
         + " (infer includes the instant model, post the MLLP send)")
+    if any(c["n"] for c in result["hops_ms"].values()):  # serve logged each stage (--log-level info)
+        lines.append("where it goes, per segment (serve's log line of each stage; a hop includes the stage after it):")
+        for name, c in result["hops_ms"].items():
+            lines.append(f"  {name:<34}{c['n']:>5}{c['p50']:>9.2f}{c['p95']:>9.2f}{c['p99']:>9.2f}{c['max']:>9.2f}")
     lines += ["kafka-python on the same broker, same rate: produce (acks=all) → consume, one hop; @N: fetch.max.wait.ms",
               f"{'record (size as on the path) @wait':<36}{'bytes':>6}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"]
     for topic, c in result["baseline_ms"].items():
@@ -353,11 +324,48 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def compare(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
+    """``--before SRC``: that version and this one in turns (``--rounds`` each, before first), each on a fresh broker
+    and store; per version the path figures over all its rounds' reports."""
+    pooled: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    for n in range(args.rounds):
+        for version, source in (("before", Path(args.before).resolve()), ("after", None)):
+            work = tmp / f"{version}{n}"
+            work.mkdir()
+            with EmbeddedBroker(work / "logs") as broker:
+                one = await measure(args, broker, work, source)
+            for key, values in one["path_ms"]["samples"].items():
+                pooled[version].setdefault(key, []).extend(values)
+    return {version: {key: cuts(values) for key, values in rows.items()} for version, rows in pooled.items()}
+
+
+def render_compare(result: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [f"before ({args.before}) vs after (this tree): {args.rounds} rounds each, alternating, {args.count} "
+             f"reports at {args.rate:g}/s per round, pooled",
+             f"{'':<36}{'version':>8}{'n':>6}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"]
+    for key in ("a", "b", "a+b"):
+        for version in ("before", "after"):
+            c = result[version][key]
+            lines.append(f"{LABELS[key] if version == 'before' else '':<36}{version:>8}{c['n']:>6}{c['p50']:>9.2f}"
+                         f"{c['p95']:>9.2f}{c['p99']:>9.2f}{c['max']:>9.2f}")
+    for version in ("before", "after"):
+        p99 = result[version]["a+b"]["p99"]
+        lines.append(f"{version}: p99 (a)+(b) {p99:.2f} ms vs target {TARGET_MS:g} ms, ratio {p99 / TARGET_MS:.2f} "
+                     f"({'PASS' if p99 <= TARGET_MS else 'MISS'})")
+    return "\n".join(lines)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-draft-") as tmp, EmbeddedBroker(Path(tmp) / "logs") as broker:
-        result = await measure(args, broker, Path(tmp))
-        waits = [int(w) for w in args.fetch_waits.split(",") if w.strip()]
-        result["baseline_ms"] = await asyncio.to_thread(baseline, broker.bootstrap, args.baseline_count, args.rate, waits)
+    with tempfile.TemporaryDirectory(prefix="bench-draft-") as tmp:
+        compared = await compare(args, Path(tmp)) if args.before else None
+        with EmbeddedBroker(Path(tmp) / "logs") as broker:
+            result = await measure(args, broker, Path(tmp))
+            waits = [int(w) for w in args.fetch_waits.split(",") if w.strip()]
+            result["baseline_ms"] = await asyncio.to_thread(baseline, broker.bootstrap, args.baseline_count, args.rate,
+                                                            waits)
+    result["path_ms"].pop("samples")
+    if compared is not None:
+        result["compared"] = compared
     return result
 
 
@@ -371,11 +379,16 @@ def main() -> int:
                         help="fetch.max.wait.ms values of the baseline (default: faust's 1500, and 10)")
     parser.add_argument("--log-level", default="info", help="serve's log level (info: one line per stage, as run)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object too")
+    parser.add_argument("--before", default="", help="a source tree of an earlier version (e.g. `git archive HEAD | "
+                        "tar -x -C DIR`): measured side by side with this one first, in turns")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of each version with --before (default 2)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result))
     print(render(result))
+    if "compared" in result:
+        print(render_compare(result["compared"], args))
     return 0
 
 

@@ -141,7 +141,7 @@ async def walkthrough(ports: Ports, store: Store, inbox: DraftInbox, settings: G
 async def fallback_step(ports: Ports, store: Store, worker: Any) -> bool:
     """Stops the model worker and sends a new study: the retrieval drafter drafts it from the
     most similar signed report of the same route (and says so)."""
-    print("\n-- 3. the model worker stops; a new chest X-ray arrives --")
+    print("\n-- 7. the model worker stops; a new chest X-ray arrives --")
     await asyncio.to_thread(worker.stop)
     message = (SAMPLE_DIR / "02_xr_chest.prelim.hl7").read_bytes().replace(b"DEMO1002", b"DEMO1007")
     client = MllpClient(MllpTarget("127.0.0.1", ports.mllp))
@@ -159,35 +159,55 @@ async def fallback_step(ports: Ports, store: Store, worker: Any) -> bool:
     return draft.drafter.value == "retrieval"
 
 
-def drift_step(store: Store, out_dir: Path) -> None:
+def drift_step(store: Store, out_dir: Path, registry: Path | None = None) -> None:
     from ops.drift.render import render
     from ops.drift.report import build_report
+    from ops.retrain.audit import read_audit
 
-    report = build_report(store.engine, by=("route",), min_samples=1)
-    print("\n-- 4. drift report (quality of drafts against the signed finals, per route) --")
+    audit = read_audit(registry) if registry else []  # the history's promotion, marked on its route's charts
+    report = build_report(store.engine, by=("route",), min_samples=1, audit=audit)
+    print("\n-- 8. drift report (quality of drafts against the signed finals, per route, every week) --")
     print(render(report, "table"))
     html = out_dir / "drift-report.html"
     html.write_text(render(report, "html"), encoding="utf-8")
     print(f"\n  HTML report: {html.resolve()}")
 
 
-async def run_demo(args: argparse.Namespace) -> int:
-    data_dir = Path(args.data_dir or ".data")
+async def history_step(ports: Ports, store: Store, worker: Any, db: Path, registry: Path) -> bool:
+    """Weeks of history through the backfill, the alert, the retrain it triggers, the promotion (cli/demo_history.py)."""
+    from cli.demo_history import HistoryContext, run_history
+
+    ctx = HistoryContext(folder=db.parent, store=store, database_url=f"sqlite:///{db}", routing_table=DEMO_ROUTES,
+                         registry=registry, worker=worker, mllp_port=ports.mllp)
+    return await run_history(ctx, wait_for)
+
+
+def fresh_store(data_dir: Path) -> Path:
+    """The demo's store path, its last run's store, intake journal and retrain exports wiped."""
     db = data_dir / "demo" / "demo.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     for leftover in db.parent.glob("demo.db*"):
         leftover.unlink()
-    journal = db.parent / "journal"  # the demo's own intake journal, wiped with its store
-    shutil.rmtree(journal, ignore_errors=True)
+    for folder in ("journal", "retrain", "history", "backfill"):  # its intake journal; the history part's files
+        shutil.rmtree(db.parent / folder, ignore_errors=True)
+    return db
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or ".data")
+    db = fresh_store(data_dir)
+    journal = db.parent / "journal"
+    registry = db.parent / "adapters" / "registry.json"  # the demo's own registry: its promotions stay in the demo
     worker = None
     if not args.model_url:
-        from model.worker.vllm import start_demo_worker
+        from cli.demo_worker import start_worker
 
-        print("starting the local vLLM worker with the demo model (builds it on first use)…", flush=True)
-        worker = await asyncio.to_thread(start_demo_worker, data_dir)
+        print("starting the model worker (model serve: vLLM with the demo model; builds it on first use)…", flush=True)
+        worker = await asyncio.to_thread(start_worker, data_dir, registry)
     inbox = await DraftInbox().start()
     options = argparse.Namespace(role="all", mllp_port=0, http_port=0, data_dir=data_dir,
                                  model_url=args.model_url or (worker.url if worker else None),
+                                 adapter_registry=registry if worker else None,
                                  draft_mllp_target=f"127.0.0.1:{inbox.port}", database_url=f"sqlite:///{db}",
                                  routing_table=DEMO_ROUTES)
     try:
@@ -209,9 +229,14 @@ async def run_demo(args: argparse.Namespace) -> int:
             store = Store(config.consumer.database_url).create()
             try:
                 ok = await walkthrough(ready.result(), store, inbox, config.gateway, token) == 0
+                if worker is not None and args.history:
+                    ok = await history_step(ready.result(), store, worker, db, registry) and ok
                 if worker is not None:
                     ok = await fallback_step(ready.result(), store, worker) and ok
-                drift_step(store, db.parent)
+                drift_step(store, db.parent, registry if worker is not None else None)
+                if worker is not None and args.history:
+                    print(f"  retrain audit: {registry.parent / 'audit.jsonl'}; adapters: "
+                          f"`impression-gateway adapters list --registry {registry}`")
                 print(f"\n  dashboard while serving: http://127.0.0.1:{ready.result().http}/dashboard "
                       f"(run `impression-gateway serve --embedded` with a token to keep it up: README \"Authentication\")")
                 done = "every report drafted, posted (or withheld by its route's policy) and captured"
@@ -231,7 +256,9 @@ async def run_demo(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="serve --embedded on free ports, replay the synthetic sample, show drafts and edits")
     p.add_argument("--data-dir", type=Path, help="where the demo keeps its model, store and logs (default .data)")
-    p.add_argument("--model-url", help="use this model worker instead of starting the local vLLM")
+    p.add_argument("--model-url", help="use this model worker instead of starting the local vLLM (no history part)")
+    p.add_argument("--no-history", dest="history", action="store_false",
+                   help="only the live part: no weeks of history, alert, retrain and promotion")
     p.set_defaults(handler=cmd_demo)
 
 

@@ -9,7 +9,7 @@ Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
@@ -17,6 +17,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 
 from consumers import metrics
 from consumers.flow import Flow
+from consumers.post import OffsetOrderedAcks
 from consumers.settings import ConsumerSettings
 from gateway.kafka_security import client_options
 from gateway.settings import KafkaSecurity
@@ -101,6 +102,7 @@ def _faust_app(settings: ConsumerSettings, security: KafkaSecurity) -> faust.App
     )
 
 
+# One function on purpose: every agent of the flow, in flow order, declared where the topics are.
 def build_app(flow: Flow) -> faust.App:
     settings = flow.consumer_settings
     app = _faust_app(settings, flow.gateway_settings.kafka)
@@ -139,8 +141,15 @@ def build_app(flow: Flow) -> faust.App:
 
     @app.agent(generated, name="post")
     async def post(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for value in stream:
-            await flow.post(value)
+        # IG_POST_CONCURRENCY drafts at once, one accession's in order (consumers/post.py InOrder). Each record is
+        # acked once its post returned; faust commits a partition's offsets up to the first record not acked, so a
+        # crash redelivers every draft not done (the delivery key keeps it to one post).
+        # Acks go to faust in offset order per partition (consumers/post.py OffsetOrderedAcks says why).
+        manual = cast(faust.Stream[bytes], stream).noack()  # StreamT does not declare noack; Stream has it
+        acks = OffsetOrderedAcks(lambda event: manual.ack(cast(faust.types.EventT[bytes], event)))
+        async for event in manual.events():
+            key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else str(event.key or "")
+            await flow.post_soon(key, event.value, acks.track(event.message.tp, event))
             yield None
 
     @app.agent(events, name="capture")

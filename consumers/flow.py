@@ -261,13 +261,13 @@ class Flow:
 
     # -- post: DraftImpression → one delivery per destination (consumers/post.py), unless signed or withdrawn ---------
     async def post(self, value: bytes) -> None:
-        async def work() -> None:
-            await self._post.post(DraftImpression.model_validate_json(value))
+        await self._guard("post", topics.DRAFTS_GENERATED.name, value,
+                          lambda: self._post.post(DraftImpression.model_validate_json(value)), patient=True)
 
-        await self._guard("post", topics.DRAFTS_GENERATED.name, value, work, patient=True)
+    async def post_soon(self, accession: str, value: bytes, done: Callable[[], Awaitable[object]]) -> None:
+        await self._post.in_order.submit(accession, lambda: self.post(value), done)  # then done (the ack)
 
-    def start_delivery(self) -> None:
-        """Starts the delivery lanes (once); every stage does on its first record."""
+    def start_delivery(self) -> None:  # the delivery lanes, once; every stage starts them on its first record
         self._post.start_delivery()
 
     async def stop_delivery(self) -> None:
@@ -282,9 +282,6 @@ class Flow:
         await self._watch([record])
 
     # -- capture: every report kept; signed report + its draft → EditRecord; withdrawn → its drafts withdrawn --
-    async def capture(self, value: bytes) -> None:
-        await self.capture_many([value])
-
     async def capture_many(self, values: Sequence[bytes]) -> None:
         """A poll batch (consumers/app.py): runs of reports in one store transaction each (ops/capture_batch.py); a
         withdrawal, a record that does not decode and a run the store cannot take go one at a time, as they come."""
@@ -396,5 +393,7 @@ class Flow:
         for signed in await asyncio.to_thread(self.store.signed_records, event.accession):
             if not signed.withdrawn:  # e.g. a final sent for the wrong patient: never a training example
                 await asyncio.to_thread(self.store.replace_edit, mark_withdrawn(signed, event))
+                if self.retrieval is not None:  # nor a retrieval draft's source from now on
+                    self.retrieval.remove(signed.route, signed.record_id)
         log.info("withdrawn", event_id=event.event_id, accession=event.accession, status=event.status.value,
                  drafts=len(drafts), cancelled=sum(p is not None for _, p in drafts))

@@ -36,6 +36,64 @@ Send = Callable[[str, str, BaseModel], Awaitable[None]]
 DeadLetterFn = Callable[[str, str, bytes, GatewayError], Awaitable[None]]
 
 
+class InOrder:
+    """Runs work side by side across keys (accessions), one key's strictly in the order submitted, at most ``limit``
+    submitted and not done at once; ``done`` (the record's ack) runs only after its work returned."""
+
+    def __init__(self, limit: int, spawn: Callable[[Awaitable[None]], asyncio.Task[None]]):
+        self._slots = asyncio.Semaphore(limit)
+        self._spawn = spawn
+        self._last: dict[str, asyncio.Task[None]] = {}
+
+    async def submit(self, key: str, work: Callable[[], Awaitable[None]], done: Callable[[], Awaitable[object]]
+                     ) -> None:
+        """Returns once the work has a slot (the caller reads on); the work waits for the key's previous one."""
+        await self._slots.acquire()
+        task = self._spawn(self._run(self._last.get(key), work, done))
+        self._last[key] = task
+        task.add_done_callback(lambda t: self._last.pop(key, None) if self._last.get(key) is t else None)
+
+    async def _run(self, before: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]],
+                   done: Callable[[], Awaitable[object]]) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])  # its outcome is its own; only its end matters here
+            await work()
+        except Exception as exc:  # the stage guards its work: a bug; not acked, so redelivered after a restart
+            log.exception("post_failed", error=type(exc).__name__)
+        else:
+            await done()
+        finally:
+            self._slots.release()
+
+
+class OffsetOrderedAcks:
+    """Acks one partition's records in offset order: a record done early waits for every earlier one of its partition.
+
+    Why: faust commits the first consecutive run of acked offsets without checking that the run starts at the
+    committed offset (faust/transport/consumer.py ``_new_offset``: the head-gap test is skipped while nothing was
+    committed, and lets one missing record through otherwise), so an ack out of order could commit past a draft still
+    being posted, and a crash then would lose it. A record whose work failed is never acked: its partition's commits
+    stop there and a restart redelivers from it (the delivery keys keep each draft to one post)."""
+
+    def __init__(self, ack: Callable[[object], Awaitable[object]]):
+        self._ack = ack
+        self._pending: dict[object, list[list[object]]] = {}  # partition → [[record, done?], …] in offset order
+
+    def track(self, partition: object, record: object) -> Callable[[], Awaitable[None]]:
+        """Call in offset order, as records are read; returns the record's ``done`` (run when its work returned)."""
+        entry: list[object] = [record, False]
+        queue = self._pending.setdefault(partition, [])
+        queue.append(entry)
+
+        async def done() -> None:
+            entry[1] = True
+            while queue and queue[0][1]:
+                await self._ack(queue.pop(0)[0])
+
+        return done
+
+
 @dataclass
 class PostStage:
     """Also the lanes' courier (``ops.delivery.Courier``): what may not be posted, how one delivery is sent, what a
@@ -50,6 +108,14 @@ class PostStage:
     modes: RouteModes | None = None  # the routes' modes (ops/shadow.py); None: every route live
     _lanes: dict[str, DeliveryLane] | None = field(default=None, init=False, repr=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _in_order: InOrder | None = field(default=None, init=False, repr=False)
+
+    @property
+    def in_order(self) -> InOrder:
+        """Where the post agent hands its records (consumers/app.py): side by side across accessions."""
+        if self._in_order is None:
+            self._in_order = InOrder(self.settings.post_concurrency, self._spawn)
+        return self._in_order
 
     async def post(self, draft: DraftImpression) -> None:
         refused = await self.refused(draft)
@@ -80,8 +146,8 @@ class PostStage:
             if row is None:
                 continue
             claimed += 1
-            if direct:
-                inline.append(self._spawn(lane.attempt(row)))
+            if direct:  # refused() was asked just now, before the claim: not again before this first send
+                inline.append(self._spawn(lane.attempt(row, refusal_checked=True)))
             else:
                 lane.wake()
         if not claimed:
@@ -114,18 +180,25 @@ class PostStage:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _refusal(self, draft: DraftImpression) -> tuple[EditRecord | None, list[EditRecord], bool]:
+        """The store reads of ``refused``, in one thread hop: the withdrawal, else the signed records, else whether
+        the route holds the draft back."""
+        withdrawal = self.store.withdrawal_of(draft)
+        if withdrawal is not None:
+            return withdrawal, [], False
+        signed = self.store.signed_records(draft.accession)
+        return None, signed, not signed and self.modes is not None and self.modes.hold_back(draft)
+
     async def refused(self, draft: DraftImpression) -> PostResult | None:
         """Why the draft is never posted: its report was withdrawn, the study is signed, or its route holds it back
         (shadow mode: stored and captured, no delivery claimed, a pending one not sent); None when it may be."""
-        withdrawal = await asyncio.to_thread(self.store.withdrawal_of, draft)
+        withdrawal, signed, shadow = await asyncio.to_thread(self._refusal, draft)
         if withdrawal is not None:
             if not withdrawal.has_draft:
                 await asyncio.to_thread(self.store.replace_withdrawal, attach_withdrawn_draft(withdrawal, draft))
             return PostResult(draft=draft, skipped_reason="withdrawn", withdrawn=True,
                               withdrawn_reason=f"not posted: report {withdrawal.final_status.value} at the source")
-        signed = await asyncio.to_thread(self.store.signed_records, draft.accession)
         if not signed:
-            shadow = self.modes is not None and await asyncio.to_thread(self.modes.hold_back, draft)
             return PostResult(draft=draft, skipped_reason=SHADOW) if shadow else None
         for record in signed:  # a draft never overwrites a signed report: kept beside the final, not posted
             if not record.has_draft:

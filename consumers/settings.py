@@ -33,6 +33,8 @@ class ConsumerSettings(BaseSettings):
     )
     routing_table: Path | None = Field(None, description="site routing table (TOML)")
     infer_concurrency: int = Field(4, description="drafts requested from the model worker at once")
+    post_concurrency: int = Field(8, ge=1, description="drafts the post stage handles at once (different "
+                                  "accessions; one accession's always in order)")
     capture_batch: int = Field(200, ge=1, description="most signed reports the capture stage takes per store "
                                "transaction (a poll batch)")
     capture_batch_wait_s: float = Field(0.25, gt=0, description="longest the capture stage waits for a batch to "
@@ -53,7 +55,7 @@ class ConsumerSettings(BaseSettings):
                                                 "rejoin")
     broker_request_timeout_s: float = Field(30.0, description="Kafka request timeout of the consumers (above the "
                                             "session and rebalance timeouts: a JoinGroup waits for the rebalance)")
-    consumer_fetch_max_wait_ms: int = Field(50, ge=1, le=1500, description="longest a fetch waits for records "
+    consumer_fetch_max_wait_ms: int = Field(5, ge=1, le=1500, description="longest a fetch waits for records "
                                             "(faust fixes 1500; a broker that holds a fetch that long adds it to "
                                             "every hop of the draft path: consumers/app.py)")
     # Drafts outlast outages (README "Guarantees"): each destination's deliveries are retried with capped exponential

@@ -151,11 +151,12 @@ class DeliveryLane:
     def wake(self) -> None:
         self._wake.set()
 
-    async def attempt(self, row: Delivery) -> None:
-        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises."""
+    async def attempt(self, row: Delivery, *, refusal_checked: bool = False) -> None:
+        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises.
+        ``refusal_checked``: the courier's ``refused`` was asked right before the row was claimed (not asked again)."""
         self._inflight += 1
         try:
-            await self._attempt(row)
+            await self._attempt(row, refusal_checked)
         except RetryLater as exc:  # the store: the lease runs out and the row is tried again
             log.warning("delivery_store_unavailable", destination=self.destination, delivery=row.id, code=exc.code)
         except Exception as exc:
@@ -163,7 +164,7 @@ class DeliveryLane:
         finally:
             self._inflight -= 1
 
-    async def _attempt(self, row: Delivery) -> None:
+    async def _attempt(self, row: Delivery, refusal_checked: bool = False) -> None:
         store, now = self._store, time.time()
         step = plan(row, await asyncio.to_thread(store.deliveries_for, row.accession, self.destination), now)
         if step.wait:
@@ -174,7 +175,7 @@ class DeliveryLane:
             return
         for old in step.supersede:
             await self._settle(old, Outcome("skipped", code="superseded"), f"superseded by delivery {row.id}")
-        refused = await self._courier.refused(row.draft)
+        refused = None if refusal_checked else await self._courier.refused(row.draft)
         if refused is not None:
             await self._settle(row, Outcome("skipped", refused=refused, code=refused.skipped_reason))
             return

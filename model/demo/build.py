@@ -1,9 +1,9 @@
-"""Build the local demo model: a tiny Qwen2-architecture LM plus real LoRA adapters, from nothing.
+"""Build the local demo model: a tiny Qwen2-architecture LM plus real LoRA adapters trained by the recipes, from nothing.
 
 Stage: demo / tests setup (stands in for a hub model, which this project must not download). Input: a data directory.
-Output: ``<data_dir>/demo-model/`` (``base/``, ``adapters/<name>/``, ``base-identity/``, ``manifest.json``), named by a
-``DemoModel``; the manifest seeds the adapter registry. Failure modes: ``OSError`` when the directory is not writable;
-torch errors on out-of-memory. Layout, training steps, determinism and caching: model/README.md.
+Output: ``<data_dir>/demo-model/`` (``base/``, ``adapters/<recipe>/`` with training cards, ``base-identity/``,
+``manifest.json``: one entry per route key), named by a ``DemoModel``; the manifest seeds the adapter registry. Failure
+modes: ``OSError`` (directory not writable); torch errors on out-of-memory. Layout, steps, caching: model/README.md.
 """
 
 from __future__ import annotations
@@ -31,15 +31,22 @@ from model.adapters.registry import (
     seed_from_manifest,
     write_manifest,
 )
-from model.demo import synthetic
+from model.demo import realistic, recipe_adapters, synthetic
 from model.demo import tokenizer as demo_tokenizer
-from model.inference import prompts
+from model.demo.recipe_adapters import DEMO_ADAPTERS, DEMO_TEMPLATE, DemoAdapter
+from model.inference import prompts, styles
 from model.inference.prompts import PROMPTS_DIR
 from model.settings import DEMO_MODEL_DIR, REGISTRY_FILE
+from model.training import quantize, recipe_corpus, recipe_train, select
+from model.training import recipe as recipe_module
 from model.training import train as train_module
-from model.training.train import Example, TrainPlan, encode_pairs, eval_loss, prompt_text, train, train_lora, zero_lora
+from model.training.recipe import corpus_routes
+from model.training.train import Example, TrainPlan, encode_pairs, prompt_text, train, zero_lora
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+# Code and data whose change is a change of the adapters (besides this file, the corpus and the recipe files).
+SHAPING_MODULES = (demo_tokenizer, train_module, synthetic, realistic, prompts, styles, recipe_module, recipe_corpus,
+                   recipe_train, select, quantize, recipe_adapters)
 SERVED_BASE_NAME = "base"
 IDENTITY_DIR = "base-identity"  # the zero LoRA that serves "base" (see model.worker.vllm, VllmLaunch.identity_adapter)
 
@@ -60,20 +67,21 @@ class DemoRecipe:
     base_items_per_route: int = 300
     base_prose_share: float = 0.9
     base_plan: TrainPlan = TrainPlan(steps=1200, batch_size=16, learning_rate=3e-3, warmup_steps=30)
-    adapter_routes: tuple[str, ...] = ("ct_chest", "xr_chest", "ct_head_zh")
-    adapter_items: int = 240
-    adapter_plan: TrainPlan = TrainPlan(steps=150, batch_size=16, learning_rate=5e-3, warmup_steps=10, seed=1)
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    eval_items: int = 32
+    adapters: tuple[DemoAdapter, ...] = DEMO_ADAPTERS  # which recipe trains which routes' adapter, how many steps
+    identity_rank: int = 8
 
     def digest(self) -> str:
+        """The cache key: every knob, and the bytes of every file that shapes the base or an adapter; of the prompt
+        templates only the one the build trains with (a new or edited candidate template does not rebuild)."""
         h = hashlib.sha256(json.dumps({"v": RECIPE_VERSION, **asdict(self)}, sort_keys=True).encode())
         h.update(synthetic.data_fingerprint())
+        h.update(realistic.data_fingerprint())
         h.update(demo_tokenizer.CHATML_TEMPLATE.encode())
-        for path in sorted(PROMPTS_DIR.glob("*.j2")):
+        h.update((PROMPTS_DIR / f"{DEMO_TEMPLATE}.j2").read_bytes())
+        h.update(styles.DEFAULT_STYLES.read_bytes())
+        for path in recipe_adapters.recipe_files(self.adapters):
             h.update(path.read_bytes())
-        for module in (demo_tokenizer, train_module, synthetic, prompts):  # a code change is a recipe change
+        for module in SHAPING_MODULES:  # a code change is a recipe change
             h.update(Path(str(module.__file__)).read_bytes())
         h.update(Path(__file__).read_bytes())
         return h.hexdigest()
@@ -138,12 +146,12 @@ def _qwen2(recipe: DemoRecipe, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCa
 def _examples(
     tokenizer: PreTrainedTokenizerFast,
     items: list[synthetic.CorpusItem],
-    styles: list[synthetic.ListStyle] | None,
+    list_styles: list[synthetic.ListStyle] | None,
     max_length: int,
 ) -> list[Example]:
-    """Chat examples; ``styles`` None keeps each route's house style, else item i is restyled to styles[i]."""
+    """Chat examples; ``list_styles`` None keeps each route's house style, else item i is restyled to list_styles[i]."""
     pairs = [
-        (synthetic.as_request(item, i), item.impression if styles is None else item.impression_as(styles[i]))
+        (synthetic.as_request(item, i), item.impression if list_styles is None else item.impression_as(list_styles[i]))
         for i, item in enumerate(items)
     ]
     return encode_pairs(tokenizer, pairs, max_length=max_length)
@@ -159,9 +167,16 @@ def _base_styles(count: int, recipe: DemoRecipe) -> list[synthetic.ListStyle]:
     return rng.choices(styles, weights=(recipe.base_prose_share, other, other), k=count)
 
 
+def _base_corpus(recipe: DemoRecipe) -> list[synthetic.CorpusItem]:
+    """Every route's reports: the demo corpus's and the recipe corpus's (Chinese CT/MR the recipes train on)."""
+    n, seed = recipe.base_items_per_route, recipe.seed
+    extra = [item for route in sorted(corpus_routes()) for item in recipe_corpus.corpus_items(route, n, seed=seed)]
+    return synthetic.corpus(n, seed=seed) + extra
+
+
 def _build_base(root: Path, recipe: DemoRecipe, progress: bool) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast, float]:
     """Tokenizer + base model trained on every route (mostly prose impressions), saved under ``root/base``."""
-    items = synthetic.corpus(recipe.base_items_per_route, seed=recipe.seed)
+    items = _base_corpus(recipe)
     tokenizer = demo_tokenizer.train_tokenizer(items, recipe.vocab_size, recipe.max_position_embeddings)
     model = _qwen2(recipe, tokenizer)
     examples = _examples(tokenizer, items, _base_styles(len(items), recipe), recipe.max_length)
@@ -175,35 +190,19 @@ def _build_base(root: Path, recipe: DemoRecipe, progress: bool) -> tuple[Qwen2Fo
     return model, tokenizer, loss
 
 
-def _build_adapter(
-    root: Path, route: str, base: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, recipe: DemoRecipe, progress: bool
-) -> dict[str, object]:
-    """One LoRA adapter on the route's house style, saved under ``root/adapters/<route>``; its manifest entry."""
-    items = synthetic.generate(route, recipe.adapter_items + recipe.eval_items, seed=recipe.seed + 1)
-    train_set = _examples(tokenizer, items[: recipe.adapter_items], None, recipe.max_length)
-    eval_set = _examples(tokenizer, items[recipe.adapter_items :], None, recipe.max_length)
-    pad_id = tokenizer.pad_token_id
-    before = eval_loss(base, eval_set, pad_id=pad_id)  # the adapter must fit its route better
-    adapted, _ = train_lora(copy.deepcopy(base), train_set, recipe.adapter_plan, pad_id=pad_id, rank=recipe.lora_rank,
-                            alpha=recipe.lora_alpha, desc=f"adapter {route}", progress=progress)
-    after = eval_loss(adapted, eval_set, pad_id=pad_id)
-    adapted.save_pretrained(str(root / "adapters" / route))
-    return {"route": route, "path": f"adapters/{route}", "rank": recipe.lora_rank, "alpha": recipe.lora_alpha,
-            "eval_loss_base": round(before, 4), "eval_loss_adapter": round(after, 4)}
-
-
 def _build(root: Path, recipe: DemoRecipe, digest: str, progress: bool) -> None:
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     base, tokenizer, base_loss = _build_base(root, recipe, progress)
-    adapters = {route: {**_build_adapter(root, route, base, tokenizer, recipe, progress), "version": f"demo-{digest[:12]}"}
-                for route in recipe.adapter_routes}
-    zero_lora(copy.deepcopy(base), rank=recipe.lora_rank, alpha=recipe.lora_alpha, seed=recipe.seed).save_pretrained(
-        str(root / IDENTITY_DIR)
-    )
-    manifest = {"recipe": digest, "served_model_name": SERVED_BASE_NAME, "base": "base", "adapters": adapters,
-                "identity_adapter": IDENTITY_DIR,
-                "base_train_loss": round(base_loss, 4), "vocab_size": len(tokenizer),
-                "build_seconds": round(time.monotonic() - started, 1)}
+    base_seconds = time.monotonic() - started
+    zero_lora(copy.deepcopy(base), rank=recipe.identity_rank, alpha=2 * recipe.identity_rank,
+              seed=recipe.seed).save_pretrained(str(root / IDENTITY_DIR))
+    manifest: dict[str, object] = {"recipe": digest, "served_model_name": SERVED_BASE_NAME, "base": "base", "adapters": {},
+                "identity_adapter": IDENTITY_DIR}
+    write_manifest(root / MANIFEST_NAME, manifest)  # no adapters yet; marks base/ as the tiny base for the recipes
+    adapters = recipe_adapters.build_adapters(root, f"demo-{digest[:12]}", plan=recipe.adapters, progress=progress)
+    manifest |= {"adapters": adapters, "base_train_loss": round(base_loss, 4), "vocab_size": len(tokenizer),
+                 "base_seconds": round(base_seconds, 1), "build_seconds": round(time.monotonic() - started, 1),
+                 "build_cpu_seconds": round(time.process_time() - cpu_started, 1)}  # all threads: wall x cores at most
     write_manifest(root / MANIFEST_NAME, manifest)
 
 

@@ -1,13 +1,8 @@
 """Which prompt template each served adapter was trained with, kept current while the consumers run.
 
-Stage: infer (read by ``InferenceClient`` before it renders a request). Input: the adapter registry file and the
-route → adapter names the client started with. Output: adapter name → template (``bind_prompt`` applies it).
-Failure modes: an unreadable or half-written registry keeps the bindings last read (logged with the path only).
-
-Why a re-read: a promotion while the consumers run changes the route's serving adapter in the registry, and the
-worker supervisor serves the new version under the route's name at once (model/worker/supervisor.py). The client
-keeps sending the name it started with, so the new version's trained prompt is bound to that name too; without the
-re-read, an adapter chosen by ``retrain --prompt-candidates`` would draft with its predecessor's prompt until restart.
+Stage: infer (``InferenceClient`` reads it before rendering). Input: the adapter registry file, the route → adapter
+names the client started with. Output: adapter name → template (``bind_prompt`` applies it). Failure modes: an
+unreadable or half-written registry keeps the bindings last read (logged with the path only).
 """
 
 from __future__ import annotations
@@ -23,6 +18,10 @@ log = structlog.get_logger("model.inference.prompt_bindings")
 
 
 class PromptBindings:
+    """Re-read on change because a promotion while running changes the route's serving adapter in the registry and the
+    worker supervisor serves it under the route's start-time name at once (model/worker/supervisor.py): without the
+    re-read, an adapter chosen by ``retrain --prompt-candidates`` drafts with its predecessor's prompt until restart."""
+
     def __init__(self, path: Path | None, started: Mapping[str, str], initial: Mapping[str, str] | None = None):
         self.path, self._started = path, dict(started)  # route key → the adapter name the client sends
         self._bindings, self._seen = dict(initial or {}), self._stamp()

@@ -132,6 +132,11 @@ class RetrievalDrafter:
         for route, batch in by_route.items():
             self._index(route).add(batch)
 
+    def remove(self, route: str, record_id: str) -> bool:
+        """Takes a signed report out of the examples (its study withdrawn since it was indexed)."""
+        index = self._routes.get(route)
+        return index.remove(record_id) if index is not None else False
+
     def index_from(self, rows: Iterable[EditRecord]) -> int:
         """Bulk-index signed reports from the store's edit records (and calibrate); returns how many were indexed.
         A record flagged ``withdrawn`` (its report withdrawn or cancelled at the source) is never an example."""

@@ -133,6 +133,16 @@ class RouteIndex:
             self._pending.append(counts)
             self.version += 1
 
+    def remove(self, record_id: str) -> bool:
+        """Drops one report from the live rows (withdrawn at its source); True when it was indexed."""
+        with self._lock:
+            position = self._position.pop(record_id, None)
+            if position is None:
+                return False
+            self._alive[position] = False
+            self.version += 1
+            return True
+
     def _weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
         weighted = counts.astype(np.float64)
         weighted.data *= self._idf[weighted.indices]

@@ -95,6 +95,13 @@ def _corpus_item(route: str, rng: random.Random) -> CorpusItem:
                       impression_items=tuple(items), abnormal=abnormal)
 
 
+def corpus_items(route: str, n: int, *, seed: int = 0) -> list[CorpusItem]:
+    """``n`` reports of a recipe-corpus route in its house style, drawn apart from the recipes' rows (the demo base
+    learns these routes' words from them, ``model.demo.build``)."""
+    rng = random.Random(f"base:{seed}:{route}")
+    return [_corpus_item(route, rng) for _ in range(n)]
+
+
 def _items(source: Source, n: int, seed: int, site_index: int) -> list[CorpusItem]:
     site_seed = seed * 1000 + site_index  # each site its own reports
     if source.generator == "realistic":  # the site's radiologists: department seed = site index

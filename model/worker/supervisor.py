@@ -22,6 +22,7 @@ import structlog
 
 from model.adapters.registry import ManifestError, Registry, load_registry, now_utc
 from model.adapters.runtime import RuntimeLoraError, load_adapter, served_models, unload_adapter
+from model.inference.adapter_choice import SITE_MARK
 from model.worker.metrics import GENERATION, SWAPS
 from model.worker.placed import held_part, take_on
 from model.worker.vllm import VllmServer, find_free_port
@@ -70,12 +71,19 @@ class Generation:
         return serving_signature(self.registry)
 
     def resolve(self, model: str) -> tuple[str, str]:
-        """(name to ask vLLM for, its registry version): a retired adapter or a route name → the route's serving adapter."""
+        """(name to ask vLLM for, its registry version): a retired adapter or a route name → the adapter serving its
+        route key; a retired site adapter (route key ``route@SITE``) → the route's serving adapter, else the base, as
+        ``model.inference.adapter_choice`` falls back. An unknown name stays (vLLM answers 404)."""
         if model not in self.backend.served:
             known = self.registry.get(model)
-            serving = self.registry.serving_adapter(known.route if known else model)
-            if serving is not None and serving.name in self.backend.served:
-                model = serving.name
+            keys = [known.route if known else model]
+            if SITE_MARK in keys[0]:
+                keys.append(keys[0].split(SITE_MARK, 1)[0])
+            served = [s.name for key in keys if (s := self.registry.serving_adapter(key)) and s.name in self.backend.served]
+            if served:
+                model = served[0]
+            elif known is not None and known.status == "retired" and self.registry.served_model_name in self.backend.served:
+                model = self.registry.served_model_name  # nothing serves its route (or its site's): the base drafts
         entry = self.registry.get(model)
         return model, entry.version if entry else self.taken.get(model, "")
 

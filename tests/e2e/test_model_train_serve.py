@@ -97,7 +97,7 @@ def test_train_writes_adapter_card_and_candidate(trained: Trained, demo_model: D
     assert entry.base_config_sha256 == registry.base_config_sha256 and entry.export_id == card["export"]["id"]
     serving = registry.serving_adapter(ROUTE)
     assert serving is not None and serving.name == ROUTE and serving.version.startswith("demo-")  # not promoted
-    assert registry.serving_adapter("mr_head") is None  # a route without an adapter drafts with the base
+    assert registry.serving_adapter("us_abdomen") is None  # a route without an adapter drafts with the base
 
 
 def test_adapters_list_prints_the_registry(trained: Trained) -> None:

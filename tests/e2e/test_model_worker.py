@@ -45,8 +45,8 @@ def test_demo_model_is_built_once_and_cached(demo_model: DemoModel) -> None:
     manifest = json.loads(demo_model.manifest_path.read_text(encoding="utf-8"))
     for name, entry in manifest["adapters"].items():
         config = json.loads((demo_model.adapters[name] / "adapter_config.json").read_text(encoding="utf-8"))
-        assert config["r"] == entry["rank"] == 8 and not config["modules_to_save"]
-        assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+        assert config["r"] == entry["rank"] and not config["modules_to_save"]  # each recipe's own rank
+        assert set(config["target_modules"]) <= {"q_proj", "k_proj", "v_proj", "o_proj"}  # xr_chest: q, v
         assert entry["eval_loss_adapter"] < entry["eval_loss_base"]  # the adapter fits its route's style better
     assert demo_model.identity_adapter is not None
     identity = load_file(demo_model.identity_adapter / "adapter_model.safetensors")
@@ -60,13 +60,13 @@ def test_launch_argv_names_base_adapters_and_rank(demo_model: DemoModel) -> None
     launch = VllmLaunch(base_dir=demo_model.base_dir, port=8123, adapters=demo_model.adapters)
     argv = launch.argv("/py")
     assert argv[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
-    assert argv[argv.index("--max-lora-rank") + 1] == "8" and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--max-lora-rank") + 1] == "64" and argv[argv.index("--host") + 1] == "127.0.0.1"
     assert f"ct_chest={demo_model.adapters['ct_chest']}" in argv and "--enable-lora" in argv
-    assert argv[argv.index("--served-model-name") + 1] == "base" and argv[argv.index("--max-loras") + 1] == "3"
+    assert argv[argv.index("--served-model-name") + 1] == "base" and argv[argv.index("--max-loras") + 1] == "8"
     with_identity = VllmLaunch(base_dir=demo_model.base_dir, port=8123, adapters=demo_model.adapters,
                                identity_adapter=demo_model.identity_adapter).argv("/py")
     assert with_identity[with_identity.index("--served-model-name") + 1] == "base-weights"
-    assert f"base={demo_model.identity_adapter}" in with_identity and with_identity[with_identity.index("--max-loras") + 1] == "4"
+    assert f"base={demo_model.identity_adapter}" in with_identity and with_identity[with_identity.index("--max-loras") + 1] == "8"
     assert launch.env()["HF_HUB_OFFLINE"] == "1" and launch.env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert [vllm_lora_rank(r) for r in (1, 8, 9, 16, 33, 256)] == [8, 8, 16, 16, 64, 256]
 
@@ -85,8 +85,8 @@ async def test_each_request_selects_its_adapter(vllm_server: VllmServer, demo_mo
         drafts = await asyncio.gather(*(client.draft(request_for(item, name, i)) for i, name in enumerate(names)))
     texts = {d.adapter_name: d.text for d in drafts}
     assert len(set(texts.values())) == 3, texts
-    assert texts["ct_chest"].startswith("1. ") and texts["xr_chest"].startswith("- "), texts  # each route's house style
-    assert not texts["base"].startswith(("1. ", "- ")), texts
+    # each adapter drafts unlike the base (the recipes' data mix house styles: no one style per route to test for)
+    assert texts["ct_chest"] != texts["base"] != texts["xr_chest"], texts
     for draft in drafts:
         assert draft.drafter is Drafter.LLM and draft.prompt_version.startswith("impression_v1@") and draft.latency_ms > 0
         assert draft.model == draft.adapter_name and draft.accession.startswith("SYN-ct_chest-")

@@ -70,7 +70,7 @@ def later(event: ReportEvent, suffix: str, minutes: int, **update: Any) -> Repor
 async def drafted(flow: Flow, event: ReportEvent) -> bytes:
     """capture (the version is kept), route, infer: the draft's record on drafts.generated."""
     value = event.model_dump_json().encode()
-    await flow.capture(value)
+    await flow.capture_many([value])
     await flow.route(value)
     [request] = [v for name, t in flow._topics.items() if name.startswith("drafts.requests.") for v in t.values]
     await flow.infer(request)
@@ -91,7 +91,7 @@ async def test_a_posted_draft_is_withdrawn_over_hl7(flow: Flow, inbox: DraftInbo
     [posted_oru] = inbox.received
     assert_strict(posted_oru)
     withdrawn = later(event, "W", 5, status=status, findings="", impression="")
-    await flow.capture(withdrawn.model_dump_json().encode())
+    await flow.capture_many([withdrawn.model_dump_json().encode()])
     no_dead_letters(flow)
     assert len(inbox.received) == 2
     assert_strict(inbox.received[1])
@@ -112,7 +112,7 @@ async def test_a_posted_draft_is_withdrawn_over_hl7(flow: Flow, inbox: DraftInbo
 async def test_a_draft_not_yet_posted_is_never_posted(flow: Flow, inbox: DraftInbox) -> None:
     event = prelim()
     generated = await drafted(flow, event)
-    await flow.capture(later(event, "W", 5, status=ReportStatus.WITHDRAWN).model_dump_json().encode())
+    await flow.capture_many([later(event, "W", 5, status=ReportStatus.WITHDRAWN).model_dump_json().encode()])
     await flow.post(generated)
     no_dead_letters(flow)
     assert inbox.received == []
@@ -124,7 +124,7 @@ async def test_a_draft_not_yet_posted_is_never_posted(flow: Flow, inbox: DraftIn
 
 async def test_a_new_preliminary_after_the_withdrawal_is_posted(flow: Flow, inbox: DraftInbox) -> None:
     event = prelim()
-    await flow.capture(later(event, "W", -5, status=ReportStatus.WITHDRAWN).model_dump_json().encode())
+    await flow.capture_many([later(event, "W", -5, status=ReportStatus.WITHDRAWN).model_dump_json().encode()])
     await flow.post(await drafted(flow, event))  # its report came after the withdrawal
     assert len(inbox.received) == 1 and b"|R\r" in inbox.received[0]  # a draft (OBX-11 R), not a withdrawal (W)
 
@@ -133,7 +133,7 @@ async def test_a_status_only_final_signs_the_preliminary_text(flow: Flow, inbox:
     event = prelim()
     await flow.post(await drafted(flow, event))
     final = later(event, "U", 30, status=ReportStatus.FINAL, status_only=True, findings="", impression="")
-    await flow.capture(final.model_dump_json().encode())
+    await flow.capture_many([final.model_dump_json().encode()])
     no_dead_letters(flow)
     [record] = flow.store.signed_records(event.accession)
     assert record.final == event.impression and record.findings == event.findings and record.final
@@ -145,7 +145,7 @@ async def test_a_status_only_final_signs_the_preliminary_text(flow: Flow, inbox:
 
 async def test_a_status_only_final_with_nothing_before_is_noted(flow: Flow) -> None:
     final = later(prelim(), "U", 30, status=ReportStatus.FINAL, status_only=True, findings="", impression="")
-    await flow.capture(final.model_dump_json().encode())
+    await flow.capture_many([final.model_dump_json().encode()])
     no_dead_letters(flow)
     [record] = flow.store.signed_records(final.accession)
     assert record.final == "" and record.notes and not record.text_event_id
@@ -154,8 +154,8 @@ async def test_a_status_only_final_with_nothing_before_is_noted(flow: Flow) -> N
 async def test_a_signed_report_withdrawn_later_is_flagged(flow: Flow, inbox: DraftInbox) -> None:
     event = prelim()
     await flow.post(await drafted(flow, event))
-    await flow.capture(later(event, "F", 30, status=ReportStatus.FINAL).model_dump_json().encode())
-    await flow.capture(later(event, "W", 60, status=ReportStatus.WITHDRAWN).model_dump_json().encode())
+    await flow.capture_many([later(event, "F", 30, status=ReportStatus.FINAL).model_dump_json().encode()])
+    await flow.capture_many([later(event, "W", 60, status=ReportStatus.WITHDRAWN).model_dump_json().encode()])
     no_dead_letters(flow)
     [signed] = flow.store.signed_records(event.accession)
     assert signed.withdrawn and signed.final_status is ReportStatus.FINAL
@@ -166,8 +166,8 @@ async def test_redelivered_withdrawal_sends_the_same_control_id(flow: Flow, inbo
     event = prelim()
     await flow.post(await drafted(flow, event))
     value = later(event, "W", 5, status=ReportStatus.WITHDRAWN).model_dump_json().encode()
-    await flow.capture(value)
-    await flow.capture(value)
+    await flow.capture_many([value])
+    await flow.capture_many([value])
     control_ids = {hl7.parse(m.decode("utf-8")).segment("MSH")[10][0] for m in inbox.received[1:]}
     assert len(inbox.received) == 3 and len(control_ids) == 1  # the RIS can tell our retry from a new message
     assert len(flow.store.withdrawals_of(event.accession)) == 1

@@ -22,7 +22,7 @@ def normalize(*paths: Path) -> tuple[int, list[dict], str]:
 def test_every_sample_normalises_and_exit_is_zero() -> None:
     code, lines, _ = normalize(*sorted(SAMPLE.iterdir()))
     assert code == 0
-    assert len(lines) == 12 and all("error" not in line for line in lines)
+    assert len(lines) == 24 and all("error" not in line for line in lines)
     assert {line["source"] for line in lines} == {"hl7v2", "fhir"}
     assert {line["language"] for line in lines} == {"en", "zh"}
     prelim = {line["accession"]: line for line in lines if line["status"] == "preliminary"}

@@ -38,3 +38,22 @@ def test_only_withdrawn_rows_index_nothing() -> None:
     drafter = RetrievalDrafter()
     assert drafter.index_from([_record(1, "Normal liver.", "1. Normal.", withdrawn=True)]) == 0
     assert drafter.size("us_abdomen") == 0
+
+
+async def test_a_report_withdrawn_after_it_was_indexed_is_removed_and_no_longer_drafted() -> None:
+    """The capture stage calls ``remove`` when a signed report is withdrawn later (consumers/flow.py, _withdraw)."""
+    items = synthetic.generate("us_abdomen", 60, seed=0)
+    findings = "Large heterogeneous mass arising from the upper pole of the left kidney measuring 9.4 cm. No ascites."
+    drafter = RetrievalDrafter()
+    drafter.index_from([*(_record(i, item.findings, item.impression, withdrawn=False) for i, item in enumerate(items)),
+                        _record(999, findings, "1. Withdrawn impression text.", withdrawn=False)])
+    request = synthetic.as_request(synthetic.generate("us_abdomen", 1, seed=3)[0], 9)
+    request = request.model_copy(update={"event": request.event.model_copy(update={"findings": findings})})
+    assert (await drafter.draft(request)).text == "1. Withdrawn impression text."
+    assert drafter.remove("us_abdomen", "r-999") and not drafter.remove("us_abdomen", "r-999")
+    assert drafter.size("us_abdomen") == 60 and not drafter.remove("ct_chest", "r-1")
+    try:
+        text = (await drafter.draft(request)).text
+    except RetryLater:
+        text = ""
+    assert "Withdrawn impression" not in text

@@ -1,0 +1,74 @@
+"""The post stage handles drafts side by side (``IG_POST_CONCURRENCY``) and acks each record itself once its post is
+done (consumers/app.py): on the real parts (``serve`` on the Tansu broker, the retrieval drafter, an MLLP draft inbox)
+the group's committed offsets on ``drafts.generated`` reach the end once every draft is posted, and a restart on the
+same group hands the post stage nothing again (no draft claimed twice, none sent twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from consumers.embedded import EmbeddedBroker
+from gateway.draft_inbox import DraftInbox
+from ops.store import Store
+from schemas import topics
+from tests.harness.delivery import until
+from tests.stream.test_delivery_serve import FINAL, by_accession, send, serving, study
+
+pytestmark = pytest.mark.slow
+GROUP = "delivery"  # serving()'s IG_APP_ID: faust's consumer group
+
+
+def committed_and_end(bootstrap: str) -> tuple[int, int]:
+    """(the group's committed offsets on drafts.generated, the topic's end offsets), summed over its partitions."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    # Not subscribed: committed() only reads the group's offsets (OffsetFetch), it never joins the group.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False,
+                             request_timeout_ms=10_000)
+    try:
+        name = topics.DRAFTS_GENERATED.name
+        parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        end = consumer.end_offsets(parts)
+        return sum(consumer.committed(tp) or 0 for tp in parts), sum(end.values())
+    finally:
+        consumer.close()
+
+
+def post_lines(served_log: Path) -> int:
+    return sum('"event": "posted"' in line or "duplicate_draft" in line
+               for line in served_log.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
+async def test_post_offsets_committed_and_nothing_handled_again_after_a_restart(broker: EmbeddedBroker,
+                                                                                tmp_path: Path) -> None:
+    inbox = await DraftInbox().start()
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(db)
+    accessions = [f"DEMO{n}" for n in range(5000, 5012)]
+    try:
+        with serving(broker, tmp_path / "first", inbox, db) as served:
+            assert await send(served.mllp_port, FINAL) == "AA"  # signed: indexed for the retrieval drafter
+            await until(lambda: store.signed_records("DEMO1002"), "the signed report", 60)
+            answers = await asyncio.gather(*(send(served.mllp_port, study(int(a[4:]))) for a in accessions))
+            assert set(answers) == {"AA"}
+            await until(lambda: set(accessions) <= set(by_accession(inbox)), "every draft posted", 90)
+
+            def all_committed() -> bool:
+                committed, end = committed_and_end(broker.bootstrap)
+                return end >= len(accessions) and committed == end
+
+            await until(all_committed, "the post stage's offsets committed to the end", 60)
+        received = len(inbox.received)
+        with serving(broker, tmp_path / "again", inbox, db) as again:
+            await asyncio.sleep(5.0)  # a redelivered draft would be handled (and logged) by now
+            assert post_lines(again.log_path) == 0  # nothing handed to the post stage again
+        assert len(inbox.received) == received
+        posted = by_accession(inbox)
+        assert all(len(posted[a]) == 1 for a in accessions), posted  # each study's draft sent once
+    finally:
+        store.close()
+        await inbox.stop()
