@@ -141,6 +141,11 @@ def build_app(flow: Flow) -> faust.App:
 
     @app.agent(generated, name="post")
     async def post(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        if settings.post_concurrency == 1:  # the default: one draft at a time, acked by faust as the loop moves on
+            async for value in stream:
+                await flow.post(value)
+                yield None
+            return
         # IG_POST_CONCURRENCY drafts at once, one accession's in order (consumers/post.py InOrder). Each record is
         # acked once its post returned; faust commits a partition's offsets up to the first record not acked, so a
         # crash redelivers every draft not done (the delivery key keeps it to one post).

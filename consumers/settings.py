@@ -33,8 +33,9 @@ class ConsumerSettings(BaseSettings):
     )
     routing_table: Path | None = Field(None, description="site routing table (TOML)")
     infer_concurrency: int = Field(4, description="drafts requested from the model worker at once")
-    post_concurrency: int = Field(8, ge=1, description="drafts the post stage handles at once (different "
-                                  "accessions; one accession's always in order)")
+    post_concurrency: int = Field(1, ge=1, description="drafts the post stage handles at once (different "
+                                  "accessions; one accession's always in order); above 1 its records are acked by "
+                                  "hand and their offsets committed later (README \"Draft-path overhead\")")
     capture_batch: int = Field(200, ge=1, description="most signed reports the capture stage takes per store "
                                "transaction (a poll batch)")
     capture_batch_wait_s: float = Field(0.25, gt=0, description="longest the capture stage waits for a batch to "

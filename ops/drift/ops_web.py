@@ -25,7 +25,7 @@ from ops.store import Store
 from schemas import RetryLater
 
 log = structlog.get_logger("ops.drift.ops_web")
-DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR = "dashboard-read", "report-text-read", "operator"
+DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR = "dashboard-read", "report-text-read", "operator"  # gateway/auth.py
 Read = Callable[..., Awaitable[Any]]
 Authorise = Callable[[Request, str], str]
 
@@ -46,15 +46,18 @@ def _audit_replay(sources: OpsSources, principal: str, source: str, sent: int, f
                                              "failed": failed, "finished_at": datetime.now(UTC).isoformat()})
 
 
+def needs(authorise: Authorise, scope: str) -> Any:
+    """A route dependency that holds the scope: it runs before the query is validated, so without the scope there is
+    no answer at all (not even a 422); its value is the token's name."""
+    async def check(request: Request) -> str:
+        return authorise(request, scope)
+
+    return Depends(check)
+
+
 def add_ops_routes(router: APIRouter, store: Store, authorise: Authorise, read: Read, sources: OpsSources,
                    min_samples: int) -> None:
-    async def reader(request: Request) -> str:
-        return authorise(request, DASHBOARD_READ)
-
-    async def operator(request: Request) -> str:
-        return authorise(request, OPERATOR)
-
-    aggregates = [Depends(reader)]
+    aggregates = [needs(authorise, DASHBOARD_READ)]
 
     @router.get("/api/drift/weekly", dependencies=aggregates)
     async def get_weekly(route: str = Query("", max_length=64), site: str = Query("", max_length=64),
@@ -77,7 +80,7 @@ def add_ops_routes(router: APIRouter, store: Store, authorise: Authorise, read: 
         return dict(await read(dead_letters, sources, limit=limit, with_text=text))
 
     @router.post("/api/ops/dead-letters/replay")
-    async def post_replay(principal: str = Depends(operator),
+    async def post_replay(principal: str = needs(authorise, OPERATOR),
                           source: str = Query(..., max_length=300)) -> dict[str, Any]:
         if sources.cluster is None:
             raise HTTPException(409, "no broker configured for this dashboard: nothing to replay")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ops.drift.aggregate import Aggregator
 from ops.drift.history import AlertLog
-from ops.drift.ops_web import OPERATOR, add_ops_routes
+from ops.drift.ops_web import DASHBOARD_READ, OPERATOR, REPORT_TEXT_READ, add_ops_routes, needs
 from ops.drift.page import DASHBOARD_HTML
 from ops.drift.signtime import time_to_sign
 from ops.drift.status import OpsSources
@@ -35,7 +35,6 @@ log = structlog.get_logger("ops.drift.web")
 # The principal (a token's name) when the request holds the scope, else HTTPException 401/403
 # (gateway.auth.HttpAuth.require). The scope names are gateway.auth's (tests/unit/test_auth.py checks they agree).
 Authorise = Callable[[Request, str], str]
-DASHBOARD_READ, REPORT_TEXT_READ = "dashboard-read", "report-text-read"
 SCOPES = (DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR)
 
 
@@ -92,14 +91,7 @@ def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 2
                                                      "Content-Security-Policy": "default-src 'self'; "
                                                      "script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
 
-    # Dependencies run before the query is validated: without the scope, no answer at all (not even a 422).
-    async def reader(request: Request) -> str:
-        return authorise(request, DASHBOARD_READ)
-
-    async def text_reader(request: Request) -> str:
-        return authorise(request, REPORT_TEXT_READ)
-
-    aggregates = [Depends(reader)]
+    aggregates = [needs(authorise, DASHBOARD_READ)]
 
     @router.get("/api/drift/summary", dependencies=aggregates)
     async def get_summary(weeks: int = Query(26, ge=1, le=520)) -> dict[str, Any]:
@@ -118,7 +110,7 @@ def dashboard_router(store: Store, authorise: Authorise, *, min_samples: int = 2
     add_ops_routes(router, store, authorise, read, sources or OpsSources(), min_samples)
 
     @router.get("/api/drift/examples")
-    async def get_examples(principal: str = Depends(text_reader), route: str = Query(..., max_length=64),
+    async def get_examples(principal: str = needs(authorise, REPORT_TEXT_READ), route: str = Query(..., max_length=64),
                            limit: int = Query(10, ge=1, le=100)) -> JSONResponse:
         # ``principal``: the scope was checked before anything else, so no PHI leaves without it.
         found = await read(_examples, store, route, limit)

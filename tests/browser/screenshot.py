@@ -21,7 +21,7 @@ from tests.harness.webdriver import Browser
 
 
 def take(store_url: str, out: Path, *, registry: Path | None = None, weeks: int = 16, width: int = 1400,
-         min_samples: int = 20) -> Path:
+         min_samples: int = 20, route: str = "") -> Path:
     token = secrets.token_urlsafe(24)
     tokens = json.dumps([{"name": "screenshot", "scopes": ["dashboard-read"], "token": token}])
     store = Store(store_url)
@@ -37,6 +37,12 @@ def take(store_url: str, out: Path, *, registry: Path | None = None, weeks: int 
                 browser.click("#use-token")
                 if browser.wait_for("return document.body.dataset.ready", timeout=120) != "1":
                     raise RuntimeError("the dashboard did not load (see its status line)")
+                if route:  # the route filter, as a user picks it: the weekly charts of that route only
+                    browser.script("const s = document.querySelector('#filters select[data-filter=route]');"
+                                   f"s.value = {json.dumps(route)}; document.body.dataset.picked = '';"
+                                   "loadWeekly().then(() => { document.body.dataset.picked = '1'; });")
+                    if browser.wait_for("return document.body.dataset.picked", timeout=60) != "1":
+                        raise RuntimeError(f"the route filter {route!r} did not apply")
                 height = int(browser.script("return document.documentElement.scrollHeight"))
                 browser.resize(width, min(height + 40, 8000))
                 browser.screenshot(out)
@@ -54,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", type=Path, help="the adapter registry (its audit.jsonl: promotion markers)")
     parser.add_argument("--weeks", type=int, default=16, choices=(8, 12, 16, 26, 52), help="weeks on the charts")
     parser.add_argument("--min-samples", type=int, default=20, help="as the drift settings (hollow points below)")
+    parser.add_argument("--route", default="", help="pick this route in the route filter (default: every route)")
     args = parser.parse_args(argv)
-    print(take(args.store, args.out, registry=args.registry, weeks=args.weeks, min_samples=args.min_samples))
+    print(take(args.store, args.out, registry=args.registry, weeks=args.weeks, min_samples=args.min_samples, route=args.route))
     return 0
 
 

@@ -163,7 +163,8 @@ async def _draft(url: str, adapter: str, api_key: str = API_KEY) -> DraftImpress
         return await client.draft(synthetic.as_request(item, 0, adapter=adapter))
 
 
-async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served: Worker, trained: Trained) -> None:
+async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served: Worker, trained: Trained,
+                                                                         demo_model: DemoModel) -> None:
     name = str(trained.output["name"])
     assert served.ready["auth"] == "api-key"
     assert httpx.get(f"{served.url}/v1/models", timeout=10).status_code == 401  # no key: refused at the front
@@ -172,7 +173,8 @@ async def test_serve_loads_every_serving_adapter_and_the_new_one_answers(served:
     assert caught.value.code == "model_unauthorized"
     assert httpx.get(f"{served.url}/health/ready", timeout=10).status_code == 200  # health stays open
     models = {m["id"] for m in httpx.get(f"{served.url}/v1/models", headers=served.headers, timeout=10).json()["data"]}
-    assert models == {"base", "base-weights", name, "xr_chest", "ct_head_zh"}, models  # demo ct_chest retired
+    # every demo adapter but the retired ct_chest, and the new one
+    assert models == {"base", "base-weights", name, *(set(demo_model.adapters) - {ROUTE})}, models
     draft = await _draft(served.url, name)
     assert draft.text.strip() and draft.adapter_name == name and draft.adapter_version == trained.output["version"]
     routed = await _draft(served.url, ROUTE)  # the routing table's (now retired) name: the route's serving adapter answers

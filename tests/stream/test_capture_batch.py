@@ -80,7 +80,8 @@ async def test_a_poll_batch_in_order_once_each(flow: Flow) -> None:
     [withdrawn] = flow.store.signed_records("ACC2")  # the final before the withdrawal is flagged by it
     assert withdrawn.withdrawn and "e2-withdrawn-12" in withdrawn.withdrawn_reason
     assert not flow.store.signed_records("ACC3")[0].withdrawn and len(flow.store.withdrawals_of("ACC2")) == 1
-    assert flow.retrieval is not None and flow.retrieval.size("ct_chest") == 3
+    # ACC2's signed report was withdrawn inside the batch: taken out of the retrieval examples again
+    assert flow.retrieval is not None and flow.retrieval.size("ct_chest") == 2
     assert flow.drift is not None
     [week] = flow.drift.aggregator.windows("week", ())
     assert week.n == 3 and week.count("rougeL") == 1
@@ -89,4 +90,4 @@ async def test_a_poll_batch_in_order_once_each(flow: Flow) -> None:
     assert len(sent(flow, topics.EDITS_CAPTURED.name)) == 3
     assert [w.n for w in flow.drift.aggregator.windows("week", ())] == [3]
     assert len(flow.store.withdrawals_of("ACC2")) == 1 and len(flow.store.signed_records("ACC1")) == 1
-    assert flow.retrieval.size("ct_chest") == 3
+    assert flow.retrieval.size("ct_chest") == 2  # nothing indexed twice, the withdrawn one not again

@@ -187,7 +187,7 @@ async def test_a_parked_request_of_a_study_signed_meanwhile_is_dropped(inbox: Dr
         [parked] = sent(flow, topics.DRAFTS_PARKED.name)
         final = event.model_copy(update={"event_id": "ev-1-F", "message_control_id": "MSG1F",
                                          "status": ReportStatus.FINAL})
-        await flow.capture(final.model_dump_json().encode())
+        await flow.capture_many([final.model_dump_json().encode()])
         model.unavailable = False
         await flow.retry_parked(parked)
         await flow.infer(requests_on(flow, topics.DRAFT_REQUESTS_PREFIX)[-1])

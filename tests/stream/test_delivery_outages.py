@@ -155,7 +155,7 @@ async def test_a_draft_of_a_study_signed_before_its_post_is_settled_for_the_inta
         assert settled_in(flow.store)([event.event_id]) == set()  # stored alone: its drafts.generated may be lost
         final = event.model_copy(update={"event_id": "ev-2-F", "message_control_id": "MSG2F",
                                          "status": ReportStatus.FINAL})
-        await flow.capture(final.model_dump_json().encode())
+        await flow.capture_many([final.model_dump_json().encode()])
         # The post stage would refuse it now (already signed): nothing more to do, so no republish of its report.
         assert settled_in(flow.store)([event.event_id, final.event_id]) == {event.event_id, final.event_id}
     finally:
@@ -170,7 +170,7 @@ async def test_a_study_signed_meanwhile_is_not_posted(inbox: DraftInbox, tmp_pat
         await flow.post(value(draft_of(event)))
         final = event.model_copy(update={"event_id": "ev-1-F", "message_control_id": "MSG1F",
                                          "status": ReportStatus.FINAL})
-        await flow.capture(final.model_dump_json().encode())
+        await flow.capture_many([final.model_dump_json().encode()])
         await inbox.reopen()
         [result] = await until(lambda: [r for r in posted(flow) if r.skipped_reason], "the skipped result")
         assert result.skipped_reason == "already_signed" and result.destination == HL7V2

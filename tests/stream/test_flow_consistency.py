@@ -73,7 +73,7 @@ def sent(flow: Flow, topic: str) -> list[bytes]:
 
 async def draft_and_post(flow: Flow, event: ReportEvent) -> DraftImpression:
     value = event.model_dump_json().encode()
-    await flow.capture(value)
+    await flow.capture_many([value])
     await flow.route(value)
     [request] = [v for name, t in flow._topics.items() if name.startswith("drafts.requests.") for v in t.values]
     await flow.infer(request)
@@ -114,7 +114,7 @@ async def test_withhold_posts_nothing_and_the_final_is_still_compared(flow_for: 
     final = event.model_copy(update={"event_id": f"{event.event_id}-F", "message_control_id": "F", "impression": RIGHT,
                                      "status": ReportStatus.FINAL,
                                      "received_at": event.received_at + timedelta(minutes=30)})
-    await flow.capture(final.model_dump_json().encode())
+    await flow.capture_many([final.model_dump_json().encode()])
     [record] = flow.store.signed_records(event.accession)
     assert record.has_draft and record.draft == WRONG and record.final == RIGHT and not record.accepted_unchanged
     assert record.draft_event_id == draft.event_id

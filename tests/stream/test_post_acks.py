@@ -7,6 +7,7 @@ same group hands the post stage nothing again (no draft claimed twice, none sent
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,14 @@ def committed_and_end(bootstrap: str) -> tuple[int, int]:
 def post_lines(served_log: Path) -> int:
     return sum('"event": "posted"' in line or "duplicate_draft" in line
                for line in served_log.read_text(encoding="utf-8", errors="replace").splitlines())
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: the session's holds other tests' drafts on drafts.generated (and their group's
+    offsets), which this test's counts of committed and end offsets must not see."""
+    with EmbeddedBroker(tmp_path / "broker") as running:
+        yield running
 
 
 async def test_post_offsets_committed_and_nothing_handled_again_after_a_restart(broker: EmbeddedBroker,

@@ -54,7 +54,7 @@ async def flow(inbox: DraftInbox, tmp_path: Path) -> AsyncIterator[Flow]:
 async def drafted(flow: Flow, event: ReportEvent) -> bytes:
     """Route and infer one preliminary; the ``drafts.generated`` record it made."""
     value = event.model_dump_json().encode()
-    await flow.capture(value)
+    await flow.capture_many([value])
     await flow.route(value)
     requests = [v for name, t in flow._topics.items() if name.startswith("drafts.requests.") for v in t.values]
     await flow.infer(requests[-1])
@@ -65,7 +65,7 @@ async def sign(flow: Flow, event: ReportEvent, impression: str) -> None:
     final = event.model_copy(update={"event_id": f"{event.event_id}-F", "message_control_id": f"{event.event_id}F",
                                      "impression": impression, "status": ReportStatus.FINAL,
                                      "received_at": event.received_at + timedelta(minutes=20)})
-    await flow.capture(final.model_dump_json().encode())
+    await flow.capture_many([final.model_dump_json().encode()])
 
 
 def results(flow: Flow) -> list[PostResult]:
