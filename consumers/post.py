@@ -146,8 +146,8 @@ class PostStage:
             if row is None:
                 continue
             claimed += 1
-            if direct:  # refused() was asked just now, before the claim: not again before this first send
-                inline.append(self._spawn(lane.attempt(row, refusal_checked=True)))
+            if direct:  # refused() is asked again after the claim: a final signed meanwhile is never posted over
+                inline.append(self._spawn(lane.attempt(row)))
             else:
                 lane.wake()
         if not claimed:

@@ -151,12 +151,11 @@ class DeliveryLane:
     def wake(self) -> None:
         self._wake.set()
 
-    async def attempt(self, row: Delivery, *, refusal_checked: bool = False) -> None:
-        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises.
-        ``refusal_checked``: the courier's ``refused`` was asked right before the row was claimed (not asked again)."""
+    async def attempt(self, row: Delivery) -> None:
+        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises."""
         self._inflight += 1
         try:
-            await self._attempt(row, refusal_checked)
+            await self._attempt(row)
         except RetryLater as exc:  # the store: the lease runs out and the row is tried again
             log.warning("delivery_store_unavailable", destination=self.destination, delivery=row.id, code=exc.code)
         except Exception as exc:
@@ -164,7 +163,7 @@ class DeliveryLane:
         finally:
             self._inflight -= 1
 
-    async def _attempt(self, row: Delivery, refusal_checked: bool = False) -> None:
+    async def _attempt(self, row: Delivery) -> None:
         store, now = self._store, time.time()
         step = plan(row, await asyncio.to_thread(store.deliveries_for, row.accession, self.destination), now)
         if step.wait:
@@ -175,7 +174,7 @@ class DeliveryLane:
             return
         for old in step.supersede:
             await self._settle(old, Outcome("skipped", code="superseded"), f"superseded by delivery {row.id}")
-        refused = None if refusal_checked else await self._courier.refused(row.draft)
+        refused = await self._courier.refused(row.draft)  # asked right before every send (README "Guarantees")
         if refused is not None:
             await self._settle(row, Outcome("skipped", refused=refused, code=refused.skipped_reason))
             return
