@@ -1,6 +1,6 @@
 """The streaming shell: every topic and agent, in flow order. Details: consumers/README.md.
 
-  reports.raw ─normalise─▶ reports.events ─route─▶ drafts.requests.<route> ─infer─▶ drafts.generated
+  reports.raw ─normalise (+ route)─▶ reports.events, drafts.requests.<route> ─infer─▶ drafts.generated
   drafts.parked ─retry─▶ drafts.requests.<route>            drafts.generated ─post─▶ drafts.posted
   reports.events ─capture─▶ edits.captured (+ the store)
 Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq`` (reason, original bytes); loop goes on.
@@ -121,10 +121,10 @@ def build_app(flow: Flow) -> faust.App:
             await flow.normalise(event.value, event.headers)
             yield None
 
-    @app.agent(events, name="route")
+    @app.agent(events, name="route")  # only what normalise did not route itself (Flow.route says which)
     async def route(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for value in stream:
-            await flow.route(value)
+        async for event in stream.events():
+            await flow.route(event.value, event.headers)
             yield None
 
     @app.agent(requests, name="infer", concurrency=settings.infer_concurrency)

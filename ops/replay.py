@@ -22,11 +22,14 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from schemas import DeadLetter, InferenceRequest, RetryLater
-from schemas.topics import HEADER_CONTROL_ID, HEADER_SENDER, REPORTS_RAW, dead_letter_of
+from schemas.topics import HEADER_CONTROL_ID, HEADER_ROUTED, HEADER_SENDER, REPORTS_RAW, dead_letter_of
 
 log = structlog.get_logger("ops.replay")
 
 HEADER_REPLAYED_FROM = "replayed-from"
+# Not carried onto a record produced again: a replayed-from of its own is added, and an event re-driven onto
+# reports.events is one no normalise routed this time, so the route agent must route it (consumers/README.md).
+_DROPPED = frozenset({HEADER_REPLAYED_FROM, HEADER_ROUTED})
 DLQ_SUFFIX = dead_letter_of("")
 _IDLE_S = 10.0  # no record for this long while the end offsets are not reached: the broker is taken as down
 
@@ -213,7 +216,7 @@ def raw_plan(bootstrap: Cluster | str, since: datetime, until: datetime, summary
     for record in read_topic(bootstrap, topic, since_ms=int(since.timestamp() * 1000),
                              until_ms=int(until.timestamp() * 1000), bar=bar):
         summary.scanned += 1
-        headers = tuple((k, v) for k, v in record.headers if k != HEADER_REPLAYED_FROM)
+        headers = tuple((k, v) for k, v in record.headers if k not in _DROPPED)
         source = f"{topic}@{record.partition}:{record.offset}"
         yield Replay(source=source, target=topic, key=record.key or b"", value=record.value,
                      headers=(*headers, (HEADER_REPLAYED_FROM, source.encode())),
@@ -295,7 +298,7 @@ def _letter_plan(record: Any, dlq: str, summary: Summary, filt: DeadLetterFilter
         summary.no_target += 1
         return
     source = f"{dlq}@{record.partition}:{record.offset}"
-    headers = tuple((k, v.encode()) for k, v in letter.headers.items() if k != HEADER_REPLAYED_FROM)
+    headers = tuple((k, v.encode()) for k, v in letter.headers.items() if k not in _DROPPED)
     yield Replay(source=source, target=target, key=_key(letter, target), value=letter.original,
                  headers=(*headers, (HEADER_REPLAYED_FROM, source.encode())), stage=letter.stage, code=letter.code,
                  accession=letter.accession, control_id=letter.message_control_id)

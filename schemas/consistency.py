@@ -19,6 +19,20 @@ class FlagKind(enum.StrEnum):
     LATERALITY = "laterality"  # a side the findings contradict (left/right/bilateral)
     NEGATION = "negation"  # the draft asserts what the findings negate, or negates what they report
     UNSUPPORTED = "unsupported"  # a finding the findings neither mention nor give evidence for
+    # the draft is no usable impression at all (``DegenerateClass``): never posted as drafted, whatever the policy.
+    # Its flag carries the class code in ``draft`` and nothing of the text (ids only: safe in NTEs, logs, metrics)
+    DEGENERATE = "degenerate"
+
+
+class DegenerateClass(enum.StrEnum):
+    """Why a draft is degenerate (ops/consistency/degenerate.py; the published LLM failure modes it rests on)."""
+
+    EMPTY = "empty"  # nothing but white space
+    NO_CONTENT = "no_content"  # list markers, numbering, punctuation, single letters: no word, no Chinese word
+    TEMPLATE_LEAK = "template_leak"  # chat-template tokens, the prompt's headers, the system prompt echoed
+    REPETITION = "repetition"  # a loop: one sentence again and again, or most of its 4-grams repeats
+    TRUNCATED = "truncated"  # stopped at the token limit (finish_reason "length"), so its end is missing
+    FINDINGS_COPIED = "findings_copied"  # long findings given back nearly verbatim as the impression
 
 
 class ConsistencyPolicy(enum.StrEnum):
@@ -45,13 +59,16 @@ class ConsistencyFlag(BaseModel):
 
     kind: FlagKind
     draft: str = Field(description="What the draft says: the measurement as written, or the finding with its side "
-                                   "and assertion (e.g. 'left pleural effusion', 'no pneumothorax')")
+                                   "and assertion (e.g. 'left pleural effusion', 'no pneumothorax'); for a degenerate "
+                                   "draft its DegenerateClass code only, never its text")
     findings: str = Field("", description="What the findings say instead (their measurements of the same finding, "
                                           "the side, the negation); empty when they say nothing of it")
     concept: str = Field("", description="The lexicon concept (ops/metrics/lexicon), empty for a measurement")
 
     def note(self) -> str:
         """One line for the radiologist (HL7 NTE, FHIR extension, demo), in the flag's own words."""
+        if self.kind is FlagKind.DEGENERATE:
+            return f"degenerate draft ({self.draft}): not usable as an impression"
         if self.kind is FlagKind.MEASUREMENT:
             return f"measurement {self.draft} is not in the findings" + (
                 f" (findings: {self.findings})" if self.findings else "")
@@ -86,7 +103,8 @@ class ConsistencyCheck(BaseModel):
 
     @property
     def withheld(self) -> bool:
-        return self.action is ConsistencyAction.WITHHELD
+        """Not to be posted: the policy withheld it, or it is degenerate (fail closed, whatever the action says)."""
+        return self.action is ConsistencyAction.WITHHELD or any(f.kind is FlagKind.DEGENERATE for f in self.flags)
 
     @property
     def first_flags(self) -> list[ConsistencyFlag]:

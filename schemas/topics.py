@@ -20,6 +20,9 @@ HEADER_CONTENT_TYPE = "content-type"
 HEADER_RECEIVED_AT = "received-at"
 HEADER_SENDER = "sender"
 HEADER_CONTROL_ID = "message-control-id"
+# On reports.events: set by a normalise that routed the event itself (consumers/flow.py), so the route agent passes it
+# by; an event without it (published by an earlier version, or a route dead letter replayed) is routed there.
+HEADER_ROUTED = "routed-by-normalise"
 CONTENT_TYPE_HL7 = "application/hl7-v2"
 CONTENT_TYPE_FHIR = "application/fhir+json"
 

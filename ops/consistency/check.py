@@ -1,8 +1,9 @@
 """The consistency check: a drafted impression against its own FINDINGS → flags (stage: infer, before posting).
 
-Input: the draft text and the findings text (English, Chinese or mixed). Output: ``ConsistencyFlag``s, measurements
-first, then the entity flags in draft order. Failure modes: none (pure; a lexicon or evidence file that is wrong fails
-at first use, at start-up). Built on ops/metrics (entities, assertion, laterality); rules: ops/consistency/README.md.
+Input: the draft text and the findings text (English, Chinese or mixed). Output: ``ConsistencyFlag``s: a degenerate
+draft's one flag (degenerate.py), else measurements first, then entity flags in draft order. Failure modes: none
+(pure; a lexicon or evidence file that is wrong fails at first use, at start-up). Built on ops/metrics (entities,
+assertion, laterality); rules: ops/consistency/README.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from ops.consistency.degenerate import degenerate
 from ops.consistency.measure import Measurement, contained, measurements, sentences
 from ops.metrics.entities import Entity, extract
 from ops.metrics.lexicon import HERE as LEXICON_DIR
@@ -20,7 +22,7 @@ from ops.metrics.lexicon import Lexicon
 from schemas import ConsistencyFlag, FlagKind
 
 HERE = Path(__file__).resolve().parent
-CHECKER_VERSION = "consistency-1"
+CHECKER_VERSION = "consistency-2"  # 2: degenerate drafts (degenerate.py)
 
 
 @cache
@@ -42,14 +44,22 @@ def evidence() -> Evidence:
                     frozenset(data.get("summary", {}).get("tolerates", ())))
 
 
-def check(draft: str, findings: str) -> list[ConsistencyFlag]:
-    """The flags of ``draft`` against ``findings`` (none: nothing found that disagrees)."""
-    return assess(draft, findings)[0]
+def check(draft: str, findings: str, finish_reason: str = "") -> list[ConsistencyFlag]:
+    """The flags of ``draft`` against ``findings`` (none: nothing found that disagrees); a degenerate draft's first.
+    ``finish_reason``: the completion's, when the drafter recorded it ("length": cut at the token limit)."""
+    return assess(draft, findings, finish_reason)[0]
 
 
-def assess(draft: str, findings: str) -> tuple[list[ConsistencyFlag], int]:
+def is_degenerate(flags: Iterable[ConsistencyFlag]) -> bool:
+    return any(flag.kind is FlagKind.DEGENERATE for flag in flags)
+
+
+def assess(draft: str, findings: str, finish_reason: str = "") -> tuple[list[ConsistencyFlag], int]:
     """The flags, and how many distinct findings (or summaries) the draft states that raised none: what it says that
     the findings bear out (regenerate prefers, among drafts as consistent, the one that says more)."""
+    junk = degenerate(draft, findings, finish_reason)
+    if junk is not None:  # nothing it says can be relied on: the class alone, no text, and nothing borne out
+        return [ConsistencyFlag(kind=FlagKind.DEGENERATE, draft=junk.value)], 0
     lex = lexicon()
     found = extract(findings, lex)
     mentioned = list(dict.fromkeys(extract(draft, lex)))  # each distinct mention once, in draft order

@@ -36,13 +36,15 @@ def log_to_current_stdout() -> None:
 
 
 class Recorded:
-    """A topic that keeps what was sent to it."""
+    """A topic that keeps what was sent to it (values, and each record's headers beside it)."""
 
     def __init__(self) -> None:
         self.values: list[bytes] = []
+        self.headers: list[dict[str, bytes]] = []
 
-    async def send(self, *, key: bytes, value: bytes) -> None:
+    async def send(self, *, key: bytes, value: bytes, headers: dict[str, bytes] | None = None) -> None:
         self.values.append(value)
+        self.headers.append(dict(headers or {}))
 
 
 def make_flow(tmp_path: Path, *, mllp_port: int | None = None, fhir_url: str = "", drafter: DrafterPort | None = None,

@@ -24,16 +24,11 @@ from ops.drift.stage import DriftStage
 from ops.settings import DriftSettings
 from ops.store import Store
 from schemas import DeadLetter, DraftImpression, EditRecord, ReportEvent, ReportStatus, Source, topics
+from tests.harness.delivery import Recorded
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 
 
-class Recorded:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    async def send(self, *, key: bytes, value: bytes) -> None:
-        self.values.append(value)
 
 
 @pytest.fixture

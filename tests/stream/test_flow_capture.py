@@ -24,20 +24,13 @@ from model.inference.port import FakeDrafter
 from model.inference.routing import RoutingTable
 from ops.store import Store
 from schemas import EditRecord, PostResult, ReportEvent, ReportStatus, topics
+from tests.harness.delivery import Recorded
 from tests.harness.hl7_strict import assert_strict
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 DRAFT_TEXT = "1. No acute cardiopulmonary abnormality."
 
 
-class Recorded:
-    """A topic that keeps what was sent to it."""
-
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    async def send(self, *, key: bytes, value: bytes) -> None:
-        self.values.append(value)
 
 
 @pytest.fixture

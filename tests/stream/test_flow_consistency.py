@@ -27,8 +27,8 @@ from model.inference.retrieval import RetrievalDrafter
 from model.inference.routing import RoutingTable
 from ops.store import Store
 from schemas import ConsistencyAction, Drafter, DraftImpression, PostResult, ReportEvent, ReportStatus, topics
+from tests.harness.delivery import Recorded
 from tests.harness.hl7_strict import assert_strict
-from tests.stream.test_flow_capture import Recorded
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 FINDINGS = "Well-circumscribed hyperechoic lesion in the hepatic dome measuring 4.1 cm.\nThe spleen is normal."

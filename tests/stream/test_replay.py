@@ -19,7 +19,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from consumers.embedded import EmbeddedBroker
 from model.demo import synthetic
 from schemas import DeadLetter
-from schemas.topics import CONTENT_TYPE_FHIR, CONTENT_TYPE_HL7, HEADER_CONTENT_TYPE, REPORTS_EVENTS, REPORTS_RAW
+from schemas.topics import (
+    CONTENT_TYPE_FHIR,
+    CONTENT_TYPE_HL7,
+    HEADER_CONTENT_TYPE,
+    HEADER_ROUTED,
+    REPORTS_EVENTS,
+    REPORTS_RAW,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +92,7 @@ def planted(broker: EmbeddedBroker) -> Iterator[str]:
     start = int(NOW.timestamp() * 1000)
     for n, age in enumerate((3, 2, 1), start=1):
         producer.send(REPORTS_RAW.name, HL7 + f"raw {n}".encode(), key=f"RAW|{n}".encode(),
-                      headers=[(HEADER_CONTENT_TYPE, CONTENT_TYPE_HL7.encode())],
+                      headers=[(HEADER_CONTENT_TYPE, CONTENT_TYPE_HL7.encode()), (HEADER_ROUTED, b"1")],
                       timestamp_ms=start - age * hour).get(timeout=30)
     producer.close()
     yield broker.bootstrap
@@ -142,6 +149,7 @@ def test_a_time_range_of_reports_raw_is_re_driven(planted: str) -> None:
     assert counts == {1: 1, 2: 2, 3: 2}
     [copy] = [r for r in keyed(planted, REPORTS_RAW.name, b"RAW|2") if dict(r.headers).get("replayed-from")]
     assert copy.value == HL7 + b"raw 2" and dict(copy.headers)[HEADER_CONTENT_TYPE] == CONTENT_TYPE_HL7.encode()
+    assert HEADER_ROUTED not in dict(copy.headers)  # re-driven: routed again, whatever routed it the first time
 
 
 def test_an_unreachable_broker_is_exit_1() -> None:
