@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cli.args import refuse
-from gateway.mllp_senders import SenderAllowList, fingerprint
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -126,6 +125,8 @@ def _toml_text(value: str) -> str:
 
 def senders_toml(entries: list[tuple[Client, x509.Certificate]]) -> str:
     """The senders file (``IG_MLLP_SENDERS_FILE``): each client pinned by fingerprint; its subject as a comment."""
+    from gateway.mllp_senders import fingerprint  # the listener's side (structlog, HL7): only when certs are made
+
     lines = ["# MLLP sender allow-list (README \"MLLP security\"), written by `impression-gateway certs make`.",
              "# A certificate is matched by its SHA-256 fingerprint and/or its subject (both must match when both",
              "# are given; a subject alone lets the CA renew the certificate without editing this file).", ""]
@@ -145,6 +146,8 @@ def make(out: Path, clients: list[Client], *, ca_name: str = "impression-gateway
          server_names: list[str] | None = None, days: int = 365) -> dict[str, Any]:
     """Writes the CA (or reuses it), ``server.pem``/``server-key.pem``, ``clients/<name>.pem``/``-key.pem`` and
     ``senders.toml`` (only this call's clients) under ``out``; returns what was written."""
+    from gateway.mllp_senders import SenderAllowList, fingerprint
+
     (out / "clients").mkdir(parents=True, exist_ok=True)
     ca, ca_key, reused = load_or_make_ca(out, ca_name, max(days, 3650))
     names = server_names or ["localhost", "127.0.0.1"]

@@ -2,7 +2,8 @@
 
 Input: the command line. Output: what the command prints; its exit status. Failure modes: input
 errors never print a traceback (JSON lines with a code and a reason; exit 1 or 2, per command).
-Heavy imports (faust, torch, vLLM) happen inside the handlers, so ``--help`` stays fast.
+Command modules import argparse and the settings classes at the top; faust, scikit-learn, torch, vLLM, FastAPI,
+SQLAlchemy, structlog happen inside the handlers, so ``--help`` stays fast (tests/unit/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from pydantic import ValidationError
 
 from cli import adapters, backfill, certs, db, demo, drift, export, metrics, model, replay, retrain, routes, serve
 from cli.args import refuse
-from consumers import logs
-from ops.migrations import StoreDamaged, StoreTooNew
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -74,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from consumers import logs  # structlog; Alembic and SQLAlchemy below: only once a command runs
+    from ops.migrations import StoreDamaged, StoreTooNew
+
     logs.configure(args.log_level)
     handler: Handler = args.handler
     try:

@@ -29,7 +29,6 @@ from cli.args import (
 from consumers.settings import ConsumerSettings
 from model.adapters.registry import ManifestError
 from model.settings import ModelSettings
-from model.worker.keys import KeyConfigError, client_key
 from ops.retrain.audit import TRIGGERS, Trigger
 from ops.settings import RetrainSettings
 
@@ -100,6 +99,8 @@ def _selection(r: RetrainSettings) -> Any:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     # The composition root of ``retrain``: each package's settings built once, options over the environment.
+    from model.worker.keys import KeyConfigError, client_key  # structlog: once the command runs, not for --help
+
     model = model_settings(args)
     database_url = ConsumerSettings(**picked(args, ("database_url",))).database_url
     r = RetrainSettings(**picked(args, tuple(RetrainSettings.model_fields)))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.args import (
     add_kafka_security_options,
@@ -28,15 +28,14 @@ from cli.args import (
     picked,
     refuse,
 )
-from consumers.serve import Ports, ServeConfig
 from consumers.settings import ConsumerSettings
-from gateway.auth import SCOPES, startup_problem
-from gateway.kafka_security import KafkaSecurityError
-from gateway.kafka_security import problem as kafka_problem
-from gateway.mllp_policy import refusal_to_start as mllp_refusal
+from gateway.scopes import SCOPES
 from gateway.settings import GatewaySettings
 from model.settings import ModelSettings
 from ops.settings import OpsSettings, ShadowSettings
+
+if TYPE_CHECKING:  # consumers.serve is the whole flow (faust, scikit-learn, FastAPI): imported when serve runs
+    from consumers.serve import Ports, ServeConfig
 
 GATEWAY_OPTIONS = ("mllp_host", "mllp_port", "http_host", "http_port", "draft_mllp_target", "fhir_server_url",
                    "auth_tokens_file", "dashboard_open", "http_tls_cert", "http_tls_key", "http_tls_client_ca",
@@ -102,6 +101,8 @@ def register(sub: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """The composition root of ``serve``: each package's settings built once, here."""
+    from consumers.serve import ServeConfig
+
     return ServeConfig(
         gateway=GatewaySettings(**picked(args, GATEWAY_OPTIONS + MLLP_OPTIONS), kafka=kafka_security(args)),
         consumer=ConsumerSettings(**picked(args, CONSUMER_OPTIONS)),
@@ -117,6 +118,9 @@ def announce(ports: Ports) -> None:
 async def run_serve(args: argparse.Namespace) -> int:
     from consumers.embedded import embedded_parts
     from consumers.serve import run
+    from gateway.auth import startup_problem
+    from gateway.kafka_security import KafkaSecurityError
+    from gateway.mllp_policy import refusal_to_start as mllp_refusal
 
     config = config_from_args(args)
     if (problem := startup_problem(config.gateway) or _kafka_problem(config)) is not None:  # fail closed, first
@@ -150,6 +154,8 @@ def _model_key_problem(model: ModelSettings) -> str | None:
 
 
 def _kafka_problem(config: ServeConfig) -> str | None:
+    from gateway.kafka_security import problem as kafka_problem
+
     security = config.gateway.kafka
     if config.consumer.embedded and "kafka_bootstrap" not in config.consumer.model_fields_set and \
             security.kafka_security_protocol != "PLAINTEXT":

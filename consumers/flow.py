@@ -169,24 +169,10 @@ class Flow:
         if await asyncio.to_thread(self.store.signed_records, event.accession):
             raise Skip("already_signed", "the report is signed; no draft", accession=event.accession)
         if await asyncio.to_thread(self.store.has_draft, event.event_id):
-            await self._resend_unposted(event)
+            await self._post.resend_unposted(event)
             raise Skip("duplicate", "a draft exists for this event", accession=event.accession)
         await self._send(spec.topic, event.accession, InferenceRequest(event=event, route=spec))
         log.info("routed", event_id=event.event_id, accession=event.accession, route=spec.name, adapter=spec.adapter)
-
-    async def _resend_unposted(self, event: ReportEvent) -> None:
-        """A report published again (the intake journal after a broker loss) whose draft is stored but was
-        never claimed for delivery: its ``drafts.generated`` record was lost, so the stored draft goes again
-        (the post stage's delivery key keeps it to one post)."""
-        if not self._post.poster.channels:
-            return
-        rows = await asyncio.to_thread(self.store.deliveries_for, event.accession)
-        if any(row.draft_event_id == event.event_id for row in rows):
-            return
-        draft = await asyncio.to_thread(self.store.draft_of_event, event.event_id)
-        if draft is not None:
-            await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft)
-            log.info("draft_resent", event_id=event.event_id, accession=event.accession)
 
     # -- infer: InferenceRequest → DraftImpression (or parked until a drafter can draft it) ---------------------------
     async def infer(self, value: bytes) -> None:

@@ -23,7 +23,7 @@ from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Sent, control_id_fo
 from ops.delivery_rows import Delivery
 from ops.shadow import RouteModes
 from ops.store import Store
-from schemas import DraftImpression, EditRecord, GatewayError, PostResult, Reject, Skip, topics, utcnow
+from schemas import DraftImpression, EditRecord, GatewayError, PostResult, Reject, ReportEvent, Skip, topics, utcnow
 
 log = structlog.get_logger("consumers.post")
 # The post stage sends inline to a destination that answers and waits this long at most; a slow send goes on in the
@@ -155,6 +155,20 @@ class PostStage:
                        message_control_id=draft.event.message_control_id, accession=draft.accession)
         if inline:
             await asyncio.wait(inline, timeout=INLINE_WAIT_S)
+
+    async def resend_unposted(self, event: ReportEvent) -> None:
+        """A report published again (the intake journal after a broker loss) whose draft is stored but was
+        never claimed for delivery: its ``drafts.generated`` record was lost, so the stored draft goes again
+        (the delivery key keeps it to one post)."""
+        if not self.poster.channels:
+            return
+        rows = await asyncio.to_thread(self.store.deliveries_for, event.accession)
+        if any(row.draft_event_id == event.event_id for row in rows):
+            return
+        draft = await asyncio.to_thread(self.store.draft_of_event, event.event_id)
+        if draft is not None:
+            await self.send(topics.DRAFTS_GENERATED.name, draft.accession, draft)
+            log.info("draft_resent", event_id=event.event_id, accession=event.accession)
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)

@@ -1,7 +1,7 @@
 """Who may call the HTTP app: named bearer tokens with scopes (RFC 6750), fail closed.
 
-Input: ``GatewaySettings`` (tokens file, ``IG_AUTH_TOKENS``, the legacy token, open aggregates, client-certificate
-scopes) and each request's ``Authorization`` header. Output: the token's name when granted, else a ``Refusal``
+Input: ``GatewaySettings`` (tokens file, ``IG_AUTH_TOKENS``, the legacy token: ``intake`` only, open aggregates,
+client-certificate scopes) and each request's ``Authorization`` header. Output: the principal, else a ``Refusal``
 (401 with the §3 challenge, 403 ``insufficient_scope``). Only SHA-256 digests are kept; no token is ever logged.
 Failure modes: a malformed tokens source → ``AuthConfigError`` naming it; no credentials → every check refuses.
 """
@@ -16,6 +16,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,18 @@ import structlog
 from fastapi import HTTPException, Request
 
 from gateway import metrics
+from gateway.scopes import DASHBOARD_READ as DASHBOARD_READ  # ``X as X``: re-exported (gateway.http, the tests)
+from gateway.scopes import INTAKE as INTAKE
+from gateway.scopes import LEGACY_SCOPES as LEGACY_SCOPES
+from gateway.scopes import OPERATOR as OPERATOR
+from gateway.scopes import REPORT_TEXT_READ as REPORT_TEXT_READ
+from gateway.scopes import SCOPES as SCOPES
 from gateway.settings import GatewaySettings
 from schemas.network import is_loopback
 
 log = structlog.get_logger("gateway.auth")
 
-INTAKE, DASHBOARD_READ, REPORT_TEXT_READ = "intake", "dashboard-read", "report-text-read"
-OPERATOR = "operator"  # operator actions on the dashboard (replay a dead letter); never open, audited by name
-SCOPES = frozenset({INTAKE, DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR})
-LEGACY_NAME = "default"  # IG_FHIR_BEARER_TOKEN, from before named tokens: every scope
+LEGACY_NAME = "default"  # IG_FHIR_BEARER_TOKEN, from before named tokens: LEGACY_SCOPES (a FHIR sender's)
 ANONYMOUS, CLIENT_CERTIFICATE = "anonymous", "client-certificate"  # principals without a token
 DENIED = "a valid bearer token is required"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # names are logged: no room for anything else
@@ -102,6 +106,13 @@ def tokens_from_file(path: Path) -> list[Token]:
     return [_token(raw, f"IG_AUTH_TOKENS_FILE {path} token {i + 1}") for i, raw in enumerate(entries)]
 
 
+@cache
+def _warn_legacy() -> None:
+    """Once per process (the tokens are re-read on every change of the file): the token is named, never shown."""
+    log.warning("legacy_token_in_use", principal=LEGACY_NAME, scopes=sorted(LEGACY_SCOPES),
+                advice="IG_FHIR_BEARER_TOKEN is legacy: give each client a named token in IG_AUTH_TOKENS_FILE")
+
+
 def tokens_from_settings(settings: GatewaySettings, *, with_file: bool = True) -> list[Token]:
     found = tokens_from_file(settings.auth_tokens_file) if with_file and settings.auth_tokens_file else []
     if listed := settings.auth_tokens.get_secret_value():
@@ -113,7 +124,8 @@ def tokens_from_settings(settings: GatewaySettings, *, with_file: bool = True) -
             raise AuthConfigError("IG_AUTH_TOKENS: expected a JSON list of tokens")
         found += [_token(raw, f"IG_AUTH_TOKENS token {i + 1}") for i, raw in enumerate(entries)]
     if legacy := settings.fhir_bearer_token.get_secret_value():
-        found.append(Token(LEGACY_NAME, SCOPES, (digest(legacy),)))
+        found.append(Token(LEGACY_NAME, LEGACY_SCOPES, (digest(legacy),)))
+        _warn_legacy()
     names = [t.name for t in found]
     if doubled := sorted({n for n in names if names.count(n) > 1}):
         raise AuthConfigError(f"token names must be unique: {doubled} more than once (rotate with a list of sha256)")

@@ -76,7 +76,7 @@ class GatewaySettings(BaseSettings):
                                           "sha256); re-read when it changes")
     auth_tokens: SecretStr = Field(SecretStr(""), description='JSON list of tokens like the file\'s: [{"name": …, '
                                    '"scopes": […], "sha256": …}]')
-    fhir_bearer_token: SecretStr = Field(SecretStr(""), description="legacy: one token named 'default' with every scope")
+    fhir_bearer_token: SecretStr = Field(SecretStr(""), description="legacy: one token named 'default', intake scope only")
     dashboard_open: bool = Field(False, description="the dashboard's aggregates (dashboard-read) need no token; "
                                  "report text always does")
     http_tls_cert: Path | None = Field(None, description="HTTPS for the HTTP app: certificate chain (PEM)")

@@ -25,7 +25,7 @@ from ops.store import Store
 from schemas import RetryLater
 
 log = structlog.get_logger("ops.drift.ops_web")
-DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR = "dashboard-read", "report-text-read", "operator"  # gateway/auth.py
+DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR = "dashboard-read", "report-text-read", "operator"  # gateway/scopes.py
 Read = Callable[..., Awaitable[Any]]
 Authorise = Callable[[Request, str], str]
 
