@@ -166,13 +166,17 @@ class Flow:
 
     async def _route(self, event: ReportEvent) -> None:
         spec = route_event(event, self.routing)
-        if await asyncio.to_thread(self.store.signed_records, event.accession):
+        signed, drafted = await asyncio.to_thread(self._route_reads, event)  # signed?, else drafted? (one hop)
+        if signed:
             raise Skip("already_signed", "the report is signed; no draft", accession=event.accession)
-        if await asyncio.to_thread(self.store.has_draft, event.event_id):
+        if drafted:
             await self._post.resend_unposted(event)
             raise Skip("duplicate", "a draft exists for this event", accession=event.accession)
         await self._send(spec.topic, event.accession, InferenceRequest(event=event, route=spec))
         log.info("routed", event_id=event.event_id, accession=event.accession, route=spec.name, adapter=spec.adapter)
+
+    def _route_reads(self, event: ReportEvent) -> tuple[bool, bool]:
+        return (True, False) if self.store.signed_records(event.accession) else (False, self.store.has_draft(event.event_id))
 
     # -- infer: InferenceRequest → DraftImpression (or parked until a drafter can draft it) ---------------------------
     async def infer(self, value: bytes) -> None:
