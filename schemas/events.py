@@ -20,10 +20,11 @@ from schemas.consistency import ConsistencyCheck
 # PostResult, which embeds a DraftImpression, with it. ReportEvent 2 (and InferenceRequest, DraftImpression 3,
 # PostResult 3, which embed it): ``issued_at``. InferenceRequest 3: its ``RouteSpec`` gained ``site_adapter``.
 # DraftImpression 4 (PostResult 4): ``adapter_source`` (which link of the site → route → base chain drafted).
+# DraftImpression 5 (PostResult 5): ``finish_reason``, and the consistency flag kind ``degenerate``.
 SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 2
 REQUEST_SCHEMA_VERSION = 3
-DRAFT_SCHEMA_VERSION = 4
+DRAFT_SCHEMA_VERSION = 5
 
 # Namespace for deterministic event ids: the same message from the same sender always maps to the
 # same event id, so a duplicate that slips past the gateway is still processed idempotently.
@@ -188,6 +189,9 @@ class DraftImpression(_Contract):
                         "a bare template name on drafts from before; empty for the retrieval drafter")
     model: str = Field(description="The served model name the request named (base or adapter)")
     latency_ms: float = 0.0
+    finish_reason: str = Field("", description="The completion's finish_reason (OpenAI chat completions; vLLM "
+                                               "answers the same): 'stop', or 'length' when cut at max_tokens (a "
+                                               "degenerate draft: ops/consistency); empty for a retrieval draft")
     created_at: datetime = Field(default_factory=utcnow)
     event: ReportEvent
     consistency: ConsistencyCheck | None = Field(

@@ -179,6 +179,7 @@ class InferenceClient:
         try:
             choices = list(body["choices"])
             texts = [str(choice["message"].get("content") or "").strip() for choice in choices]
+            finished = [str(choice.get("finish_reason") or "") for choice in choices]
         except (KeyError, TypeError, AttributeError):
             choices = []
         if not choices:
@@ -207,9 +208,10 @@ class InferenceClient:
                 prompt_version=prompt_version,
                 model=adapter,
                 latency_ms=latency_s * 1000,
+                finish_reason=reason,  # "length": cut at max_tokens, never posted as drafted (ops/consistency)
                 event=event,
             )
-            for text in texts if text
+            for text, reason in zip(texts, finished, strict=True) if text
         ]
 
     def _backoff_s(self, retry: int) -> float:

@@ -97,8 +97,8 @@ async def _regenerate(draft: DraftImpression, flags: list[ConsistencyFlag], requ
 
 
 def finish_reason(draft: DraftImpression) -> str:
-    """The completion's finish_reason, once DraftImpression records it (the client logs it today; "" until then)."""
-    return str(getattr(draft, "finish_reason", "") or "")
+    """The completion's finish_reason as the client recorded it ("" for a retrieval draft, or one from before)."""
+    return draft.finish_reason
 
 
 async def _degenerate(draft: DraftImpression, flags: list[ConsistencyFlag], request: InferenceRequest,

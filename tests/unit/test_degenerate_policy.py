@@ -120,3 +120,15 @@ async def test_fallback_never_keeps_a_degenerate_retrieval_draft() -> None:
     assert out.text == WRONG and out.consistency is not None and not out.withheld
     assert (out.consistency.action, out.consistency.note) == (ConsistencyAction.POSTED_WITH_FLAGS,
                                                               "retrieval_degenerate")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_a_draft_cut_at_the_token_limit_is_truncated_and_never_posted_as_drafted(policy: ConsistencyPolicy) -> None:
+    cut = (await first_draft(RIGHT)).model_copy(update={"finish_reason": "length"})  # the client records vLLM's
+    out = await enforce(cut, request(), rule(policy))
+    assert out.withheld and out.consistency is not None
+    assert [(f.kind, f.draft) for f in out.consistency.flags] == [(FlagKind.DEGENERATE, "truncated")]
+    assert out.consistency.note == "degenerate:truncated;drafter_cannot_sample;no_retrieval_drafter"
+    whole = (await first_draft(RIGHT)).model_copy(update={"finish_reason": "stop"})
+    out = await enforce(whole, request(), rule(policy))
+    assert not out.withheld and out.consistency is not None and out.consistency.flags == []
