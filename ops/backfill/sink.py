@@ -2,8 +2,8 @@
 
 Input: events in file order. Output: ``reports`` rows (every version), an ``edit_records`` row per signed report,
 a ``withdrawals`` row per withdrawn/cancelled one (its accession's earlier signed records flagged), the drift sums.
-Failure modes: store unreachable → ``RetryLater`` (nothing of the batch kept); rows already stored are left as they
-are (``ON CONFLICT DO NOTHING``), so a batch written twice stores nothing twice. Nothing is drafted or posted.
+Each version "received" at its message's time (``historical``). Failure modes: store unreachable → ``RetryLater``
+(nothing of the batch kept); rows already stored are left as they are (``ON CONFLICT DO NOTHING``). Nothing is drafted.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ from schemas import EditRecord, ReportEvent, RetryLater
 # final (HL7 OBX-11 U) signs the text received earlier. Historical records are captured "at" their signing time
 # (OBR-22 / issued, else the observation time), not at the time of the backfill: the drift monitor replays records in
 # capture order and the retrieval index takes the most recently captured, so history sorts before live traffic and in
-# the order it was signed.
+# the order it was signed. Time to sign (ops/drift/signtime.py) runs from a study's first version's ``received_at`` to
+# its final's OBR-22: a backfill's own clock would put every version of a study at the same instant (an interval of
+# ~0, and "signed" in the week of the backfill), so each version is "received" at its own message time instead (HL7
+# v2.5.1 §7.3.1: an ORU^R01 is sent as the result status changes; MSH-7 and meta.lastUpdated are not carried by
+# ReportEvent). Live ingest keeps the gateway's receipt time.
 
 _DIALECTS = ("sqlite", "postgresql")
 _NO_DRAFT = "no draft; none will be posted (backfill)"
@@ -64,6 +68,15 @@ class _Batch:
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def historical(event: ReportEvent) -> ReportEvent:
+    """The event as received when it was sent: ``received_at`` its OBR-22 / ``issued`` (this version reported), else
+    its OBR-7 / ``effective[x]``; unchanged without either, or when that time is after our receipt (a clock ahead)."""
+    sent = event.issued_at or event.observed_at
+    if sent is None or _utc(sent) > _utc(event.received_at):
+        return event
+    return event.model_copy(update={"received_at": _utc(sent)})
 
 
 def record_id(event_id: str) -> str:
@@ -117,7 +130,7 @@ class BackfillSink:
 
     def _prepare(self, events: Sequence[ReportEvent]) -> _Batch:
         batch = _Batch()
-        for event in events:
+        for event in map(historical, events):
             batch.reports.append(report_row(event))
             if not self.index:
                 continue

@@ -59,7 +59,10 @@ class Cell:
         if metric == "sign_minutes":
             return round(median(self.minutes), 2) if self.minutes else None
         count = self.counts.get(metric, 0)
-        return round(self.sums[metric] / count, 4) if count else None
+        # The sum rounded first: a sum kept by the database (the drift aggregates) and one added here differ in the
+        # last bits (another order of addition), which decides a mean that is exactly half-way at the 4th decimal
+        # (scores are kept to 6 decimals, so such means are common); at 9 decimals both are the same number.
+        return round(round(self.sums[metric], 9) / count, 4) if count else None
 
     def count(self, metric: str) -> int:
         return len(self.minutes) if metric == "sign_minutes" else self.counts.get(metric, 0)

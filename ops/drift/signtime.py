@@ -8,16 +8,16 @@ records captured since ``since``. Which clock decides each instant: ops/drift/RE
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from ops.drift.aggregate import DIMENSIONS, dimension_value
+from ops.drift.facts import StudyRow, instant, json_text
 from ops.route_modes import shadow_drafts
 from ops.store import drafts, edit_records, reports
 from schemas import EditRecord, ReportStatus
@@ -47,13 +47,6 @@ class Signing:
         return None if moment is None else (self.signed_at - moment).total_seconds() / 60.0
 
 
-def _utc(value: datetime | str | None) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no offset
-
-
 @dataclass(frozen=True)
 class _Facts:
     """For a batch of records: each final's (seq, received, issued), each accession's versions (seq, received), the
@@ -70,17 +63,33 @@ def _chunk_facts(engine: Engine, records: list[EditRecord]) -> _Facts:
     accessions = sorted({r.accession for r in records})
     draft_ids = [r.draft_event_id for r in records if r.draft_event_id]
     with engine.connect() as conn:
-        finals = {e: (seq, _utc(at), _utc(json.loads(body).get("issued_at"))) for e, seq, at, body in conn.execute(
-            select(reports.c.event_id, reports.c.seq, reports.c.received_at, reports.c.body)
-            .where(reports.c.event_id.in_(events)))}
-        versions: dict[str, list[tuple[int, datetime | None]]] = {}
-        for accession, seq, at in conn.execute(select(reports.c.accession, reports.c.seq, reports.c.received_at)
-                                               .where(reports.c.accession.in_(accessions))):
-            versions.setdefault(accession, []).append((seq, _utc(at)))
-        posted = {e: _utc(at) for e, at in conn.execute(
+        finals, versions = _report_facts(conn, events, accessions)
+        posted = {e: instant(at) for e, at in conn.execute(
             select(drafts.c.event_id, drafts.c.posted_at).where(drafts.c.event_id.in_(draft_ids)))}
         shadow = set(conn.scalars(select(shadow_drafts.c.event_id).where(shadow_drafts.c.event_id.in_(draft_ids))))
     return _Facts(finals, versions, posted, shadow)
+
+
+def _report_facts(conn: Connection, events: list[str], accessions: list[str]) -> tuple[
+        dict[str, tuple[int, datetime | None, datetime | None]], dict[str, list[tuple[int, datetime | None]]]]:
+    """Each final's (seq, received, issued) and each accession's versions (seq, received); issued read in SQL."""
+    issued = json_text(reports.c.body, conn.dialect.name, "issued_at")
+    finals = {e: (seq, instant(at), instant(when)) for e, seq, at, when in conn.execute(
+        select(reports.c.event_id, reports.c.seq, reports.c.received_at, issued).where(reports.c.event_id.in_(events)))}
+    versions: dict[str, list[tuple[int, datetime | None]]] = {}
+    for accession, seq, at in conn.execute(select(reports.c.accession, reports.c.seq, reports.c.received_at)
+                                           .where(reports.c.accession.in_(accessions))):
+        versions.setdefault(accession, []).append((seq, instant(at)))
+    return finals, versions
+
+
+def sign_instant(final_at: datetime | None, issued: datetime | None,
+                 first: datetime | None) -> tuple[datetime | None, str]:
+    """(signed at, "issued" or "received") of a final that arrived at ``final_at``, its study first at ``first``."""
+    if issued is not None and final_at is not None and (first is None or issued >= first) and \
+            issued <= final_at + CLOCK_SLACK:
+        return issued, "issued"
+    return final_at, "received"
 
 
 def _signing(record: EditRecord, facts: _Facts) -> Signing | None:
@@ -89,10 +98,7 @@ def _signing(record: EditRecord, facts: _Facts) -> Signing | None:
     seq, final_at, issued = facts.finals[record.event_id]
     earlier = [at for s, at in facts.versions.get(record.accession, []) if s < seq and at is not None]
     first = min(earlier) if earlier else None
-    signed_at, signed_by = final_at, "received"
-    if issued is not None and final_at is not None and (first is None or issued >= first) and \
-            issued <= final_at + CLOCK_SLACK:
-        signed_at, signed_by = issued, "issued"
+    signed_at, signed_by = sign_instant(final_at, issued, first)
     if signed_at is None:
         return None
     draft_posted = facts.posted.get(record.draft_event_id) if record.has_draft else None
@@ -142,6 +148,24 @@ def signings(engine: Engine, *, since: date | None = None, until: date | None = 
             yield from flush()
     if chunk:
         yield from flush()
+
+
+def received_to_sign(rows: Iterable[StudyRow], since: datetime) -> dict[str, float | None]:
+    """Per record id of each study first signed at or after ``since``: minutes from its first version's arrival to its
+    signing (None: it had no earlier version), as ``signings`` gives them, from narrow rows (captured since ``since``,
+    in capture order) instead of parsed records."""
+    seen: set[str] = set()
+    found: dict[str, float | None] = {}
+    for row in rows:
+        if not row.final or row.withdrawn or row.accession in seen:
+            continue
+        seen.add(row.accession)
+        if row.final_at is None:
+            continue  # its report was never kept
+        signed_at, _ = sign_instant(row.final_at, row.issued_at, row.first_at)
+        if signed_at is not None and signed_at >= since:
+            found[row.record_id] = None if row.first_at is None else (signed_at - row.first_at).total_seconds() / 60
+    return found
 
 
 def _median(values: Iterable[float | None]) -> float | None:
