@@ -12,6 +12,7 @@ from difflib import SequenceMatcher
 
 from ops.consistency.measure import normalise, sentences
 from schemas.consistency import DegenerateClass
+from schemas.language import IDEOGRAPH, IDEOGRAPH_CLASS
 
 # No standard defines a degenerate draft. The classes are the published failure modes of neural text generation:
 # empty output and repetition loops under greedy decoding (Holtzman et al., "The Curious Case of Neural Text
@@ -31,9 +32,9 @@ COPY_MIN_FINDINGS_TOKENS = 20  # about three sentences: short findings ("Small l
 COPY_SHARE = 0.9  # of the findings' tokens found again, in order, in the draft; and of the draft's, from the findings
 LENGTH = "length"  # finish_reason of a completion stopped by max_tokens (OpenAI API; vLLM answers the same)
 
-_TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u9fff]")
+_TOKEN = re.compile(f"[a-z0-9]+|[{IDEOGRAPH_CLASS}]")
 _WORD = re.compile(rf"[a-z]{{{MIN_WORD_LETTERS},}}")
-_CJK = re.compile(r"[\u3400-\u9fff]")
+_CJK = IDEOGRAPH  # schemas/language.py: the one answer to "is this Chinese?"
 _MARKER = re.compile(r"^\s*(?:[-*•·]|\(?\d{1,2}[.)、:]|\(?[a-z][.)]|[一二三四五六七八九十]+[、.])\s*")
 # What a chat template or one of the prompts in model/inference/templates leaves in a draft that repeats it: special
 # tokens (Qwen/ChatML, Llama, GPT), the prompt's section headers at a line start, the system messages' opening words.

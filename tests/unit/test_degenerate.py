@@ -21,6 +21,7 @@ from ops.consistency import check
 from ops.consistency.degenerate import COPY_MIN_FINDINGS_TOKENS, degenerate, repeat_share, tokens
 from schemas import ConsistencyAction, ConsistencyCheck, ConsistencyFlag, FlagKind, GatewayError, ReportEvent
 from schemas.consistency import DegenerateClass
+from schemas.language import has_ideograph
 
 REPO = Path(__file__).parents[2]
 E, C, T, R, X, CP = (DegenerateClass.EMPTY, DegenerateClass.NO_CONTENT, DegenerateClass.TEMPLATE_LEAK,
@@ -65,7 +66,7 @@ GOOD = [
 
 @pytest.mark.parametrize(("draft", "expected"), DEGENERATE)
 def test_each_class_is_recognised(draft: str, expected: DegenerateClass) -> None:
-    findings = ZH_FINDINGS if any("\u4e00" <= ch <= "\u9fff" for ch in draft) else EN_FINDINGS
+    findings = ZH_FINDINGS if has_ideograph(draft) else EN_FINDINGS
     assert degenerate(draft, findings) is expected
 
 
