@@ -29,8 +29,6 @@ from tests.harness.delivery import Recorded
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 
 
-
-
 @pytest.fixture
 async def flow(tmp_path: Path) -> AsyncIterator[Flow]:
     settings = GatewaySettings(draft_mllp_target="", fhir_server_url="")
