@@ -29,10 +29,10 @@ from cli.args import (
     refuse,
 )
 from consumers.settings import ConsumerSettings
-from gateway.scopes import SCOPES
 from gateway.settings import GatewaySettings
 from model.settings import ModelSettings
 from ops.settings import OpsSettings, ShadowSettings
+from schemas.scopes import SCOPES
 
 if TYPE_CHECKING:  # consumers.serve is the whole flow (faust, scikit-learn, FastAPI): imported when serve runs
     from consumers.serve import Ports, ServeConfig

@@ -24,14 +24,14 @@ import structlog
 from fastapi import HTTPException, Request
 
 from gateway import metrics
-from gateway.scopes import DASHBOARD_READ as DASHBOARD_READ  # ``X as X``: re-exported (gateway.http, the tests)
-from gateway.scopes import INTAKE as INTAKE
-from gateway.scopes import LEGACY_SCOPES as LEGACY_SCOPES
-from gateway.scopes import OPERATOR as OPERATOR
-from gateway.scopes import REPORT_TEXT_READ as REPORT_TEXT_READ
-from gateway.scopes import SCOPES as SCOPES
 from gateway.settings import GatewaySettings
 from schemas.network import is_loopback
+from schemas.scopes import DASHBOARD_READ as DASHBOARD_READ  # ``X as X``: re-exported (gateway.http, the tests)
+from schemas.scopes import INTAKE as INTAKE
+from schemas.scopes import LEGACY_SCOPES as LEGACY_SCOPES
+from schemas.scopes import OPERATOR as OPERATOR
+from schemas.scopes import REPORT_TEXT_READ as REPORT_TEXT_READ
+from schemas.scopes import SCOPES as SCOPES
 
 log = structlog.get_logger("gateway.auth")
 

@@ -23,9 +23,9 @@ from ops.replay import replay_one
 from ops.retrain.audit import append_audit, new_run_id
 from ops.store import Store
 from schemas import RetryLater
+from schemas.scopes import DASHBOARD_READ, OPERATOR, REPORT_TEXT_READ
 
 log = structlog.get_logger("ops.drift.ops_web")
-DASHBOARD_READ, REPORT_TEXT_READ, OPERATOR = "dashboard-read", "report-text-read", "operator"  # gateway/scopes.py
 Read = Callable[..., Awaitable[Any]]
 Authorise = Callable[[Request, str], str]
 

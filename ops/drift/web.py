@@ -21,13 +21,14 @@ from starlette.concurrency import run_in_threadpool
 
 from ops.drift.aggregate import Aggregator
 from ops.drift.history import AlertLog
-from ops.drift.ops_web import DASHBOARD_READ, OPERATOR, REPORT_TEXT_READ, add_ops_routes, needs
+from ops.drift.ops_web import add_ops_routes, needs
 from ops.drift.page import DASHBOARD_HTML
 from ops.drift.signtime import time_to_sign
 from ops.drift.status import OpsSources
 from ops.drift.summary import DASHBOARD_METRICS, route_series, summary
 from ops.store import Store, edit_records
 from schemas import EditRecord
+from schemas.scopes import DASHBOARD_READ, OPERATOR, REPORT_TEXT_READ
 
 log = structlog.get_logger("ops.drift.web")
 

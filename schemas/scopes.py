@@ -1,8 +1,8 @@
 """The scopes of the HTTP app's bearer tokens (README "Authentication"): names only, no dependencies.
 
 Input: none. Output: the scope names, the set ``IG_AUTH_TOKENS_FILE`` entries may list, and the scopes of the legacy
-``IG_FHIR_BEARER_TOKEN``. Kept apart from gateway/auth.py (FastAPI, structlog, metrics) so that the command line can
-offer them as choices in ``--help`` without importing the HTTP stack. Failure modes: none.
+``IG_FHIR_BEARER_TOKEN``. One list for gateway/auth.py (the checks), ops/drift (the dashboard's routes) and the
+command line (``--help`` choices, without importing the HTTP stack). Failure modes: none.
 """
 
 from __future__ import annotations
