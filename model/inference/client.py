@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from model.adapters import registry
 from model.inference.adapter_choice import bind_prompt, choose_adapter
+from model.inference.heading import without_heading
 from model.inference.placement import Placement
 from model.inference.prompt_bindings import PromptBindings
 from model.inference.prompts import render_messages
@@ -178,7 +179,7 @@ class InferenceClient:
             adapter, version = served, headers.get(VERSION_HEADER, "")
         try:
             choices = list(body["choices"])
-            texts = [str(choice["message"].get("content") or "").strip() for choice in choices]
+            texts = [without_heading(str(choice["message"].get("content") or "").strip()) for choice in choices]
             finished = [str(choice.get("finish_reason") or "") for choice in choices]
         except (KeyError, TypeError, AttributeError):
             choices = []
