@@ -1,12 +1,9 @@
 """A completion's leading section heading ("IMPRESSION:", "**Impression:**", "## Conclusion", "诊断意见：") → dropped.
 
-Input: the text of one completion. Output: the same text without a heading that names the section being written,
-when one opens it and something follows. Failure modes: none (pure); a heading alone is left as it is (the
-degenerate check calls it a template leak, ops/consistency/degenerate.py). Why: a model fine-tuned on whole reports
-often opens its answer with the section's own heading; the draft is posted as the IMPRESSION section already (the
-ORU^R01 OBX, the FHIR conclusion), so the heading would be doubled, and the degenerate check, which treats a heading
-at a line start as the prompt or template leaking back, would withhold every draft of such a model. A heading further
-down (a second section: "FINDINGS:" after the impression) is left for that check.
+Input: one completion's text. Output: it without a heading naming the section, when one opens it and text follows.
+Failure modes: none (pure); a heading alone stays (the degenerate check calls it a template leak). Why: the draft is
+posted as the IMPRESSION section already, so a fine-tuned model's own heading would be doubled and the degenerate
+check would withhold it (README, "Consistency check"); a heading further down is left for that check.
 """
 
 from __future__ import annotations
