@@ -55,13 +55,15 @@ def by_accession(inbox: DraftInbox) -> dict[str, list[str]]:
 
 
 @contextmanager
-def serving(broker: EmbeddedBroker, workdir: Path, inbox: DraftInbox, db: str) -> Iterator[Served]:
+def serving(broker: EmbeddedBroker, workdir: Path, inbox: DraftInbox, db: str,
+            extra: dict[str, str] | None = None) -> Iterator[Served]:
     workdir.mkdir(exist_ok=True)
     args = ["--kafka-bootstrap", broker.bootstrap, "--model-url", f"http://127.0.0.1:{find_free_port()}",
             "--database-url", db, "--draft-mllp-target", f"127.0.0.1:{inbox.port}"]
     env = {"IG_APP_ID": "delivery", "IG_MODEL_RETRIES": "0", "IG_MODEL_TIMEOUT_S": "1", "IG_DRAFT_MLLP_TIMEOUT_S": "1",
            "IG_DRAFT_MLLP_RETRIES": "1", "IG_DELIVERY_BACKOFF_S": "0.2", "IG_DELIVERY_BACKOFF_MAX_S": "1",
-           "IG_PARK_BACKOFF_S": "1", "IG_PARK_BACKOFF_MAX_S": "2", "IG_ROLE": "all", "IG_EMBEDDED": "false"}
+           "IG_PARK_BACKOFF_S": "1", "IG_PARK_BACKOFF_MAX_S": "2", "IG_ROLE": "all", "IG_EMBEDDED": "false",
+           **(extra or {})}
     with serve(args, workdir, env=env) as served:
         yield served
 
