@@ -13,7 +13,7 @@ from tests.harness.fault_traffic import Tally
 
 ROWS = pytest.StashKey[list[Tally]]()
 HEADER = pytest.StashKey[str]()  # what every row did (N, outage lengths), set by the suite
-COLUMNS = ("row", "reports in", "ACKed", "drafts posted", "duplicates", "replaced", "lost", "recovery")
+COLUMNS = ("row", "reports in", "ACKed", "drafts posted", "withheld", "duplicates", "replaced", "lost", "recovery")
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,8 @@ def fault_table(request: pytest.FixtureRequest) -> list[Tally]:
 
 
 def table_lines(rows: list[Tally]) -> list[str]:
-    cells = [COLUMNS] + [(t.row, str(t.reports_in), str(t.acked), str(t.drafts_posted), str(t.duplicates),
-                          str(t.replaced), str(t.lost), t.recovery) for t in rows]
+    cells = [COLUMNS] + [(t.row, str(t.reports_in), str(t.acked), str(t.drafts_posted), str(t.withheld),
+                          str(t.duplicates), str(t.replaced), str(t.lost), t.recovery) for t in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -39,7 +39,8 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter, exitstatus: int,
     for line in table_lines(rows):
         terminalreporter.write_line(line)
     for tally in rows:
-        for what, ids in (("lost", tally.lost_ids), ("duplicated", tally.duplicate_ids)):
+        for what, ids in (("lost", tally.lost_ids), ("duplicated", tally.duplicate_ids),
+                          ("withheld by the consistency policy", tally.withheld_ids)):
             if ids:
                 terminalreporter.write_line(f"{tally.row}: {what} {', '.join(ids[:10])}"
                                             + (f" (+{len(ids) - 10} more)" if len(ids) > 10 else ""))

@@ -5,19 +5,20 @@
 - ``Sender``: original-mode acknowledgement as a sending system does it (HL7 v2.5.1 §2.9.2): one message at a time
   per connection, a message answered AE (or not answered) is sent again, same bytes and MSH-10, until AA (or AR).
 - ``RisWatch``: when each accession's first draft reached the RIS (polled), for stall times.
-- ``tally``: reports in, ACKed, drafts posted, duplicates, replacements and lost, from what was sent, what the RIS
-  received and what the store captured.
+- ``tally``: reports in, ACKed, drafts posted, duplicates, replacements, withheld (by the consistency policy) and
+  lost, from what was sent, what the RIS received and what the store holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.mllp import MllpClient, MllpTarget, ack_code
+from ops.capture_batch import latest_drafts
 from ops.store import Store
 
 SAMPLE = Path(__file__).resolve().parents[2] / "cli" / "sample"
@@ -206,12 +207,24 @@ class Tally:
     recovery: str = ""
     lost_ids: list[str] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
+    withheld: int = 0
+    withheld_ids: list[str] = field(default_factory=list)
+
+
+def withheld_by_policy(store: Store, accessions: Iterable[str]) -> set[str]:
+    """The accessions whose newest stored draft is not to be posted (``ConsistencyCheck.withheld``: the route's
+    policy withheld it, or it is degenerate and no sample nor retrieval draft could stand in: README "Consistency
+    check"). Such a study is settled, with its reason in the store, not lost; the suite counts it apart."""
+    with store.engine.connect() as conn:
+        newest = latest_drafts(conn, list(accessions))  # one query, not one per accession (polled while drafting)
+    return {a for a, draft in newest.items() if draft.consistency is not None and draft.consistency.withheld}
 
 
 def tally(row: str, sent: Sequence[Sent], received: Sequence[bytes], store: Store, recovery: str = "") -> Tally:
     """Duplicates: drafts beyond one per accession (each study here has one report version), unless the later one
     names an earlier received draft it replaces; the same MSH-10 received twice is a duplicate too. Lost: ACKed
-    preliminaries with no draft at the RIS, ACKed finals not captured in the store (per accession)."""
+    preliminaries with no draft at the RIS and none withheld by the consistency policy in the store, ACKed finals not
+    captured in the store (per accession). Withheld: those preliminaries whose stored draft was withheld."""
     drafts = [Received.of(m) for m in received]
     drafts = [d for d in drafts if d.status != "W"]  # a withdrawal is not a draft (none is sent here)
     seen: dict[str, set[str]] = {}
@@ -225,7 +238,10 @@ def tally(row: str, sent: Sequence[Sent], received: Sequence[bytes], store: Stor
             out.replaced += 1
         ids.add(draft.control_id)
     out.drafts_posted = len(seen)
-    for accession in sorted({s.accession for s in sent if s.acked and s.kind == "prelim"} - set(seen)):
+    missing = {s.accession for s in sent if s.acked and s.kind == "prelim"} - set(seen)
+    out.withheld_ids = sorted(withheld_by_policy(store, missing))
+    out.withheld = len(out.withheld_ids)
+    for accession in sorted(missing - set(out.withheld_ids)):
         out.lost_ids.append(f"{accession} (no draft)")
     for accession in sorted({s.accession for s in sent if s.acked and s.kind == "final"}):
         if not store.signed_records(accession):
