@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,12 +105,17 @@ class Row:
 
     def drafted(self, accessions: Sequence[str] | None = None) -> bool:
         """Every one's draft at the RIS, or withheld by the consistency policy (stored, never to be posted)."""
-        missing = {a for a in (self.accessions if accessions is None else accessions) if a not in self.watch.first_seen}
-        return not missing or (self.stack.store is not None and withheld_by_policy(self.stack.store, missing) == missing)
+        missing = self._not_at_ris(accessions)
+        return not missing or self.withheld(missing) == missing
 
-    def withheld(self) -> set[str]:
+    def withheld(self, accessions: Iterable[str] | None = None) -> set[str]:
+        """Those not at the RIS whose stored draft the consistency policy withheld."""
+        missing = self._not_at_ris(accessions)
         assert self.stack.store is not None
-        return withheld_by_policy(self.stack.store, self.accessions - set(self.watch.first_seen))
+        return withheld_by_policy(self.stack.store, missing) if missing else set()
+
+    def _not_at_ris(self, accessions: Iterable[str] | None) -> set[str]:
+        return set(self.accessions if accessions is None else accessions) - set(self.watch.first_seen)
 
     def captured(self, accessions: Sequence[str] | None = None) -> bool:
         store = self.stack.store
