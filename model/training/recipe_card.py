@@ -53,6 +53,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += [f"- adjusted: {note}" for note in card["adjustments"]]
     lines += cost_lines(card["cost"])
     lines.append(f"- held-out loss before {ev['eval_loss_before']} → after {ev['eval_loss_after']}")
+    if check := card.get("self_check"):  # the demo build's (model/README.md, "Self-check")
+        tried = ", ".join(f"seed {a['seed']} {a['runaway_share']:.0%}" for a in check["attempts"])
+        lines.append(f"- self-check: {check['runaway_share']:.0%} of {check['rows']} greedy drafts ran past "
+                     f"{check['max_new_tokens']} tokens (limit {check['limit']:.0%}, "
+                     f"{'passed' if check['passed'] else 'MISSED'}; {tried})")
     for split, summary in (card.get("results") or {}).items():
         shown = ", ".join(f"{k} {_figure(v)}" for k, v in summary.items() if k != "n")
         lines.append(f"- {split} (n={summary.get('n')}): {shown}")

@@ -107,3 +107,17 @@ def test_the_demo_sample_reaches_every_recipe(demo_model: DemoModel, tmp_path: P
     assert {recipe for _, _, recipe in chosen.values() if recipe} == set(recipe_names()), chosen
     sites = {(event.site, chosen[event.accession][1]) for event in prelims if chosen[event.accession][2] == "multicenter"}
     assert ("SITE_B", "site") in sites and ("SITE_A", "route") in sites, sites
+
+
+def test_every_adapter_passed_its_self_check(demo_model: DemoModel) -> None:
+    """Its greedy drafts end before the serving max_tokens (else the serving path withholds them): the build measured
+    it and kept the seed with the fewest runaways (model/README.md, "Self-check")."""
+    from model.demo import recipe_adapters
+
+    for name, entry in manifest(demo_model).items():
+        check = card(demo_model, entry)["self_check"]
+        assert check["passed"] and check["runaway_share"] <= recipe_adapters.RUNAWAY_LIMIT, (name, check)
+        assert check["rows"] > 0 and check["max_new_tokens"] == recipe_adapters.SERVING_MAX_TOKENS
+        assert entry["seed"] == check["attempts"][-1]["seed"] and entry["runaway_share"] == check["runaway_share"]
+    leftovers = [p.name for p in (demo_model.root / "adapters").iterdir() if p.name.startswith(".")]
+    assert not leftovers  # the attempts not kept are removed
