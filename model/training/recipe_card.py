@@ -53,6 +53,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += [f"- adjusted: {note}" for note in card["adjustments"]]
     lines += cost_lines(card["cost"])
     lines.append(f"- held-out loss before {ev['eval_loss_before']} → after {ev['eval_loss_after']}")
+    if "fit_loss_before" in ev:
+        lines.append(f"- loss on {ev['fit_rows']} train rows before {ev['fit_loss_before']} → after {ev['fit_loss_after']}")
     if check := card.get("self_check"):  # the demo build's (model/README.md, "Self-check")
         tried = ", ".join(f"seed {a['seed']} {a['runaway_share']:.0%}" for a in check["attempts"])
         lines.append(f"- self-check: {check['runaway_share']:.0%} of {check['rows']} greedy drafts ran past "

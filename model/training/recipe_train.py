@@ -25,6 +25,9 @@ from model.training.recipe_corpus import Row, Splits
 from model.training.select import Scorer, encode_rows, select_prompt
 from model.training.train import LORA_TARGET_MODULES, TrainPlan, eval_loss, train
 
+# Loss on the first train rows before and after training: with a handful of validation rows (a small run) the held-out
+# loss moves by noise; the loss on rows trained on says whether training fitted them at all.
+FIT_ROWS = 64
 TINY_BASE_LR = 5e-3  # the demo adapters' rate (model.demo.build): the recipes' 2e-4 barely moves a tiny base in 10 steps
 
 
@@ -118,12 +121,13 @@ def train_recipe(recipe: Recipe, splits: Splits, options: RecipeOptions, scorer:
     pad_id = tokenizer.pad_token_id
     train_examples = encode_rows(tokenizer, splits.train, template, recipe.training.max_length)
     val_examples = encode_rows(tokenizer, splits.validation, template, recipe.training.max_length)
-    before = eval_loss(base, val_examples, pad_id=pad_id)
+    fit_examples = train_examples[:FIT_ROWS]  # the same rows before and after: did training fit its data
+    before, fit_before = eval_loss(base, val_examples, pad_id=pad_id), eval_loss(base, fit_examples, pad_id=pad_id)
     torch.manual_seed(full.seed)
     adapted = get_peft_model(base, config)
     with TrainingMeter(adapted, device) as meter:
         loss = train(adapted, train_examples, full, pad_id=pad_id, desc=f"train {recipe.name}", progress=options.progress)
-    after = eval_loss(adapted, val_examples, pad_id=pad_id)
+    after, fit_after = eval_loss(adapted, val_examples, pad_id=pad_id), eval_loss(adapted, fit_examples, pad_id=pad_id)
     adapted.save_pretrained(str(out_dir))
     merged = ""
     if recipe.training.merge_after_training:
@@ -136,7 +140,8 @@ def train_recipe(recipe: Recipe, splits: Splits, options: RecipeOptions, scorer:
             "tiny_base": tiny, "adjustments": notes, "quantization": quant.as_dict(), "prompt_template": template,
             "prompt_selection": selection, "merged_model": merged,
             "evaluation": {"train_loss": round(loss, 4), "eval_loss_before": round(before, 4),
-                           "eval_loss_after": round(after, 4)},
+                           "eval_loss_after": round(after, 4), "fit_loss_before": round(fit_before, 4),
+                           "fit_loss_after": round(fit_after, 4), "fit_rows": len(fit_examples)},
             "cost": {"training": meter.figures(full.steps)}}
     return TrainedRecipe(adapted, tokenizer, device, template, max_new, options.draft_batch_size, card)
 
