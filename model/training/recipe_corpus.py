@@ -125,14 +125,38 @@ def site_impression(item: CorpusItem, site_index: int) -> str:
     return format_impression(items, list_style, item.language)
 
 
+# How RIS procedure names (OBR-4 text, DiagnosticReport.code.text) for one exam differ between feeds: each generated
+# row keeps its corpus name (the key) or takes one of its other spellings. An adapter trained on one spelling only
+# drafted past max_tokens for the bundled sample's "CT THORAX WITH CONTRAST" (seen on a build with AVX2 kernels).
+PROCEDURE_SPELLINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CT CHEST WITHOUT CONTRAST", ("CT THORAX WITHOUT CONTRAST", "CT CHEST WO CONTRAST", "CT CHEST WITH CONTRAST",
+                                   "CT THORAX WITH CONTRAST", "CT CHEST W IV CONTRAST")),
+    ("XR CHEST 2 VIEWS", ("XR CHEST PA AND LATERAL", "CR CHEST 2V", "XR CHEST 1 VIEW", "X-RAY CHEST PA LAT")),
+    ("MRI BRAIN WITHOUT AND WITH CONTRAST", ("MR BRAIN W WO CONTRAST", "MRI HEAD WITHOUT AND WITH CONTRAST",
+                                            "MRI BRAIN WITHOUT CONTRAST", "MR HEAD WITH AND WITHOUT GADOLINIUM")),
+    ("US ABDOMEN COMPLETE", ("US ABDOMEN", "ULTRASOUND ABDOMEN COMPLETE", "US ABD COMPLETE")),
+    ("PET/CT SKULL BASE TO MID-THIGH", ("PET CT WHOLE BODY", "FDG PET/CT SKULL BASE TO THIGH", "NM PET/CT TUMOR IMAGING")),
+)
+RESPELLED_SHARE = 0.5
+
+
+def procedure_spelling(procedure: str, rng: random.Random) -> str:
+    """The corpus's procedure name, or (``RESPELLED_SHARE`` of the time) another feed's spelling of it."""
+    spellings = dict(PROCEDURE_SPELLINGS).get(procedure)
+    return rng.choice(spellings) if spellings and rng.random() < RESPELLED_SHARE else procedure
+
+
 def generate_rows(recipe: Recipe, rows_per_site: int | None = None, *, seed: int = 0) -> list[Row]:
-    """Rows for every (site, source) of the recipe: ``rows_per_site`` (default ``recipe.data.rows``) each."""
+    """Rows for every (site, source) of the recipe: ``rows_per_site`` (default ``recipe.data.rows``) each, procedure
+    names spelled as different feeds spell them (``PROCEDURE_SPELLINGS``)."""
     n = rows_per_site or recipe.data.rows
     rows: list[Row] = []
     for site_index, site in enumerate(recipe.data.sites):
         for source in recipe.data.sources:
+            rng = random.Random(f"procedure:{seed}:{site}:{source.route}")
             for i, item in enumerate(_items(source, n, seed, site_index)):
                 event = synthetic.as_request(item, site_index * 100_000 + i, site=site).event
+                event = event.model_copy(update={"procedure_text": procedure_spelling(item.procedure, rng)})
                 impression = item.impression if source.generator == "realistic" else site_impression(item, site_index)
                 rows.append(Row(event, impression, source.served))
     return rows

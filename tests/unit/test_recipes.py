@@ -17,7 +17,7 @@ import pytest
 from model.training.cost import TrainingMeter, drafting_figures, percentile
 from model.training.quantize import QuantizationRefused, is_demo_base, plan_quantization
 from model.training.recipe import METRICS, RECIPES_DIR, RecipeError, load_recipe, recipe_names
-from model.training.recipe_corpus import generate_rows, site_impression, split_rows
+from model.training.recipe_corpus import PROCEDURE_SPELLINGS, generate_rows, site_impression, split_rows
 from ops.metrics import FIELDS
 
 FIVE = {"pet_ct", "chest_ct_zh", "multicenter", "xr_chest", "multisystem_ct_mr"}
@@ -134,6 +134,18 @@ def test_generated_rows_follow_the_recipe_languages_systems_and_sites() -> None:
     def key(rs: list[Any]) -> list[tuple[str, ...]]:
         return [(r.event.event_id, r.event.site, r.event.findings, r.impression, r.route) for r in rs]
     assert key(generate_rows(multi, 4)) == key(rows)  # deterministic (the events' received_at aside)
+
+
+def test_generated_rows_spell_procedures_as_different_feeds_do() -> None:
+    rows = generate_rows(load_recipe("multicenter"))
+    spellings = dict(PROCEDURE_SPELLINGS)
+    for route, canonical in (("ct_chest", "CT CHEST WITHOUT CONTRAST"), ("mr_head", "MRI BRAIN WITHOUT AND WITH CONTRAST")):
+        names = [row.event.procedure_text for row in rows if row.route == route]
+        assert set(names) <= {canonical, *spellings[canonical]}
+        assert 0.3 < names.count(canonical) / len(names) < 0.7 and len(set(names)) > 3  # both, and several others
+    assert [r.event.procedure_text for r in rows] == [r.event.procedure_text for r in generate_rows(load_recipe("multicenter"))]
+    zh = generate_rows(load_recipe("chest_ct_zh"))
+    assert {row.event.procedure_text for row in zh} == {"胸部CT平扫"}  # no spellings given: the corpus name
 
 
 def test_sites_write_their_own_style() -> None:
