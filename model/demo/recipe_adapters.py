@@ -142,7 +142,7 @@ def train_demo_adapter(root: Path, adapter: DemoAdapter, version: str, *, progre
     attempts: list[dict[str, Any]] = []
     best: tuple[float, Path, dict[str, Any]] | None = None
     for seed in SEEDS:
-        attempt_dir = out.with_name(f".{adapter.name}.seed{seed}")
+        attempt_dir = _attempt_dir(out, seed)
         options = RecipeOptions(base_dir=root / "base", out_dir=attempt_dir, steps=adapter.steps, seed=seed,
                                 progress=progress)
         trained = train_recipe(recipe, splits, options, scorer=lambda drafts, rows: None)  # one candidate: no scoring
@@ -174,7 +174,12 @@ def _keep(kept: Path, out: Path, attempts: list[dict[str, Any]]) -> None:
     shutil.rmtree(out, ignore_errors=True)
     kept.rename(out)
     for attempt in attempts:
-        shutil.rmtree(out.with_name(f".{out.name}.seed{attempt['seed']}"), ignore_errors=True)
+        shutil.rmtree(_attempt_dir(out, attempt["seed"]), ignore_errors=True)
+
+
+def _attempt_dir(out: Path, seed: int) -> Path:
+    """Where one seed's attempt trains, beside the adapter's directory (hidden: the registry never sees it)."""
+    return out.with_name(f".{out.name}.seed{seed}")
 
 
 def build_adapters(root: Path, version: str, *, plan: Sequence[DemoAdapter] = DEMO_ADAPTERS,
