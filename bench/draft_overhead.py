@@ -7,7 +7,8 @@ accession each) are sent over MLLP at a steady ``--rate``. Per report:
   (a) event in → inference request out: the MLLP ACK (sent after the acks=all publish to reports.raw) → the request
       arriving at the responder (normalise, which routes in-process, → infer: two Kafka hops; three before the
       route stage was fused into normalise, consumers/README.md);
-  (b) draft → posted: the responder's answer → the ORU^R01 draft arriving at the target (the store, one hop, post).
+  (b) draft → posted: the responder's answer → the ORU^R01 draft arriving at the target (the store, then infer
+      claims and sends it itself: no Kafka hop since IG_POST_INLINE; one, to the post agent, before or with it off).
 Prints p50/p95/p99/max of each, of (a)+(b) per report, and the ratio to the 20 ms target; then, on the same broker
 and at the same rate, kafka-python's own produce (acks=all) → consume latency for the record sizes of each hop, so
 one sees what part is Kafka itself: at faust's fetch.max.wait.ms (1500) and at 10 ms, because Tansu holds a fetch
@@ -323,7 +324,7 @@ def render(result: dict[str, Any]) -> str:
                                             if c["fetch_wait_ms"] == wait)
         lines.append(f"Kafka alone at p50, fetch wait {wait} ms: (a) 2 hops ≈ {raw + requests:.2f} ms (3 hops, with "
                      f"reports.events as before normalise routed: {raw + events + requests:.2f} ms), "
-                     f"(b) 1 hop ≈ {generated:.2f} ms")
+                     f"(b) none with IG_POST_INLINE (1 hop ≈ {generated:.2f} ms without)")
     return "\n".join(lines)
 
 

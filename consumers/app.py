@@ -1,6 +1,6 @@
 """The streaming shell: every topic and agent, in flow order. Details: consumers/README.md.
 
-  reports.raw ─normalise (+ route)─▶ reports.events, drafts.requests.<route> ─infer─▶ drafts.generated
+  reports.raw ─normalise (+ route)─▶ reports.events, drafts.requests.<route> ─infer (+ post)─▶ drafts.generated
   drafts.parked ─retry─▶ drafts.requests.<route>            drafts.generated ─post─▶ drafts.posted
   reports.events ─capture─▶ edits.captured (+ the store)
 Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq`` (reason, original bytes); loop goes on.
@@ -142,8 +142,8 @@ def build_app(flow: Flow) -> faust.App:
     @app.agent(generated, name="post")
     async def post(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         if settings.post_concurrency == 1:  # the default: one draft at a time, acked by faust as the loop moves on
-            async for value in stream:
-                await flow.post(value)
+            async for event in stream.events():
+                await flow.post(event.value, event.headers)
                 yield None
             return
         # IG_POST_CONCURRENCY drafts at once, one accession's in order (consumers/post.py InOrder). Each record is
@@ -154,7 +154,7 @@ def build_app(flow: Flow) -> faust.App:
         acks = OffsetOrderedAcks(lambda event: manual.ack(cast(faust.types.EventT[bytes], event)))
         async for event in manual.events():
             key = event.key.decode(errors="replace") if isinstance(event.key, bytes) else str(event.key or "")
-            await flow.post_soon(key, event.value, acks.track(event.message.tp, event))
+            await flow.post_soon(key, event.value, event.headers, acks.track(event.message.tp, event))
             yield None
 
     @app.agent(events, name="capture")

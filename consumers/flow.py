@@ -197,13 +197,13 @@ class Flow:
             draft = await enforce(draft, request, self.routing.consistency(request.route.name), drafter=self.drafter,
                                   retrieval=self.retrieval)  # checked against its findings; the route's policy
             await asyncio.to_thread(self.store.save_draft, draft)
-            await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft)
             metrics.DRAFTS.labels(draft.route, draft.adapter_name, draft.drafter.value).inc()
             metrics.count_consistency(draft)
             log.info("drafted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
                      adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1),
                      flags=draft.consistency.kinds() if draft.consistency else None,
                      consistency=draft.consistency.action.value if draft.consistency else None)
+            await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft, await self._post.claim_here(draft))
             if stand_in and self._redrafts:  # the model replaces it once back (post stage)
                 await self._park(request.model_copy(update={"attempt": 0}),
                                  RetryLater(AWAITING_MODEL, "a retrieval draft", accession=draft.accession))
@@ -261,12 +261,12 @@ class Flow:
         await self._guard("retry", topics.DRAFTS_PARKED.name, value, work)
 
     # -- post: DraftImpression → one delivery per destination (consumers/post.py), unless signed or withdrawn ---------
-    async def post(self, value: bytes) -> None:
-        await self._guard("post", topics.DRAFTS_GENERATED.name, value,
-                          lambda: self._post.post(DraftImpression.model_validate_json(value)), patient=True)
+    async def post(self, value: bytes, headers: dict[str, Any] | None = None) -> None:
+        await self._guard("post", topics.DRAFTS_GENERATED.name, value, lambda: self._post.post(
+            DraftImpression.model_validate_json(value), headers), headers, patient=True)
 
-    async def post_soon(self, accession: str, value: bytes, done: Callable[[], Awaitable[object]]) -> None:
-        await self._post.in_order.submit(accession, lambda: self.post(value), done)  # then done (the ack)
+    async def post_soon(self, accession: str, value: bytes, headers: Any, done: Callable[[], Awaitable[object]]) -> None:
+        await self._post.in_order.submit(accession, lambda: self.post(value, headers), done)  # then done (the ack)
 
     def start_delivery(self) -> None:  # the delivery lanes, once; every stage starts them on its first record
         self._post.start_delivery()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -31,6 +32,7 @@ log = structlog.get_logger("consumers.post")
 INLINE_WAIT_S = 2.0
 WITHHELD = "withheld_by_consistency_policy"  # PostResult.skipped_reason of a draft its route's policy withholds
 SHADOW = "shadow"  # PostResult.skipped_reason of a draft its route holds back in shadow mode (README "Routing")
+CLAIMED = {topics.HEADER_CLAIMED: b"1"}  # on a draft's drafts.generated record: infer claimed and sent it
 
 Send = Callable[[str, str, BaseModel], Awaitable[None]]
 DeadLetterFn = Callable[[str, str, bytes, GatewayError], Awaitable[None]]
@@ -117,7 +119,12 @@ class PostStage:
             self._in_order = InOrder(self.settings.post_concurrency, self._spawn)
         return self._in_order
 
-    async def post(self, draft: DraftImpression) -> None:
+    async def post(self, draft: DraftImpression, headers: Mapping[str, Any] | None = None) -> None:
+        """The post agent's part. A record with HEADER_CLAIMED: infer claimed and sent the draft itself, so only that
+        its rows are there is checked (they are, unless the store lost them: then it is posted here)."""
+        if (headers or {}).get(topics.HEADER_CLAIMED) and await self._all_claimed(draft):
+            log.info("post_claimed_by_infer", event_id=draft.event_id, accession=draft.accession)
+            return
         refused = await self.refused(draft)
         if refused is None and draft.withheld:  # its route's consistency policy (ops/consistency): stored, not posted
             refused = PostResult(draft=draft, skipped_reason=WITHHELD)
@@ -131,6 +138,40 @@ class PostStage:
             await self._posted(PostResult(draft=draft))
             return
         await self._claim(draft, lanes)
+
+    async def claim_here(self, draft: DraftImpression) -> dict[str, bytes] | None:
+        """infer's post of the draft it has just stored (``IG_POST_INLINE``), one Kafka hop sooner than the post
+        agent's; the headers of its drafts.generated record: HEADER_CLAIMED when its rows are claimed (here now, or by
+        an earlier try of the same request). A draft withheld, refused or with no destination, or a claim that fails
+        here, is left to the post agent (README "Guarantees"; consumers/README.md "Infer posts what it may post")."""
+        if not self.settings.post_inline:
+            return None
+        try:
+            return CLAIMED if await self._claim_here(draft) else None
+        except Exception as exc:  # the store down, a bug: the draft is stored; the post agent takes it from here
+            log.warning("claim_here_failed", event_id=draft.event_id, accession=draft.accession,
+                        error=type(exc).__name__)
+            return None
+
+    async def _claim_here(self, draft: DraftImpression) -> bool:
+        """Claimed and sent as the post agent would (one accession's rows in report order by the delivery plan,
+        ops/delivery.py); a crash after the claim loses nothing: the lanes send a row whose holder died, and the
+        request, not acked, is drafted again and finds its rows claimed."""
+        lanes = self.start_delivery()
+        if not lanes or draft.withheld:
+            return False
+        withdrawal, signed, shadow = await asyncio.to_thread(self._refusal, draft)
+        if withdrawal is not None or signed or shadow:
+            return False  # the post agent answers it (drafts.posted, the late draft kept beside its final)
+        try:
+            await self._claim(draft, lanes)
+        except Skip:  # every destination claimed already (a redelivered request): its rows are there
+            pass
+        return True
+
+    async def _all_claimed(self, draft: DraftImpression) -> bool:
+        claimed = await asyncio.to_thread(self.store.claimed_destinations, delivery_key(draft))
+        return bool(self.poster.channels) and set(self.poster.channels) <= claimed
 
     async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane]) -> None:
         """One delivery row per destination, inserted before anything is sent (its key claimed already: a duplicate,

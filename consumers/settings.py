@@ -36,6 +36,9 @@ class ConsumerSettings(BaseSettings):
     post_concurrency: int = Field(1, ge=1, description="drafts the post stage handles at once (different "
                                   "accessions; one accession's always in order); above 1 its records are acked by "
                                   "hand and their offsets committed later (README \"Draft-path overhead\")")
+    post_inline: bool = Field(True, description="infer claims and sends each draft it may post itself, one Kafka "
+                              "hop sooner than the post agent (which then only checks the claim); false: the post "
+                              "agent posts every draft (README \"Draft-path overhead\")")
     capture_batch: int = Field(200, ge=1, description="most signed reports the capture stage takes per store "
                                "transaction (a poll batch)")
     capture_batch_wait_s: float = Field(0.25, gt=0, description="longest the capture stage waits for a batch to "

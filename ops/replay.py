@@ -22,14 +22,15 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from schemas import DeadLetter, InferenceRequest, RetryLater
-from schemas.topics import HEADER_CONTROL_ID, HEADER_ROUTED, HEADER_SENDER, REPORTS_RAW, dead_letter_of
+from schemas.topics import HEADER_CLAIMED, HEADER_CONTROL_ID, HEADER_ROUTED, HEADER_SENDER, REPORTS_RAW, dead_letter_of
 
 log = structlog.get_logger("ops.replay")
 
 HEADER_REPLAYED_FROM = "replayed-from"
 # Not carried onto a record produced again: a replayed-from of its own is added, and an event re-driven onto
-# reports.events is one no normalise routed this time, so the route agent must route it (consumers/README.md).
-_DROPPED = frozenset({HEADER_REPLAYED_FROM, HEADER_ROUTED})
+# reports.events is one no normalise routed this time, so the route agent must route it, and a draft re-driven onto
+# drafts.generated is one the post agent must post, whoever claimed it the first time (consumers/README.md).
+_DROPPED = frozenset({HEADER_REPLAYED_FROM, HEADER_ROUTED, HEADER_CLAIMED})
 DLQ_SUFFIX = dead_letter_of("")
 _IDLE_S = 10.0  # no record for this long while the end offsets are not reached: the broker is taken as down
 

@@ -5,6 +5,7 @@ status-only final signs the preliminary text, a withdrawn/cancelled report withd
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -103,6 +104,9 @@ async def test_a_posted_draft_is_withdrawn_over_hl7(flow: Flow, inbox: DraftInbo
 
 
 async def test_a_draft_not_yet_posted_is_never_posted(flow: Flow, inbox: DraftInbox) -> None:
+    topics_of = flow._topics  # type: ignore[attr-defined]
+    flow = dataclasses.replace(flow, consumer_settings=ConsumerSettings(post_inline=False))  # left to the post agent
+    flow.bind(topics_of)
     event = prelim()
     generated = await drafted(flow, event)
     await flow.capture_many([later(event, "W", 5, status=ReportStatus.WITHDRAWN).model_dump_json().encode()])
