@@ -22,6 +22,8 @@ from schemas import DeadLetter
 from schemas.topics import (
     CONTENT_TYPE_FHIR,
     CONTENT_TYPE_HL7,
+    DRAFTS_GENERATED,
+    HEADER_CLAIMED,
     HEADER_CONTENT_TYPE,
     HEADER_ROUTED,
     REPORTS_EVENTS,
@@ -57,6 +59,9 @@ LETTERS: list[tuple[str, bytes]] = [
     (f"{REQUEST.route.topic}.dlq", DeadLetter(stage="infer", topic="drafts.requests.*", code="internal_error",
                                               reason="ValueError", accession=REQUEST.event.accession,
                                               original=REQUEST.model_dump_json().encode()).model_dump_json().encode()),
+    ("drafts.generated.dlq", DeadLetter(stage="post", topic="drafts.generated", code="internal_error",
+                                        reason="KeyError", accession="ACC-4", original=b'{"accession": "ACC-4"}',
+                                        headers={HEADER_CLAIMED: "1"}).model_dump_json().encode()),
 ]
 
 
@@ -136,6 +141,12 @@ def test_dead_letters_go_back_where_they_came_from(planted: str) -> None:
     assert code == 0 and summary["sent"] == 1
     [request] = keyed(planted, REQUEST.route.topic, REQUEST.event.accession.encode())
     assert request.value == REQUEST.model_dump_json().encode()
+
+    # A draft the post agent dead-lettered goes back without infer's claim header: the post agent posts it in full.
+    code, _, summary = replay("dlq", "--kafka-bootstrap", planted, "--stage", "post")
+    assert code == 0 and summary["sent"] == 1
+    [draft] = keyed(planted, DRAFTS_GENERATED.name, b"ACC-4")
+    assert draft.value == b'{"accession": "ACC-4"}' and HEADER_CLAIMED not in dict(draft.headers)
 
 
 def test_a_time_range_of_reports_raw_is_re_driven(planted: str) -> None:
