@@ -310,7 +310,8 @@ def render(result: dict[str, Any]) -> str:
     inside = result["stage_mean_ms"]
     lines.append("inside the stages, mean per record (serve's /metrics): " + ", ".join(
         f"{stage} {inside[stage]:.2f} ms" for stage in ("normalise", "route", "infer", "post", "capture") if stage in inside)
-        + " (infer includes the instant model, post the MLLP send)")
+        + " (infer includes the instant model and, with IG_POST_INLINE, the post and its MLLP send; post then only"
+          " checks the claim)")
     if any(c["n"] for c in result["hops_ms"].values()):  # serve logged each stage (--log-level info)
         lines.append("where it goes, per segment (serve's log line of each stage; a hop includes the stage after it):")
         for name, c in result["hops_ms"].items():

@@ -22,7 +22,7 @@ from gateway.settings import GatewaySettings
 from model.inference.port import DrafterPort, FakeDrafter
 from model.inference.routing import RoutingTable
 from ops.store import Store
-from schemas import DeadLetter, Drafter, DraftImpression, PostResult, ReportEvent, topics
+from schemas import DeadLetter, Drafter, DraftImpression, PostResult, ReportEvent, ReportStatus, topics
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hl7"
 DRAFT_TEXT = "1. No acute cardiopulmonary abnormality."
@@ -85,6 +85,12 @@ def study(n: int, **update: Any) -> ReportEvent:
     """Preliminary report ``n`` of its own accession and order (synthetic)."""
     return _BASE.model_copy(update={"event_id": f"ev-{n}", "message_control_id": f"MSG{n}", "accession": f"ACC{n:03d}",
                                     "placer_order_number": f"PL{n}", "filler_order_number": f"FI{n}", **update})
+
+
+def final_of(event: ReportEvent) -> ReportEvent:
+    """The signed final of ``event``'s study (its own event id and MSH-10)."""
+    return event.model_copy(update={"event_id": f"{event.event_id}-F", "message_control_id": f"{event.message_control_id}F",
+                                    "status": ReportStatus.FINAL})
 
 
 def draft_of(event: ReportEvent, *, text: str = DRAFT_TEXT, adapter_version: str = "1",

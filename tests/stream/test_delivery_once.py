@@ -18,11 +18,12 @@ from model.inference.fallback import FallbackDrafter
 from model.inference.port import FakeDrafter
 from model.inference.retrieval import RetrievalDrafter
 from ops.delivery import delivery_key, key_digest
-from schemas import Drafter, InferenceRequest, ReportStatus, topics
+from schemas import Drafter, InferenceRequest, topics
 from tests.harness.delivery import (
     close_flow,
     dead_letters,
     draft_of,
+    final_of,
     make_flow,
     posted,
     sent,
@@ -185,8 +186,7 @@ async def test_a_parked_request_of_a_study_signed_meanwhile_is_dropped(inbox: Dr
         await flow.route(event.model_dump_json().encode())
         await flow.infer(requests_on(flow, topics.DRAFT_REQUESTS_PREFIX)[-1])
         [parked] = sent(flow, topics.DRAFTS_PARKED.name)
-        final = event.model_copy(update={"event_id": "ev-1-F", "message_control_id": "MSG1F",
-                                         "status": ReportStatus.FINAL})
+        final = final_of(event)
         await flow.capture_many([final.model_dump_json().encode()])
         model.unavailable = False
         await flow.retry_parked(parked)

@@ -17,11 +17,11 @@ import hl7
 from consumers.serve import settled_in
 from gateway.draft_inbox import DraftInbox
 from ops.delivery import HL7V2, control_id_for, delivery_key
-from schemas import ReportStatus
 from tests.harness.delivery import (
     close_flow,
     dead_letters,
     draft_of,
+    final_of,
     make_flow,
     posted,
     study,
@@ -153,8 +153,7 @@ async def test_a_draft_of_a_study_signed_before_its_post_is_settled_for_the_inta
         event = study(2)
         flow.store.save_draft(draft_of(event))
         assert settled_in(flow.store)([event.event_id]) == set()  # stored alone: its drafts.generated may be lost
-        final = event.model_copy(update={"event_id": "ev-2-F", "message_control_id": "MSG2F",
-                                         "status": ReportStatus.FINAL})
+        final = final_of(event)
         await flow.capture_many([final.model_dump_json().encode()])
         # The post stage would refuse it now (already signed): nothing more to do, so no republish of its report.
         assert settled_in(flow.store)([event.event_id, final.event_id]) == {event.event_id, final.event_id}
@@ -168,8 +167,7 @@ async def test_a_study_signed_meanwhile_is_not_posted(inbox: DraftInbox, tmp_pat
         event = study(1)
         await inbox.close()
         await flow.post(value(draft_of(event)))
-        final = event.model_copy(update={"event_id": "ev-1-F", "message_control_id": "MSG1F",
-                                         "status": ReportStatus.FINAL})
+        final = final_of(event)
         await flow.capture_many([final.model_dump_json().encode()])
         await inbox.reopen()
         [result] = await until(lambda: [r for r in posted(flow) if r.skipped_reason], "the skipped result")

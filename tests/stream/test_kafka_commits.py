@@ -25,7 +25,8 @@ def committed(bootstrap: str) -> int | None:
     """The group's committed offset of the partition, as the broker keeps it (OffsetFetch; joins nothing)."""
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP, enable_auto_commit=False)
     try:
-        return reader.committed(TopicPartition(TOPIC, 0))
+        offset = reader.committed(TopicPartition(TOPIC, 0))
+        return int(offset) if offset is not None else None
     finally:
         reader.close()
 

@@ -6,6 +6,7 @@ with concurrency (infer) finishes after a later one would be lost by a crash. Fa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -22,8 +23,8 @@ PART = TP(TOPIC, 0)
 @pytest.fixture
 def consumer() -> Iterator[Consumer]:
     app = _faust_app(ConsumerSettings(kafka_bootstrap="127.0.0.1:9"), KafkaSecurity())
-    app.topics._acking_topics.add(TOPIC)  # what subscribing an agent to the topic does
-    yield app.consumer
+    app.topics.acking_topics.add(TOPIC)  # what subscribing an agent to the topic does
+    yield cast(Consumer, app.consumer)
 
 
 def read(consumer: Consumer, *offsets: int, tp: TP = PART) -> dict[int, Message]:
