@@ -140,12 +140,8 @@ class DeliveryRows:
         return found[0] if found else None
 
     def claimed_destinations(self, key: str) -> set[str]:
-        """The destinations ``key`` has a delivery row for, in whatever state (one read, no row bodies)."""
-        try:
-            with self.engine.connect() as conn:
-                return set(conn.scalars(select(deliveries.c.destination).where(deliveries.c.key == key)))
-        except OperationalError as exc:
-            raise RetryLater("store_unavailable", f"store read failed: {type(exc).__name__}") from exc
+        """The destinations ``key`` has a delivery row for, in whatever state."""
+        return {row.destination for row in self._deliveries(deliveries.c.key == key)}
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         found = self._deliveries(deliveries.c.id == delivery_id)
