@@ -113,6 +113,9 @@ async def test_post_offsets_committed_and_nothing_handled_again_after_a_restart(
             await until(all_committed, "the post stage's offsets committed to the end", 60)
             # normalise routed each preliminary once; the route agent passed its marked event by (no second request)
             assert first_requests(broker.bootstrap) == sorted(accessions)
+            # infer posted each draft itself (IG_POST_INLINE); the post agent read the header and only checked the claim
+            log = served.log_path.read_text(encoding="utf-8", errors="replace")
+            assert log.count('"event": "post_claimed_by_infer"') == len(accessions) and "duplicate_draft" not in log
         received = len(inbox.received)
         with serving(broker, tmp_path / "again", inbox, db, {"IG_POST_CONCURRENCY": concurrency}) as again:
             await asyncio.sleep(5.0)  # a redelivered draft would be handled (and logged) by now
