@@ -5,8 +5,7 @@ group's committed offset stays at the record still in flight until it is done, s
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import faust
 from faust.contrib.asgi import faust_app_running
@@ -16,6 +15,7 @@ from consumers.app import _faust_app
 from consumers.embedded import EmbeddedBroker
 from consumers.settings import ConsumerSettings
 from gateway.settings import KafkaSecurity
+from tests.harness.delivery import until
 
 TOPIC = "commits.in-flight"
 GROUP = "commits-test"
@@ -29,14 +29,6 @@ def committed(bootstrap: str) -> int | None:
         return int(offset) if offset is not None else None
     finally:
         reader.close()
-
-
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_the_commit_waits_for_the_record_still_in_flight(broker: EmbeddedBroker) -> None:
@@ -58,14 +50,14 @@ async def test_the_commit_waits_for_the_record_still_in_flight(broker: EmbeddedB
             producer.send(TOPIC, value, key=b"k", partition=0)
         producer.flush()
         producer.close()
-        await until(lambda: done == [b"1"] or len(done) >= 2, "the second record done")
+        await until(lambda: done == [b"1"] or len(done) >= 2, "the second record done", 60)
         await asyncio.sleep(0.5)  # the third is on the first actor's queue or done by the second
         await app.consumer.commit()
         assert b"0" not in done
         assert committed(broker.bootstrap) in (None, 0)  # faust alone: 2 or 3, past the record in flight
 
         release.set()
-        await until(lambda: len(done) == 3, "every record done")
+        await until(lambda: len(done) == 3, "every record done", 60)
         await asyncio.sleep(0.2)  # the loop moves on: the last record is acked
         await app.consumer.commit()
         assert committed(broker.bootstrap) == 3
