@@ -447,10 +447,12 @@ async def test_model_worker_down_a_while(steady: FaultStack, model_worker: VllmS
             down = time.monotonic()
             await row.send("prelim", [s.prelim for s in row.studies])
             await asyncio.sleep(5.0)
+            # What reached the RIS while no model answered: read before the restart, since the model answers
+            # (and infer posts) as soon as it is up, which is before start() has seen it healthy and returned.
+            during = [Received.of(m) for m in row.received()]
         finally:
             await asyncio.to_thread(model_worker.start)  # the same port: the consumers' IG_MODEL_URL
         back = time.monotonic()
-        during = [Received.of(m) for m in row.received()]
         drafted = await row.wait(row.drafted, "drafts", WORKER_SETTLE_S, since=back)
         replaced = await row.wait(lambda: all(Received.of(m).drafter == "llm" for m in latest_drafts(row)),
                                   "the model's drafts replacing retrieval drafts", WORKER_SETTLE_S, since=back)
