@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from consumers.settings import ConsumerSettings
 from gateway.post import DraftPoster
 from ops.capture import attach_late_draft, attach_withdrawn_draft
-from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Sent, control_id_for, delivery_key, key_digest
+from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Ready, Sent, control_id_for, delivery_key, key_digest
 from ops.delivery_rows import Delivery
 from ops.shadow import RouteModes
 from ops.store import Store
@@ -156,46 +156,62 @@ class PostStage:
     async def _claim_here(self, draft: DraftImpression) -> bool:
         """Claimed and sent as the post agent would (one accession's rows in report order by the delivery plan,
         ops/delivery.py); a crash after the claim loses nothing: the lanes send a row whose holder died, and the
-        request, not acked, is drafted again and finds its rows claimed."""
+        request, not acked, is drafted again and finds its rows claimed. A draft refused is the post agent's: it
+        answers it (drafts.posted, the late draft kept beside its final)."""
         lanes = self.start_delivery()
         if not lanes or draft.withheld:
             return False
-        withdrawal, signed, shadow = await asyncio.to_thread(self._refusal, draft)
-        if withdrawal is not None or signed or shadow:
-            return False  # the post agent answers it (drafts.posted, the late draft kept beside its final)
         try:
-            await self._claim(draft, lanes)
+            return await self._claim(draft, lanes, refusal_first=True)
         except Skip:  # every destination claimed already (a redelivered request): its rows are there
-            pass
-        return True
+            return True
 
     async def _all_claimed(self, draft: DraftImpression) -> bool:
         claimed = await asyncio.to_thread(self.store.claimed_destinations, delivery_key(draft))
         return bool(self.poster.channels) and set(self.poster.channels) <= claimed
 
-    async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane]) -> None:
+    async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], *, refusal_first: bool = False
+                     ) -> bool:
         """One delivery row per destination, inserted before anything is sent (its key claimed already: a duplicate,
-        never sent again); sent at once to a destination that answers, by its lane to one that does not."""
-        key, now, claimed = delivery_key(draft), time.time(), 0
-        inline: list[asyncio.Task[None]] = []
-        for lane in lanes.values():
-            direct = lane.healthy and not lane.busy
-            row = await asyncio.to_thread(
-                self.store.claim_delivery, draft, key, lane.destination,
-                control_id=control_id_for(key, lane.destination), now=now,
-                deadline=now + self.settings.delivery_retry_window_s, lease_until=now + lane.lease_s if direct else None)
-            if row is None:
-                continue
-            claimed += 1
-            if direct:  # refused() is asked again after the claim: a final signed meanwhile is never posted over
-                inline.append(self._spawn(lane.attempt(row)))
-            else:
-                lane.wake()
+        never sent again); sent at once to a destination that answers, by its lane to one that does not. The claims
+        and the reads around them are one worker-thread call (``_claim_rows``); False when ``refusal_first`` and the
+        draft was refused before anything was claimed."""
+        direct = {name: lane.healthy and not lane.busy for name, lane in lanes.items()}
+        claimed = await asyncio.to_thread(self._claim_rows, draft, lanes, direct, refusal_first)
+        if claimed is None:
+            return False
         if not claimed:
             raise Skip("duplicate_draft", "this version of the study is posted (or being posted) already",
                        message_control_id=draft.event.message_control_id, accession=draft.accession)
+        inline = [self._spawn(lanes[name].attempt(row, ready)) for name, (row, ready) in claimed.items() if ready]
+        for name, (_, ready) in claimed.items():
+            if ready is None:
+                lanes[name].wake()
         if inline:
             await asyncio.wait(inline, timeout=INLINE_WAIT_S)
+        return True
+
+    def _claim_rows(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], direct: dict[str, bool],
+                    refusal_first: bool) -> dict[str, tuple[Delivery, Ready | None]] | None:
+        """In one worker-thread call, so a draft costs one hop of the loop, not one per read: (``refusal_first``) the
+        refusal reads, then each destination's claim, held for its first send where ``direct``, then for those the
+        refusal reads again and the plan's reads. The refusal is read after the claims: a final signed meanwhile is
+        seen by this read or its capture sees the claimed row (README "Guarantees"). None: refused before a claim."""
+        if refusal_first and self._refuses(draft):
+            return None
+        key, now = delivery_key(draft), time.time()
+        claimed: dict[str, Delivery] = {}
+        for name, lane in lanes.items():
+            row = self.store.claim_delivery(
+                draft, key, lane.destination, control_id=control_id_for(key, lane.destination), now=now,
+                deadline=now + self.settings.delivery_retry_window_s,
+                lease_until=now + lane.lease_s if direct[name] else None)
+            if row is not None:
+                claimed[name] = row
+        sending = [name for name in claimed if direct[name]]
+        may_post = bool(sending) and not self._refuses(draft)
+        return {name: (row, Ready(self.store.deliveries_for(row.accession, row.destination), may_post)
+                       if name in sending else None) for name, row in claimed.items()}
 
     async def resend_unposted(self, event: ReportEvent) -> None:
         """A report published again (the intake journal after a broker loss) whose draft is stored but was
@@ -243,6 +259,10 @@ class PostStage:
             return withdrawal, [], False
         signed = self.store.signed_records(draft.accession)
         return None, signed, not signed and self.modes is not None and self.modes.hold_back(draft)
+
+    def _refuses(self, draft: DraftImpression) -> bool:
+        withdrawal, signed, shadow = self._refusal(draft)
+        return withdrawal is not None or bool(signed) or shadow
 
     async def refused(self, draft: DraftImpression) -> PostResult | None:
         """Why the draft is never posted: its report was withdrawn, the study is signed, or its route holds it back

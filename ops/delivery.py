@@ -120,6 +120,15 @@ class Outcome:
     error: GatewayError | None = None
 
 
+@dataclass(frozen=True)
+class Ready:
+    """What a claimer read for a row's first send, after its claim, in the worker-thread call of the claim: the
+    destination's rows of the accession (the plan's input) and whether nothing refused the draft then."""
+
+    others: list[Delivery]
+    may_post: bool
+
+
 class Courier(Protocol):
     async def refused(self, draft: DraftImpression) -> PostResult | None: ...
 
@@ -151,11 +160,12 @@ class DeliveryLane:
     def wake(self) -> None:
         self._wake.set()
 
-    async def attempt(self, row: Delivery) -> None:
-        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises."""
+    async def attempt(self, row: Delivery, ready: Ready | None = None) -> None:
+        """One send of a row this lane holds (claimed or leased): settled or postponed; never raises. ``ready``: the
+        store reads the send needs, made by its claimer in the same worker-thread call as the claim."""
         self._inflight += 1
         try:
-            await self._attempt(row)
+            await self._attempt(row, ready)
         except RetryLater as exc:  # the store: the lease runs out and the row is tried again
             log.warning("delivery_store_unavailable", destination=self.destination, delivery=row.id, code=exc.code)
         except Exception as exc:
@@ -163,9 +173,10 @@ class DeliveryLane:
         finally:
             self._inflight -= 1
 
-    async def _attempt(self, row: Delivery) -> None:
+    async def _attempt(self, row: Delivery, ready: Ready | None) -> None:
         store, now = self._store, time.time()
-        step = plan(row, await asyncio.to_thread(store.deliveries_for, row.accession, self.destination), now)
+        others = ready.others if ready else await asyncio.to_thread(store.deliveries_for, row.accession, self.destination)
+        step = plan(row, others, now)
         if step.wait:
             await asyncio.to_thread(store.postpone_delivery, row.id, now + 1.0, "after an earlier draft's send")
             return
@@ -174,7 +185,8 @@ class DeliveryLane:
             return
         for old in step.supersede:
             await self._settle(old, Outcome("skipped", code="superseded"), f"superseded by delivery {row.id}")
-        refused = await self._courier.refused(row.draft)  # asked right before every send (README "Guarantees")
+        # asked right before every send, after the claim (README "Guarantees"); read already when ``ready`` says so
+        refused = None if ready and ready.may_post else await self._courier.refused(row.draft)
         if refused is not None:
             await self._settle(row, Outcome("skipped", refused=refused, code=refused.skipped_reason))
             return

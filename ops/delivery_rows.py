@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -84,7 +85,7 @@ class Delivery:
     last_error: str
     body: str
 
-    @property
+    @cached_property  # parsed once per row read (the plan, the refusal, the send and the settle all read it)
     def draft(self) -> DraftImpression:
         return DraftImpression.model_validate_json(self.body)
 

@@ -134,7 +134,10 @@ class Store(DeliveryRows, RouteModeRows):
     def __init__(self, url: str):
         self.url = url
         # hide_parameters: a driver error must not carry bound values (report text, ids) into a log line.
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True, hide_parameters=True)
+        # pool_pre_ping (a SELECT 1 on every checkout) for a database server, whose connections can drop; an SQLite
+        # file's cannot, and every store call checks one out, so the ping would be a second statement on each.
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"),
+                                            hide_parameters=True)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
