@@ -196,14 +196,8 @@ class Flow:
             stand_in = draft.drafter is Drafter.RETRIEVAL  # the model was down (not the policy's retrieval draft)
             draft = await enforce(draft, request, self.routing.consistency(request.route.name), drafter=self.drafter,
                                   retrieval=self.retrieval)  # checked against its findings; the route's policy
-            await asyncio.to_thread(self.store.save_draft, draft)
-            metrics.DRAFTS.labels(draft.route, draft.adapter_name, draft.drafter.value).inc()
-            metrics.count_consistency(draft)
-            log.info("drafted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
-                     adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1),
-                     flags=draft.consistency.kinds() if draft.consistency else None,
-                     consistency=draft.consistency.action.value if draft.consistency else None)
-            await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft, await self._post.claim_here(draft))
+            headers = await self._post.save_and_claim(draft)  # stored (logged "drafted"), and sent if it may be
+            await self._send(topics.DRAFTS_GENERATED.name, draft.accession, draft, headers)
             if stand_in and self._redrafts:  # the model replaces it once back (post stage)
                 await self._park(request.model_copy(update={"attempt": 0}),
                                  RetryLater(AWAITING_MODEL, "a retrieval draft", accession=draft.accession))
@@ -398,3 +392,4 @@ class Flow:
                     self.retrieval.remove(signed.route, signed.record_id)
         log.info("withdrawn", event_id=event.event_id, accession=event.accession, status=event.status.value,
                  drafts=len(drafts), cancelled=sum(p is not None for _, p in drafts))
+

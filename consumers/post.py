@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
+from consumers import metrics
 from consumers.settings import ConsumerSettings
 from gateway.post import DraftPoster
 from ops.capture import attach_late_draft, attach_withdrawn_draft
@@ -139,57 +140,67 @@ class PostStage:
             return
         await self._claim(draft, lanes)
 
-    async def claim_here(self, draft: DraftImpression) -> dict[str, bytes] | None:
-        """infer's post of the draft it has just stored (``IG_POST_INLINE``), one Kafka hop sooner than the post
-        agent's; the headers of its drafts.generated record: HEADER_CLAIMED when its rows are claimed (here now, or by
-        an earlier try of the same request). A draft withheld, refused or with no destination, or a claim that fails
-        here, is left to the post agent (README "Guarantees"; consumers/README.md "Infer posts what it may post")."""
-        if not self.settings.post_inline:
+    async def save_and_claim(self, draft: DraftImpression) -> dict[str, bytes] | None:
+        """infer's store of the draft it has just made (counted and logged ``drafted`` once stored; a store failure
+        raises) and, with ``IG_POST_INLINE``, its post, one Kafka hop sooner than the post agent's: the draft saved,
+        its rows claimed and the send's reads made in one worker-thread call. Returns the headers of its
+        drafts.generated record: HEADER_CLAIMED when its rows are claimed (here now, or by an earlier try of the same
+        request). A draft withheld, refused or with no destination, or a claim that fails here, is left to the post
+        agent (README "Guarantees"; consumers/README.md "Infer posts what it may post"). A crash after the claim loses
+        nothing: the lanes send a row whose holder died, and the request, not acked, is drafted again and finds its
+        rows claimed."""
+        lanes = self.start_delivery() if self.settings.post_inline and not draft.withheld else {}
+        if not lanes:
+            await asyncio.to_thread(self.store.save_draft, draft)
+            _stored(draft)
             return None
-        try:
-            return CLAIMED if await self._claim_here(draft) else None
-        except Exception as exc:  # the store down, a bug: the draft is stored; the post agent takes it from here
+        direct = self._direct(lanes)
+        claimed = await asyncio.to_thread(self._save_and_claim_rows, draft, lanes, direct)
+        _stored(draft)
+        if isinstance(claimed, Exception):  # the store down, a bug: the draft is stored; the post agent takes it
             log.warning("claim_here_failed", event_id=draft.event_id, accession=draft.accession,
-                        error=type(exc).__name__)
+                        error=type(claimed).__name__)
             return None
+        if claimed is None:  # refused: the post agent answers it (drafts.posted, the late draft beside its final)
+            return None
+        await self._send_claimed(lanes, claimed)  # none claimed: a redelivered request, its rows are there
+        return CLAIMED
 
-    async def _claim_here(self, draft: DraftImpression) -> bool:
-        """Claimed and sent as the post agent would (one accession's rows in report order by the delivery plan,
-        ops/delivery.py); a crash after the claim loses nothing: the lanes send a row whose holder died, and the
-        request, not acked, is drafted again and finds its rows claimed. A draft refused is the post agent's: it
-        answers it (drafts.posted, the late draft kept beside its final)."""
-        lanes = self.start_delivery()
-        if not lanes or draft.withheld:
-            return False
+    def _save_and_claim_rows(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], direct: dict[str, bool]
+                             ) -> dict[str, tuple[Delivery, Ready | None]] | Exception | None:
+        self.store.save_draft(draft)  # raises: the draft is not stored (the infer agent's store retries)
         try:
-            return await self._claim(draft, lanes, refusal_first=True)
-        except Skip:  # every destination claimed already (a redelivered request): its rows are there
-            return True
+            return self._claim_rows(draft, lanes, direct, refusal_first=True)
+        except Exception as exc:  # stored, not claimed
+            return exc
 
     async def _all_claimed(self, draft: DraftImpression) -> bool:
         claimed = await asyncio.to_thread(self.store.claimed_destinations, delivery_key(draft))
         return bool(self.poster.channels) and set(self.poster.channels) <= claimed
 
-    async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], *, refusal_first: bool = False
-                     ) -> bool:
+    async def _claim(self, draft: DraftImpression, lanes: dict[str, DeliveryLane]) -> None:
         """One delivery row per destination, inserted before anything is sent (its key claimed already: a duplicate,
         never sent again); sent at once to a destination that answers, by its lane to one that does not. The claims
-        and the reads around them are one worker-thread call (``_claim_rows``); False when ``refusal_first`` and the
-        draft was refused before anything was claimed."""
-        direct = {name: lane.healthy and not lane.busy for name, lane in lanes.items()}
-        claimed = await asyncio.to_thread(self._claim_rows, draft, lanes, direct, refusal_first)
-        if claimed is None:
-            return False
+        and the reads around them are one worker-thread call (``_claim_rows``)."""
+        claimed = await asyncio.to_thread(self._claim_rows, draft, lanes, self._direct(lanes), False)
         if not claimed:
             raise Skip("duplicate_draft", "this version of the study is posted (or being posted) already",
                        message_control_id=draft.event.message_control_id, accession=draft.accession)
+        await self._send_claimed(lanes, claimed)
+
+    @staticmethod
+    def _direct(lanes: dict[str, DeliveryLane]) -> dict[str, bool]:
+        """Per destination, whether its row is sent at once (it answers, and no send to it is under way)."""
+        return {name: lane.healthy and not lane.busy for name, lane in lanes.items()}
+
+    async def _send_claimed(self, lanes: dict[str, DeliveryLane],
+                            claimed: dict[str, tuple[Delivery, Ready | None]]) -> None:
         inline = [self._spawn(lanes[name].attempt(row, ready)) for name, (row, ready) in claimed.items() if ready]
         for name, (_, ready) in claimed.items():
             if ready is None:
                 lanes[name].wake()
         if inline:
             await asyncio.wait(inline, timeout=INLINE_WAIT_S)
-        return True
 
     def _claim_rows(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], direct: dict[str, bool],
                     refusal_first: bool) -> dict[str, tuple[Delivery, Ready | None]] | None:
@@ -334,3 +345,12 @@ class PostStage:
                  destination=result.destination, hl7_ack=result.hl7_ack, fhir=bool(result.fhir_report_url),
                  skipped=result.skipped_reason, withdrawn=result.withdrawn, replaces=bool(result.replaces),
                  attempts=result.attempts)
+
+
+def _stored(draft: DraftImpression) -> None:
+    metrics.DRAFTS.labels(draft.route, draft.adapter_name, draft.drafter.value).inc()
+    metrics.count_consistency(draft)
+    log.info("drafted", event_id=draft.event_id, accession=draft.accession, route=draft.route,
+             adapter=draft.adapter_name, drafter=draft.drafter.value, latency_ms=round(draft.latency_ms, 1),
+             flags=draft.consistency.kinds() if draft.consistency else None,
+             consistency=draft.consistency.action.value if draft.consistency else None)
