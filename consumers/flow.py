@@ -392,4 +392,3 @@ class Flow:
                     self.retrieval.remove(signed.route, signed.record_id)
         log.info("withdrawn", event_id=event.event_id, accession=event.accession, status=event.status.value,
                  drafts=len(drafts), cancelled=sum(p is not None for _, p in drafts))
-
