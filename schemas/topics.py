@@ -24,7 +24,7 @@ HEADER_CONTROL_ID = "message-control-id"
 # by; an event without it (published by an earlier version, or a route dead letter replayed) is routed there.
 HEADER_ROUTED = "routed-by-normalise"
 # On drafts.generated: set by an infer that claimed the draft's deliveries itself and sent it (consumers/post.py
-# ``claim_here``), so the post agent only checks the claims are there; a draft without it is posted by the post agent.
+# ``save_and_claim``), so the post agent only checks the claims are there; a draft without it is posted by the post agent.
 HEADER_CLAIMED = "claimed-by-infer"
 CONTENT_TYPE_HL7 = "application/hl7-v2"
 CONTENT_TYPE_FHIR = "application/fhir+json"
