@@ -8,12 +8,17 @@ Failure modes: a reject or unexpected exception in one message → ``<topic>.dlq
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiokafka
 import faust
 import structlog
+from aiokafka.partitioner import murmur2
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP
 
@@ -103,6 +108,83 @@ class _Consumer(Consumer):
         return offset
 
 
+KEEP_S = 600.0  # a draft started here and never joined (its send failed, its partition moved away): forgotten then
+
+
+@dataclass
+class _Started:
+    task: asyncio.Task[bool]
+    at: float
+
+
+# Infer started where the request was routed (IG_INFER_EARLY), one Kafka hop less on the draft path: when this process
+# holds the partition the request goes to and an infer slot is free, normalise's process drafts it at once; the infer
+# agent, on reading that record, joins the draft instead of drafting again and only then acks it, so its offset is
+# committed after the draft is done, as without. Otherwise (another process holds the partition, every slot is busy)
+# the agent drafts it as before. consumers/README.md "Infer starts where it was routed" for more.
+class EarlyInfer:
+    """The infer slots of one process and the drafts started before their record was read back."""
+
+    def __init__(self, slots: int, holds: Callable[[str, bytes], bool]) -> None:
+        self._slots = asyncio.Semaphore(max(1, slots))
+        self._holds = holds  # (topic, key) → the partition the key goes to is this process's consumer's now
+        self._started: dict[tuple[str, bytes], _Started] = {}
+
+    async def start(self, topic: str, key: bytes, value: bytes, work: Callable[[], Awaitable[None]]) -> None:
+        """Starts ``work`` for the record (``key``, ``value``) about to be sent to ``topic``, if it may. Called before
+        the send, so the agent that reads the record always finds it here; never waits."""
+        entry = (topic, value)
+        outcome = ("twin" if entry in self._started else "busy" if self._slots.locked()
+                   else None if self._holds(topic, key) else "not_held")
+        metrics.INFER_EARLY.labels(outcome or "started").inc()
+        if outcome is None:
+            self._forget_old()
+            await self._slots.acquire()  # free (not locked, no waiters): returns at once
+            self._started[entry] = _Started(asyncio.create_task(self._run(work)), time.monotonic())
+
+    async def _run(self, work: Callable[[], Awaitable[None]]) -> bool:
+        try:
+            await work()
+        finally:
+            self._slots.release()
+        return True
+
+    async def join(self, topic: str, value: bytes) -> bool:
+        """For the infer agent, on reading ``value`` from ``topic``: True once a draft started here for it is done
+        (the agent acks it), False when none was (the agent drafts it, holding a slot: ``slot``)."""
+        started = self._started.get((topic, value))
+        if started is None:
+            return False
+        try:
+            joined = await asyncio.shield(started.task)  # the agent stopping leaves the draft to finish or be cancelled
+        except asyncio.CancelledError:
+            if not started.task.cancelled():
+                raise
+            joined = False  # cancelled here (``cancel``): the agent drafts it itself
+        self._started.pop((topic, value), None)
+        if joined:
+            metrics.INFER_EARLY.labels("joined").inc()
+        return joined
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One infer slot for the agent's own draft: the agent's drafts and those started here share the process's
+        ``IG_INFER_CONCURRENCY``, so the model worker never gets more from this process at once."""
+        async with self._slots:
+            yield
+
+    def _forget_old(self) -> None:
+        cutoff = time.monotonic() - KEEP_S
+        for key in [k for k, s in self._started.items() if s.at < cutoff and s.task.done()]:
+            del self._started[key]
+
+    def cancel(self) -> None:
+        """At stop: drafts started here and not joined are cancelled (their records are not acked: redelivered)."""
+        for started in self._started.values():
+            started.task.cancel()
+        self._started.clear()
+
+
 class _Transport(Transport):
     Consumer = _Consumer
 
@@ -154,7 +236,18 @@ def build_app(flow: Flow) -> faust.App:
     requests = app.topic(*(route.topic for route in flow.routing.routes), key_type=bytes, value_type=bytes)
     parked = declared[topics.DRAFTS_PARKED.name]
     generated = declared[topics.DRAFTS_GENERATED.name]
-    flow.bind(declared)
+
+    def holds(topic: str, key: bytes) -> bool:  # where the producer's default partitioner puts the key
+        partitions = app.consumer.topic_partitions(topic)  # as this consumer's last metadata says
+        if not partitions:
+            return False
+        try:  # read from this loop; aiokafka's thread may be rebalancing
+            return TP(topic, (murmur2(key) & 0x7FFFFFFF) % partitions) in app.consumer.assignment()
+        except RuntimeError:  # the set changed while it was copied
+            return False
+
+    early = EarlyInfer(settings.infer_concurrency, holds) if settings.infer_early else None
+    flow.bind(declared, early)
     metrics.watch_lag(app.monitor)  # ig_consumer_lag_messages{topic}, from faust's own offsets
 
     @app.agent(raw, name="normalise")
@@ -171,8 +264,12 @@ def build_app(flow: Flow) -> faust.App:
 
     @app.agent(requests, name="infer", concurrency=settings.infer_concurrency)
     async def infer(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for value in stream:
-            await flow.infer(value)
+        async for event in stream.events():
+            if early is None:
+                await flow.infer(event.value)
+            elif not await early.join(event.message.topic, event.value):  # else drafted where it was routed
+                async with early.slot():
+                    await flow.infer(event.value)
             yield None
 
     @app.agent(parked, name="retry")

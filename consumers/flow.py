@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -51,6 +51,8 @@ from schemas import (
     utcnow,
 )
 
+if TYPE_CHECKING:  # consumers/app.py imports this module
+    from consumers.app import EarlyInfer
 log = structlog.get_logger("consumers.flow")
 STORE_RETRIES = 8
 T = TypeVar("T")
@@ -70,14 +72,15 @@ class Flow:
     retrieval: RetrievalDrafter | None = None
     drift: DriftStage | None = None
     _post: PostStage = field(init=False, repr=False)
+    early: EarlyInfer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._post = PostStage(self.consumer_settings, self.store, self.poster, self._send, self._dead_letter,
                                self._replace_late, RouteModes(self.store, self.routing))
 
-    def bind(self, declared: dict[str, Any]) -> None:
-        """The app's declared topics by name (consumers/app.py): a send to any other name is a bug."""
-        self._topics = declared
+    def bind(self, declared: dict[str, Any], early: EarlyInfer | None = None) -> None:
+        """The app's declared topics by name (a send to any other name is a bug), its early infer (consumers/app.py)."""
+        self._topics, self.early = declared, early
 
     async def _send(self, topic: str, key: str, value: BaseModel | bytes, headers: dict[str, bytes] | None = None
                     ) -> None:
@@ -172,7 +175,10 @@ class Flow:
         if drafted:
             await self._post.resend_unposted(event)
             raise Skip("duplicate", "a draft exists for this event", accession=event.accession)
-        await self._send(spec.topic, event.accession, InferenceRequest(event=event, route=spec))
+        request = InferenceRequest(event=event, route=spec).model_dump_json().encode()
+        if self.early is not None:  # drafted now when this process holds its partition; its agent joins it
+            await self.early.start(spec.topic, event.accession.encode(), request, lambda: self.infer(request))
+        await self._send(spec.topic, event.accession, request)
         log.info("routed", event_id=event.event_id, accession=event.accession, route=spec.name, adapter=spec.adapter)
 
     def _route_reads(self, event: ReportEvent) -> tuple[bool, bool]:

@@ -32,6 +32,10 @@ CONSISTENCY_FLAGS = Counter("ig_consistency_flags_total", "Consistency flags of 
 # What went to a ``<topic>.dlq`` (consumers/flow.py ``Flow._dead_letter``): code is the error tree's (schemas/errors.py).
 DEAD_LETTERS = Counter("ig_dead_letters_total", "Records sent to a dead-letter topic, by stage and error code",
                        ["stage", "code"])
+# Drafts infer started in the process that routed them (consumers/app.py ``EarlyInfer``).
+INFER_EARLY = Counter("ig_infer_early_total", "Drafts infer started where the request was routed, by outcome: started, "
+                      "joined (by the infer agent), not_held (another process holds the partition), busy (no free "
+                      "slot), twin (the same record is being drafted here)", ["outcome"])
 CONSISTENCY_DRAFTS = Counter("ig_consistency_drafts_total", "Drafts checked, by route, policy and what it did",
                              ["route", "policy", "action"])
 

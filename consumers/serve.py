@@ -208,6 +208,8 @@ async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Sto
     flow = Flow(consumer_settings=c, gateway_settings=g, store=store, routing=routing,
                 drafter=drafter, poster=poster, retrieval=retrieval, drift=drift)
     faust_app = build_app(flow)
+    if flow.early is not None:
+        stack.callback(flow.early.cancel)  # after the agents stopped (entered before them)
     shadow = asyncio.create_task(evaluate_every(RouteModes(store, routing), config.ops.shadow.evaluate_every))
     stack.callback(shadow.cancel)  # shadow routes go live by their evidence (README "Routing")
     await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))

@@ -33,6 +33,9 @@ class ConsumerSettings(BaseSettings):
     )
     routing_table: Path | None = Field(None, description="site routing table (TOML)")
     infer_concurrency: int = Field(4, description="drafts requested from the model worker at once")
+    infer_early: bool = Field(True, description="a request this process routed is drafted at once when this "
+                              "process holds its partition and an infer slot is free, one Kafka hop sooner; the infer "
+                              "agent joins it (README \"Draft-path overhead\")")
     post_concurrency: int = Field(1, ge=1, description="drafts the post stage handles at once (different "
                                   "accessions; one accession's always in order); above 1 its records are acked by "
                                   "hand and their offsets committed later (README \"Draft-path overhead\")")
