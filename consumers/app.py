@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from consumers.flow import Flow
 from consumers.post import OffsetOrderedAcks
 from consumers.settings import ConsumerSettings
 from gateway.kafka_security import client_options
+from gateway.publish import RawRecord
 from gateway.settings import KafkaSecurity
 from model.inference.routing import RoutingTable
 from schemas import topics
@@ -108,7 +109,7 @@ class _Consumer(Consumer):
         return offset
 
 
-KEEP_S = 600.0  # a draft started here and never joined (its send failed, its partition moved away): forgotten then
+KEEP_S = 600.0  # work started here and never joined (its send failed, its partition moved away): forgotten then
 
 
 @dataclass
@@ -117,18 +118,52 @@ class _Started:
     at: float
 
 
+class _Early:
+    """Work a stage started before its agent read the record back, by the record's key; the agent joins it."""
+
+    def __init__(self) -> None:
+        self._started: dict[Any, _Started] = {}
+
+    def _begin(self, key: Any, work: Coroutine[Any, Any, bool]) -> None:
+        cutoff = time.monotonic() - KEEP_S
+        for old in [k for k, s in self._started.items() if s.at < cutoff and s.task.done()]:
+            del self._started[old]
+        self._started[key] = _Started(asyncio.create_task(work), time.monotonic())
+
+    async def _join(self, key: Any) -> bool:
+        """True once the work started here for ``key`` is done (the agent acks the record), False when none was or
+        it was cancelled (``cancel``): the agent does the record's work itself."""
+        started = self._started.get(key)
+        if started is None:
+            return False
+        try:
+            joined = await asyncio.shield(started.task)  # the agent stopping leaves the work to finish or be cancelled
+        except asyncio.CancelledError:
+            if not started.task.cancelled():
+                raise
+            joined = False
+        self._started.pop(key, None)
+        return joined
+
+    def cancel(self) -> None:
+        """At stop: work started here and not joined is cancelled (its records are not acked: redelivered)."""
+        for started in self._started.values():
+            started.task.cancel()
+        self._started.clear()
+
+
 # Infer started where the request was routed (IG_INFER_EARLY), one Kafka hop less on the draft path: when this process
 # holds the partition the request goes to and an infer slot is free, normalise's process drafts it at once; the infer
 # agent, on reading that record, joins the draft instead of drafting again and only then acks it, so its offset is
 # committed after the draft is done, as without. Otherwise (another process holds the partition, every slot is busy)
 # the agent drafts it as before. consumers/README.md "Infer starts where it was routed" for more.
-class EarlyInfer:
+class EarlyInfer(_Early):
     """The infer slots of one process and the drafts started before their record was read back."""
 
     def __init__(self, slots: int, holds: Callable[[str, bytes], bool]) -> None:
+        super().__init__()
         self._slots = asyncio.Semaphore(max(1, slots))
         self._holds = holds  # (topic, key) → the partition the key goes to is this process's consumer's now
-        self._started: dict[tuple[str, bytes], _Started] = {}
 
     async def start(self, topic: str, key: bytes, value: bytes, work: Callable[[], Awaitable[None]]) -> None:
         """Starts ``work`` for the record (``key``, ``value``) about to be sent to ``topic``, if it may. Called before
@@ -138,9 +173,8 @@ class EarlyInfer:
                    else None if self._holds(topic, key) else "not_held")
         metrics.INFER_EARLY.labels(outcome or "started").inc()
         if outcome is None:
-            self._forget_old()
             await self._slots.acquire()  # free (not locked, no waiters): returns at once
-            self._started[entry] = _Started(asyncio.create_task(self._run(work)), time.monotonic())
+            self._begin(entry, self._run(work))
 
     async def _run(self, work: Callable[[], Awaitable[None]]) -> bool:
         try:
@@ -150,18 +184,9 @@ class EarlyInfer:
         return True
 
     async def join(self, topic: str, value: bytes) -> bool:
-        """For the infer agent, on reading ``value`` from ``topic``: True once a draft started here for it is done
-        (the agent acks it), False when none was (the agent drafts it, holding a slot: ``slot``)."""
-        started = self._started.get((topic, value))
-        if started is None:
-            return False
-        try:
-            joined = await asyncio.shield(started.task)  # the agent stopping leaves the draft to finish or be cancelled
-        except asyncio.CancelledError:
-            if not started.task.cancelled():
-                raise
-            joined = False  # cancelled here (``cancel``): the agent drafts it itself
-        self._started.pop((topic, value), None)
+        """For the infer agent, on reading ``value`` from ``topic``: True once a draft started here for it is done,
+        False when none was (the agent drafts it, holding a slot: ``slot``)."""
+        joined = await self._join((topic, value))
         if joined:
             metrics.INFER_EARLY.labels("joined").inc()
         return joined
@@ -173,16 +198,62 @@ class EarlyInfer:
         async with self._slots:
             yield
 
-    def _forget_old(self) -> None:
-        cutoff = time.monotonic() - KEEP_S
-        for key in [k for k, s in self._started.items() if s.at < cutoff and s.task.done()]:
-            del self._started[key]
 
-    def cancel(self) -> None:
-        """At stop: drafts started here and not joined are cancelled (their records are not acked: redelivered)."""
-        for started in self._started.values():
-            started.task.cancel()
-        self._started.clear()
+# Normalise started where the report was taken (IG_NORMALISE_EARLY, serve with both roles), one Kafka hop less: the
+# gateway's publisher tells it each record the broker took on reports.raw; when this process holds that partition and
+# every record before it on the partition was normalised here (by the agent, or started here before it, in order), it
+# is normalised at once; the normalise agent, reading it, joins that work and only then acks it. A record of another
+# gateway between them stops the run (the agent normalises the rest in offset order). consumers/README.md for more.
+class EarlyNormalise(_Early):
+    """Per partition of reports.raw: the offset the next record must have to start here (the one after the last record
+    the agent took or that started here) and that last one's work (the next awaits it: a partition's records in order)."""
+
+    def __init__(self, holds: Callable[[int], bool], work: Callable[[bytes, dict[str, bytes]], Awaitable[None]]) -> None:
+        super().__init__()
+        self._holds, self._work = holds, work
+        self._next: dict[int, int] = {}
+        self._last: dict[int, asyncio.Future[Any]] = {}
+        self.losses: Callable[[], int] = lambda: 0  # serve: how often the topic watch saw reports.raw lose records
+        self._losses = 0
+
+    def published(self, record: RawRecord, partition: int, offset: int) -> None:
+        """``KafkaRawPublisher.on_published``: in this loop, before the gateway answers its sender."""
+        if (losses := self.losses()) != self._losses:  # the gateway's topic watch saw the broker lose records
+            self._losses, self._next = losses, {}
+        if offset + 1 < self._next.get(partition, 0):  # lower than a record read since: the topic was made again
+            self._next.pop(partition)  # (or answers came late; either way the agent sets where the next run starts)
+        if self._next.get(partition) != offset or not self._holds(partition):
+            metrics.NORMALISE_EARLY.labels("not_held" if not self._holds(partition) else "not_next").inc()
+            return
+        metrics.NORMALISE_EARLY.labels("started").inc()
+        self._next[partition] = offset + 1
+        key = (partition, offset, record.payload)  # the bytes too: an entry of a topic since lost never matches
+        self._begin(key, self._run(self._last.get(partition), record.payload, dict(record.headers)))
+        self._last[partition] = self._started[key].task
+
+    async def _run(self, before: asyncio.Future[Any] | None, value: bytes, headers: dict[str, bytes]) -> bool:
+        if before is not None:
+            await asyncio.wait([before])  # the record before it first, however that ended
+        await self._work(value, headers)
+        return True
+
+    async def join(self, partition: int, offset: int, value: bytes) -> bool:
+        """For the normalise agent, on reading ``value`` at ``offset``: True once the work started here for it is done,
+        False when none was (the agent normalises it itself, in ``reading``)."""
+        joined = await self._join((partition, offset, value))
+        if joined:
+            metrics.NORMALISE_EARLY.labels("joined").inc()
+        return joined
+
+    @contextlib.asynccontextmanager
+    async def reading(self, partition: int, offset: int) -> AsyncIterator[None]:
+        """The agent normalising ``offset`` itself: the record after it may start here, once this one is done."""
+        self._next[partition] = offset + 1  # (higher only if the topic was lost and made again: that run is over)
+        done = self._last[partition] = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            done.set_result(None)
 
 
 class _Transport(Transport):
@@ -191,6 +262,8 @@ class _Transport(Transport):
 
 class GatewayFaustApp(faust.App):
     """``faust.App`` whose consumers wait at most ``fetch_max_wait_ms`` for a fetch to fill."""
+
+    early_normalise: EarlyNormalise | None = None  # for serve to hand to the gateway's publisher (both roles)
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -237,23 +310,31 @@ def build_app(flow: Flow) -> faust.App:
     parked = declared[topics.DRAFTS_PARKED.name]
     generated = declared[topics.DRAFTS_GENERATED.name]
 
-    def holds(topic: str, key: bytes) -> bool:  # where the producer's default partitioner puts the key
-        partitions = app.consumer.topic_partitions(topic)  # as this consumer's last metadata says
-        if not partitions:
-            return False
+    def holds_tp(topic: str, partition: int) -> bool:
         try:  # read from this loop; aiokafka's thread may be rebalancing
-            return TP(topic, (murmur2(key) & 0x7FFFFFFF) % partitions) in app.consumer.assignment()
+            return TP(topic, partition) in app.consumer.assignment()
         except RuntimeError:  # the set changed while it was copied
             return False
+
+    def holds(topic: str, key: bytes) -> bool:  # where the producer's default partitioner puts the key
+        partitions = app.consumer.topic_partitions(topic)  # as this consumer's last metadata says
+        return bool(partitions) and holds_tp(topic, (murmur2(key) & 0x7FFFFFFF) % partitions)
 
     early = EarlyInfer(settings.infer_concurrency, holds) if settings.infer_early else None
     flow.bind(declared, early)
     metrics.watch_lag(app.monitor)  # ig_consumer_lag_messages{topic}, from faust's own offsets
 
+    early_raw = EarlyNormalise(lambda partition: holds_tp(topics.REPORTS_RAW.name, partition), flow.normalise)
+    if settings.normalise_early:
+        cast(GatewayFaustApp, app).early_normalise = early_raw
+
     @app.agent(raw, name="normalise")
     async def normalise(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for event in stream.events():
-            await flow.normalise(event.value, event.headers)
+            where = event.message.partition, event.message.offset
+            if not await early_raw.join(*where, event.value):  # else normalised where it was taken (the publisher)
+                async with early_raw.reading(*where):
+                    await flow.normalise(event.value, event.headers)
             yield None
 
     @app.agent(events, name="route")  # only what normalise did not route itself (Flow.route says which)

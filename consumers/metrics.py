@@ -36,6 +36,9 @@ DEAD_LETTERS = Counter("ig_dead_letters_total", "Records sent to a dead-letter t
 INFER_EARLY = Counter("ig_infer_early_total", "Drafts infer started where the request was routed, by outcome: started, "
                       "joined (by the infer agent), not_held (another process holds the partition), busy (no free "
                       "slot), twin (the same record is being drafted here)", ["outcome"])
+NORMALISE_EARLY = Counter("ig_normalise_early_total", "Reports normalised where they were taken, by outcome: started, "
+                          "joined (by the normalise agent), not_held (another process holds the partition), not_next "
+                          "(a record before it was not normalised here yet)", ["outcome"])
 CONSISTENCY_DRAFTS = Counter("ig_consistency_drafts_total", "Drafts checked, by route, policy and what it did",
                              ["route", "policy", "action"])
 

@@ -216,6 +216,19 @@ async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Sto
     return faust_app, client
 
 
+def normalise_where_taken(faust_app: faust.App, publisher: KafkaRawPublisher, lost: TopicWatch | None,
+                          stack: AsyncExitStack) -> None:
+    """Both roles in this process: the consumers normalise what the gateway publishes at once (consumers/app.py
+    ``EarlyNormalise``, one Kafka hop less), unless ``IG_NORMALISE_EARLY`` is off; a loss the topic watch sees
+    starts every partition's run over."""
+    early = getattr(faust_app, "early_normalise", None)
+    if early is not None:
+        publisher.on_published = early.published
+        if lost is not None:
+            early.losses = lambda: lost.losses
+        stack.callback(early.cancel)
+
+
 async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Both roles share the publisher and the store (the dashboard reads it); only the consumers need a model."""
     g, c = config.gateway, config.consumer
@@ -244,6 +257,8 @@ async def run(config: ServeConfig, stop: asyncio.Event, on_ready: Callable[[Port
         client: InferenceClient | None = None
         if "consumers" in config.roles:
             faust_app, client = await start_consumers(config, stack, store, routing)
+            if "gateway" in config.roles:
+                normalise_where_taken(faust_app, publisher, lost, stack)
 
         async def readiness() -> dict[str, bool]:
             status = {"broker": await publisher.ready()}

@@ -36,6 +36,10 @@ class ConsumerSettings(BaseSettings):
     infer_early: bool = Field(True, description="a request this process routed is drafted at once when this "
                               "process holds its partition and an infer slot is free, one Kafka hop sooner; the infer "
                               "agent joins it (README \"Draft-path overhead\")")
+    normalise_early: bool = Field(True, description="with both roles in one process, a report the gateway took is "
+                                  "normalised at once when this process holds its partition and normalised the records "
+                                  "before it, one Kafka hop sooner; the normalise agent joins it (README \"Draft-path "
+                                  "overhead\")")
     post_concurrency: int = Field(1, ge=1, description="drafts the post stage handles at once (different "
                                   "accessions; one accession's always in order); above 1 its records are acked by "
                                   "hand and their offsets committed later (README \"Draft-path overhead\")")

@@ -9,6 +9,7 @@ answers AE so the sender resends, the HTTP app 503); nothing is ACKed AA before 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -65,6 +66,9 @@ class KafkaRawPublisher:
         self._topic = topic
         self._send_timeout_s = send_timeout_s
         self._producer: AIOKafkaProducer | None = None
+        # Told of each record the broker took (record, partition, offset), in this loop, before publish returns:
+        # serve's consumers normalise it at once when they hold its partition (consumers/app.py ``EarlyNormalise``).
+        self.on_published: Callable[[RawRecord, int, int], None] | None = None
 
     def _new_producer(self, idempotent: bool) -> AIOKafkaProducer:
         # acks="all": the write is on every in-sync replica before we ACK (durable publish). The idempotent
@@ -121,7 +125,7 @@ class KafkaRawPublisher:
         if self._producer is None:
             raise RetryLater("broker_unavailable", "publisher not started", message_control_id=record.control_id)
         try:
-            await asyncio.wait_for(
+            taken = await asyncio.wait_for(
                 self._producer.send_and_wait(self._topic, record.payload, key=record.key, headers=list(record.headers)),
                 timeout=self._send_timeout_s + _OUTER_MARGIN_S,
             )
@@ -129,3 +133,8 @@ class KafkaRawPublisher:
             log.warning("publish_failed", control_id=record.control_id, error=type(exc).__name__)
             raise RetryLater("broker_unavailable", f"publish to {self._topic} failed: {type(exc).__name__}",
                              message_control_id=record.control_id) from exc
+        if self.on_published is not None:
+            try:
+                self.on_published(record, taken.partition, taken.offset)
+            except Exception as exc:  # published all the same: the normalise agent reads it as before
+                log.warning("on_published_failed", control_id=record.control_id, error=type(exc).__name__)

@@ -2,7 +2,8 @@
 ``serve`` subprocesses on the Tansu broker and a SQLite store, an OpenAI-compatible responder that counts the
 completions asked for each study (bench/stack.py), an MLLP draft inbox. One process with every role, then a gateway
 and two consumers processes of one group (a request routed in one may land on a partition the other holds): every
-study drafted by one model call and posted once, each early draft joined by the agent that read its record."""
+study drafted by one model call and posted once, each early draft joined by the agent that read its record; in the one
+process, the reports the gateway took normalised at once (IG_NORMALISE_EARLY) and joined by the normalise agent."""
 
 from __future__ import annotations
 
@@ -49,10 +50,10 @@ def posted(inbox: DraftInbox) -> Counter[str]:
     return Counter(m.group().decode() for message in inbox.received if (m := MARK.search(message)))
 
 
-def early_outcomes(http: str) -> Counter[str]:
+def early_outcomes(http: str, stage: str = "infer") -> Counter[str]:
     found: Counter[str] = Counter()
     for family in text_string_to_metric_families(httpx.get(f"{http}/metrics", timeout=10).text):
-        if family.name == "ig_infer_early":
+        if family.name == f"ig_{stage}_early":
             for sample in family.samples:
                 if sample.name.endswith("_total"):
                     found[sample.labels["outcome"]] += int(sample.value)
@@ -76,13 +77,20 @@ async def test_every_study_is_drafted_once_and_posted_once(tmp_path: Path, consu
             finally:
                 await client.close()
             await until(lambda: set(studies) <= set(posted(inbox)), "every study's draft", 90)
-            await until(lambda: sum(early_outcomes(h)["joined"] for h in stack.https)
-                        >= sum(early_outcomes(h)["started"] for h in stack.https), "every early draft joined", 30)
+            for stage in ("infer", "normalise"):
+                await until(lambda s=stage: sum(early_outcomes(h, s)["joined"] for h in stack.https)  # type: ignore[misc]
+                            >= sum(early_outcomes(h, s)["started"] for h in stack.https), f"every early {stage} joined", 30)
             outcomes = sum((early_outcomes(h) for h in stack.https), Counter())
+            normalised = sum((early_outcomes(h, "normalise") for h in stack.https), Counter())
         assert {a: model.asked[a] for a in studies} == dict.fromkeys(studies, 1)  # one model call each
         assert {a: posted(inbox)[a] for a in studies} == dict.fromkeys(studies, 1)
         assert outcomes["started"] >= 1 and outcomes["started"] == outcomes["joined"], outcomes
         assert sum(outcomes[k] for k in ("started", "not_held", "busy")) == len(studies), outcomes
+        if consumers:  # the gateway publishes in its own process: every report is read back by a normalise agent
+            assert normalised["started"] == 0, normalised
+        else:  # a partition's first reports are the agent's (until it read one, where a run starts), then at once
+            assert normalised["started"] >= 1 and normalised["started"] == normalised["joined"], normalised
+            assert normalised["started"] + normalised["not_next"] == len(studies), normalised
     finally:
         broker.stop()
         await model.stop()
