@@ -222,8 +222,9 @@ class EarlyNormalise(_Early):
             self._losses, self._next = losses, {}
         if offset + 1 < self._next.get(partition, 0):  # lower than a record read since: the topic was made again
             self._next.pop(partition)  # (or answers came late; either way the agent sets where the next run starts)
-        if self._next.get(partition) != offset or not self._holds(partition):
-            metrics.NORMALISE_EARLY.labels("not_held" if not self._holds(partition) else "not_next").inc()
+        held = self._holds(partition)
+        if self._next.get(partition) != offset or not held:
+            metrics.NORMALISE_EARLY.labels("not_next" if held else "not_held").inc()
             return
         metrics.NORMALISE_EARLY.labels("started").inc()
         self._next[partition] = offset + 1
