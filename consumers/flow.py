@@ -169,7 +169,7 @@ class Flow:
 
     async def _route(self, event: ReportEvent) -> None:
         spec = route_event(event, self.routing)
-        signed, drafted = await asyncio.to_thread(self._route_reads, event)  # signed?, else drafted? (one hop)
+        signed, drafted = await asyncio.to_thread(self.store.signed_or_drafted, event.accession, event.event_id)
         if signed:
             raise Skip("already_signed", "the report is signed; no draft", accession=event.accession)
         if drafted:
@@ -180,9 +180,6 @@ class Flow:
             await self.early.start(spec.topic, event.accession.encode(), request, lambda: self.infer(request))
         await self._send(spec.topic, event.accession, request)
         log.info("routed", event_id=event.event_id, accession=event.accession, route=spec.name, adapter=spec.adapter)
-
-    def _route_reads(self, event: ReportEvent) -> tuple[bool, bool]:
-        return (True, False) if self.store.signed_records(event.accession) else (False, self.store.has_draft(event.event_id))
 
     # -- infer: InferenceRequest → DraftImpression (or parked until a drafter can draft it) ---------------------------
     async def infer(self, value: bytes) -> None:

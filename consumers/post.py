@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from consumers import metrics
 from consumers.settings import ConsumerSettings
 from gateway.post import DraftPoster
+from model.inference.promotion import RouteMode
 from ops.capture import attach_late_draft, attach_withdrawn_draft
 from ops.delivery import HL7V2, DeliveryLane, Outcome, Plan, Ready, Sent, control_id_for, delivery_key, key_digest
 from ops.delivery_rows import Delivery
@@ -168,11 +169,12 @@ class PostStage:
 
     def _save_and_claim_rows(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], direct: dict[str, bool]
                              ) -> dict[str, tuple[Delivery, Ready | None]] | Exception | None:
-        self.store.save_draft(draft)  # raises: the draft is not stored (the infer agent's store retries)
-        try:
-            return self._claim_rows(draft, lanes, direct, refusal_first=True)
-        except Exception as exc:  # stored, not claimed
-            return exc
+        with self.store.one_connection():
+            self.store.save_draft(draft)  # raises: the draft is not stored (the infer agent's store retries)
+            try:
+                return self._claim_rows(draft, lanes, direct, refusal_first=True)
+            except Exception as exc:  # stored, not claimed
+                return exc
 
     async def _all_claimed(self, draft: DraftImpression) -> bool:
         claimed = await asyncio.to_thread(self.store.claimed_destinations, delivery_key(draft))
@@ -208,6 +210,11 @@ class PostStage:
         refusal reads, then each destination's claim, held for its first send where ``direct``, then for those the
         refusal reads again and the plan's reads. The refusal is read after the claims: a final signed meanwhile is
         seen by this read or its capture sees the claimed row (README "Guarantees"). None: refused before a claim."""
+        with self.store.one_connection():  # each write still commits at once (ops/connections.py)
+            return self._claim_rows_on(draft, lanes, direct, refusal_first)
+
+    def _claim_rows_on(self, draft: DraftImpression, lanes: dict[str, DeliveryLane], direct: dict[str, bool],
+                       refusal_first: bool) -> dict[str, tuple[Delivery, Ready | None]] | None:
         if refusal_first and self._refuses(draft):
             return None
         key, now = delivery_key(draft), time.time()
@@ -272,8 +279,13 @@ class PostStage:
         return None, signed, not signed and self.modes is not None and self.modes.hold_back(draft)
 
     def _refuses(self, draft: DraftImpression) -> bool:
-        withdrawal, signed, shadow = self._refusal(draft)
-        return withdrawal is not None or bool(signed) or shadow
+        """``refused`` as a yes or no, in one read where the route is live (``hold_back`` for the rest)."""
+        facts = self.store.refusal(draft)
+        if facts.withdrawn or facts.signed:
+            return True
+        if self.modes is None or (not facts.shadow_marked and facts.mode == RouteMode.LIVE.value):
+            return False
+        return self.modes.hold_back(draft)
 
     async def refused(self, draft: DraftImpression) -> PostResult | None:
         """Why the draft is never posted: its report was withdrawn, the study is signed, or its route holds it back

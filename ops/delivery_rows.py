@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import (
     Column,
     DateTime,
-    Engine,
     Float,
     Index,
     Integer,
@@ -30,8 +29,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ops.connections import Connections
 from schemas import DraftImpression, RetryLater
 
 metadata = MetaData()
@@ -99,25 +99,34 @@ def _due(now: float) -> Any:
     return ((c.state == "pending") & (c.next_at <= now)) | ((c.state == "sending") & (c.lease_until < now))
 
 
-class DeliveryRows:
+class DeliveryRows(Connections):
     """The delivery methods of ``Store`` (which provides ``engine`` and ``_write``)."""
-
-    engine: Engine
 
     def _write(self, stmt: Any) -> bool:
         raise NotImplementedError
 
     def _count(self, stmt: Any) -> int:
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 return int(conn.execute(stmt).rowcount or 0)
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"store write failed: {type(exc).__name__}") from exc
 
+    def _inserted(self, stmt: Any) -> Delivery | None:
+        """Executes one INSERT ... RETURNING the row's columns; None when the row already existed."""
+        try:
+            with self._writing() as conn:
+                row = conn.execute(stmt).first()
+        except IntegrityError:
+            return None
+        except OperationalError as exc:
+            raise RetryLater("store_unavailable", f"store write failed: {type(exc).__name__}") from exc
+        return Delivery(*row) if row is not None else None
+
     def _deliveries(self, *where: Any, limit: int | None = None) -> list[Delivery]:
         query = select(*_COLUMNS).where(*where).order_by(deliveries.c.next_at, deliveries.c.id).limit(limit)
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 return [Delivery(*row) for row in conn.execute(query).all()]
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"store read failed: {type(exc).__name__}") from exc
@@ -129,13 +138,15 @@ class DeliveryRows:
         A dead one (dead-lettered) is taken up again: its draft replayed from the DLQ, or its study sent again."""
         c, held = deliveries.c, {"state": "sending" if lease_until else "pending", "attempts": 1 if lease_until else 0,
                                  "next_at": now, "lease_until": lease_until or 0.0, "deadline": deadline}
-        inserted = self._write(insert(deliveries).values(
+        inserted = self._inserted(insert(deliveries).values(
             key=key, destination=destination, accession=draft.accession, draft_event_id=draft.event_id,
             created_at=datetime.fromtimestamp(now, UTC), control_id=control_id, outcome="", location="",
             last_error="", body=draft.model_dump_json(), **held,
-        ))
+        ).returning(*_COLUMNS))
+        if inserted is not None:  # the row as written (RETURNING: SQLite >= 3.35, PostgreSQL): no read after it
+            return inserted
         mine = (c.key == key, c.destination == destination)
-        if not inserted and not self._count(update(deliveries).where(*mine, c.state == "dead").values(**held)):
+        if not self._count(update(deliveries).where(*mine, c.state == "dead").values(**held)):
             return None
         found = self._deliveries(*mine)
         return found[0] if found else None
@@ -163,7 +174,7 @@ class DeliveryRows:
         """When the next delivery to ``destination`` falls due (a pending one, or a lease running out)."""
         c = deliveries.c
         try:
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 times = [conn.execute(select(func.min(column)).where(c.destination == destination, c.state == state)
                                       ).scalar() for column, state in ((c.next_at, "pending"), (c.lease_until, "sending"))]
         except OperationalError as exc:

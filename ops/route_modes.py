@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from model.inference.promotion import RouteMode
+from ops.connections import Connections
 from schemas import DraftImpression, RetryLater
 
 metadata = MetaData()
@@ -91,12 +92,10 @@ def _mode_row(row: Any) -> ModeRow:
                    json.loads(row.evidence or "{}"), _utc(row.evaluated_at))
 
 
-class RouteModeRows:
-    engine: Engine
-
+class RouteModeRows(Connections):
     def _modes_txn(self, work: Any) -> Any:
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 return work(conn)
         except OperationalError as exc:
             raise RetryLater("store_unavailable", f"route mode access failed: {type(exc).__name__}") from exc
