@@ -1,12 +1,9 @@
 """The store's connections: each call checks one out of the pool, or a run of calls shares one (``one_connection``).
 
-Input: the store's engine. Output: ``_reading()`` (a connection for reads) and ``_writing()`` (a connection whose
-work is committed when the block ends, rolled back when it raises). Inside ``with store.one_connection():`` every call
-that thread makes uses the same connection: one checkout and one pool reset for the run instead of one per call, as
-the draft path's store work (consumers/post.py: the draft saved, its rows claimed, the refusal read twice) makes ten
-calls in a row. Each write still commits when its call ends, so what a call wrote is seen by every other connection
-before the next call reads (the claim before the second refusal read: README "Guarantees"). Mixed into
-``ops.store.Store`` with the row mixins (ops/delivery_rows.py, ops/route_modes.py).
+``_reading()`` gives a connection for reads, ``_writing()`` one whose work commits when the block ends (rolled back
+when it raises). Inside ``with store.one_connection():`` a thread's calls share one connection (the draft path's ten
+calls in a row, consumers/post.py); each write still commits when its call ends, so other connections see it before
+the next read (README "Guarantees"). Mixed into ``ops.store.Store`` with ops/delivery_rows.py and ops/route_modes.py.
 """
 
 from __future__ import annotations

@@ -69,13 +69,15 @@ async def test_a_route_that_fails_in_normalise_is_a_route_dead_letter_that_repla
         flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = iter([RuntimeError("store driver fault"), None])
 
-    def signed_records(accession: str) -> list[object]:
+    real = flow.store.signed_or_drafted
+
+    def signed_or_drafted(accession: str, event_id: str) -> tuple[bool, bool]:
         fault = next(calls)
         if fault is not None:
             raise fault
-        return []
+        return real(accession, event_id)
 
-    monkeypatch.setattr(flow.store, "signed_records", signed_records)
+    monkeypatch.setattr(flow.store, "signed_or_drafted", signed_or_drafted)
     raw = (SAMPLE / "01_ct_chest.prelim.hl7").read_bytes()
     await flow.normalise(raw, HL7)
     [value] = topic(flow, topics.REPORTS_EVENTS.name).values  # normalised and published: capture keeps it
