@@ -240,10 +240,6 @@ class Store(DeliveryRows, RouteModeRows):
             signed, drafted = conn.execute(query).one()
         return bool(signed), bool(drafted)
 
-    def has_draft(self, event_id: str) -> bool:
-        with self._reading() as conn:
-            return conn.execute(select(drafts.c.event_id).where(drafts.c.event_id == event_id)).first() is not None
-
     def draft_of_event(self, event_id: str) -> DraftImpression | None:
         with self._reading() as conn:
             row = conn.execute(select(drafts.c.body).where(drafts.c.event_id == event_id)

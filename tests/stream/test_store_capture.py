@@ -41,7 +41,7 @@ def draft(text: str = "Small right pleural effusion.") -> DraftImpression:
 def test_draft_then_final_is_an_edit_record(store: Store) -> None:
     made = draft()
     assert store.save_draft(made) and not store.save_draft(made)  # redelivery writes nothing
-    assert store.has_draft("e-prelim") and store.latest_draft("ACC1") == made
+    assert store.draft_of_event("e-prelim") is not None and store.latest_draft("ACC1") == made
     final = event(ReportStatus.FINAL, "Small right pleural effusion. No pneumothorax.", "e-final")
     record = capture_final(final, store.latest_draft("ACC1"))
     assert store.save_edit(record) and not store.save_edit(record)

@@ -86,7 +86,7 @@ def test_one_connection_commits_each_write_when_its_call_ends(store: Store) -> N
     with store.one_connection():
         store.save_draft(draft := _draft(1))
         # another thread (its own connection) sees the draft before the block ends: the claim's guarantee needs it
-        reader = threading.Thread(target=lambda: seen.append(store.has_draft(draft.event_id)))
+        reader = threading.Thread(target=lambda: seen.append(store.draft_of_event(draft.event_id) is not None))
         reader.start()
         reader.join()
         assert _claim(store, draft) is not None
@@ -110,6 +110,6 @@ def test_an_error_inside_one_connection_loses_no_committed_write(store: Store) -
     with pytest.raises(RuntimeError), store.one_connection():
         store.save_draft(draft := _draft(1))
         raise RuntimeError("after the write")
-    assert store.has_draft(draft.event_id)
+    assert store.draft_of_event(draft.event_id) is not None
     store.save_draft(_draft(2))  # the store goes on (the pinned connection was given back)
-    assert store.has_draft(_draft(2).event_id)
+    assert store.draft_of_event(_draft(2).event_id) is not None
