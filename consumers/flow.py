@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ from consumers.settings import ConsumerSettings
 from gateway.fhir.inbound import parse_fhir
 from gateway.hl7 import normalise_oru
 from gateway.post import DraftPoster
+from gateway.publish import send_delivered
 from gateway.settings import GatewaySettings
 from model.inference.fallback import FallbackDrafter
 from model.inference.port import DrafterPort
@@ -84,8 +85,10 @@ class Flow:
 
     async def _send(self, topic: str, key: str, value: BaseModel | bytes, headers: dict[str, bytes] | None = None
                     ) -> None:
-        data = value if isinstance(value, bytes) else value.model_dump_json().encode()
-        await self._topics[topic].send(key=key.encode(), value=data, headers=headers)
+        """Returns once the broker has the record (gateway/publish.py ``send_delivered`` says why)."""
+        async def send(topic: str, key: bytes, value: bytes, headers: dict[str, bytes] | None) -> Awaitable[Any]:
+            return cast(Awaitable[Any], await self._topics[topic].send(key=key, value=value, headers=headers))
+        await send_delivered(send, [(topic, key, value, headers)], on_retry=metrics.SEND_RETRIES.inc)
 
     async def _dead_letter(self, stage: str, topic: str, original: bytes, error: GatewayError,
                            headers: dict[str, Any] | None = None) -> None:

@@ -39,6 +39,12 @@ INFER_EARLY = Counter("ig_infer_early_total", "Drafts infer started where the re
 NORMALISE_EARLY = Counter("ig_normalise_early_total", "Reports normalised where they were taken, by outcome: started, "
                           "joined (by the normalise agent), not_held (another process holds the partition), not_next "
                           "(a record before it was not normalised here yet)", ["outcome"])
+# Records a stage sent to the broker that it refused or lost, sent again (consumers/flow.py ``Flow._send_all``).
+SEND_RETRIES = Counter("ig_send_retries_total", "Records sent again because the broker refused them or the send "
+                       "timed out (the record read is acked only once they are on the broker)")
+# Partitions read again from their start because the broker lost their log (gateway/log_watch.py says the reasons).
+LOG_LOST = Counter("ig_log_lost_total", "Partitions read again from their start because the broker no longer had "
+                   "their log as read, by reason: topic_made_again, position_past_end, position_went_back", ["reason"])
 CONSISTENCY_DRAFTS = Counter("ig_consistency_drafts_total", "Drafts checked, by route, policy and what it did",
                              ["route", "policy", "action"])
 

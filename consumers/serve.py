@@ -20,12 +20,15 @@ from typing import Any
 import faust
 import structlog
 import uvicorn
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
 from faust.contrib.asgi import faust_app_running
+from faust.types import TP
 from sqlalchemy import exists, or_, select
 from sqlalchemy.engine import make_url
 
+from consumers import metrics
 from consumers.app import build_app, flow_topics
 from consumers.flow import Flow
 from consumers.settings import ConsumerSettings
@@ -33,6 +36,7 @@ from gateway.auth import HttpAuth
 from gateway.http import RawPublisher, create_app
 from gateway.ingest import MllpIngest
 from gateway.kafka_security import client_options, probe
+from gateway.log_watch import LogWatch, Lost, TopicIds, held_positions
 from gateway.mllp_policy import listener as mllp_listener
 from gateway.post import DraftPoster
 from gateway.publish import KafkaRawPublisher
@@ -213,7 +217,40 @@ async def start_consumers(config: ServeConfig, stack: AsyncExitStack, store: Sto
     shadow = asyncio.create_task(evaluate_every(RouteModes(store, routing), config.ops.shadow.evaluate_every))
     stack.callback(shadow.cancel)  # shadow routes go live by their evidence (README "Routing")
     await stack.enter_async_context(faust_app_running(faust_app, stop_timeout=15))
+    if c.log_check_s > 0:  # a broker that lost a log: its partitions read again from the start (README "Guarantees")
+        ids = TopicIds(c.kafka_bootstrap, client_options(g.kafka))
+        looking = asyncio.create_task(LogWatch(flow_topics(routing), ids, every_s=c.log_check_s)
+                                      .run(FaustLogs(faust_app.consumer)))
+        stack.callback(looking.cancel)
     return faust_app, client
+
+
+class FaustLogs:
+    """gateway/log_watch.py's view of the faust app's consumer (aiokafka's offsets, faust's own bookkeeping)."""
+
+    def __init__(self, consumer: Any):
+        self._consumer = consumer  # consumers/app.py ``_Consumer``
+
+    def log_positions(self) -> dict[TopicPartition, tuple[int | None, int | None, int | None]]:
+        return held_positions(self._consumer._thread._ensure_consumer(), self._consumer._read_offset)
+
+    async def read_again(self, lost: Sequence[Lost]) -> None:
+        """Each partition of ``lost`` from its first record again, faust's acks and commits of it forgotten; records
+        in flight from the old log count as acked, so their late acks commit nothing of a log that is gone (their work
+        goes on: every stage is idempotent by event id)."""
+        consumer = self._consumer
+        for item in lost:
+            tp = TP(item.tp.topic, item.tp.partition)
+            log.warning("log_lost", topic=tp.topic, partition=tp.partition, reason=item.why, position=item.position,
+                        end=item.end)
+            metrics.LOG_LOST.labels(item.why).inc()
+            for message in [m for m in list(consumer._unacked_messages) if m.tp == tp]:
+                message.acked = True
+                consumer._unacked_messages.discard(message)
+            for offsets in (consumer._acked, consumer._acked_index, consumer._gap, consumer._committed_offset):
+                offsets.pop(tp, None)
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its next holder reads from the commit
+                await consumer.seek(tp, 0)  # read offset None; a Kafka log past retention answers out of range → earliest
 
 
 def normalise_where_taken(faust_app: faust.App, publisher: KafkaRawPublisher, lost: TopicWatch | None,

@@ -80,5 +80,8 @@ class ConsumerSettings(BaseSettings):
     replace_retrieval_drafts: bool = Field(True, description="draft again with the model once it is back and "
                                            "replace a retrieval draft posted during its outage, while the study is "
                                            "unsigned")
+    log_check_s: float = Field(1.0, description="seconds between looks for a partition whose log the broker lost "
+                               "(its topic made again, its offsets gone back): read again from its start "
+                               "(gateway/log_watch.py); 0 turns the look off")
     topic_check_s: float = Field(5.0, description="seconds between checks that every topic of the flow exists "
                                  "(re-created when a broker lost them)")

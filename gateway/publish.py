@@ -9,13 +9,15 @@ answers AE so the sender resends, the HTTP app 503); nothing is ACKed AA before 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import BaseModel
 
 from gateway.kafka_security import client_options
 from gateway.settings import KafkaSecurity
@@ -138,3 +140,40 @@ class KafkaRawPublisher:
                 self.on_published(record, taken.partition, taken.offset)
             except Exception as exc:  # published all the same: the normalise agent reads it as before
                 log.warning("on_published_failed", control_id=record.control_id, error=type(exc).__name__)
+
+
+SEND_BACKOFF_S, SEND_BACKOFF_MAX_S = 0.2, 5.0  # a send the broker refused, sent again after (doubling, capped)
+Outgoing = tuple[str, str, BaseModel | bytes, dict[str, bytes] | None]  # topic, key, value, headers
+Send = Callable[[str, bytes, bytes, dict[str, bytes] | None], Awaitable[Awaitable[Any]]]  # faust's Topic.send, by name
+
+
+async def send_delivered(send: Send, records: Sequence[Outgoing], *, on_retry: Callable[[int], None] = lambda n: None
+                         ) -> None:
+    """Each record onto its topic, enqueued in order and returned once the broker has every one (acks=all). faust's
+    ``send`` returns the delivery before it is done and only logs one that failed (faust/topics.py ``_on_published``),
+    while the stage's record is acked and committed past all the same: lost. What failed (a broker restarted empty
+    answers UnknownError, one that is down times out) is sent again with capped backoff for as long as it fails:
+    nothing is acked meanwhile; stopping cancels it (the record read is redelivered). Other errors are raised."""
+    pending, backoff = list(records), SEND_BACKOFF_S
+    while True:
+        errors: dict[int, str] = {}  # index in pending → what the broker or the client said
+        taken: list[tuple[int, Awaitable[Any]]] = []
+        for n, (topic, key, value, headers) in enumerate(pending):
+            data = value if isinstance(value, bytes) else value.model_dump_json().encode()
+            try:
+                taken.append((n, await send(topic, key.encode(), data, headers)))
+            except KafkaError as exc:
+                errors[n] = type(exc).__name__
+        outcomes = await asyncio.gather(*(delivery for _, delivery in taken), return_exceptions=True)
+        for (n, _), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(outcome, KafkaError):
+                errors[n] = type(outcome).__name__
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if not errors:
+            return
+        log.warning("send_failed", topics=sorted({pending[n][0] for n in errors}), records=len(errors),
+                    error=sorted(set(errors.values())), retry_in_s=backoff)
+        on_retry(len(errors))
+        await asyncio.sleep(backoff)
+        pending, backoff = [pending[n] for n in sorted(errors)], min(backoff * 2, SEND_BACKOFF_MAX_S)

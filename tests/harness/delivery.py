@@ -42,9 +42,13 @@ class Recorded:
         self.values: list[bytes] = []
         self.headers: list[dict[str, bytes]] = []
 
-    async def send(self, *, key: bytes, value: bytes, headers: dict[str, bytes] | None = None) -> None:
+    async def send(self, *, key: bytes, value: bytes, headers: dict[str, bytes] | None = None) -> asyncio.Future[None]:
+        """As faust's ``Topic.send``: the delivery to await (here taken at once)."""
         self.values.append(value)
         self.headers.append(dict(headers or {}))
+        taken = asyncio.get_running_loop().create_future()
+        taken.set_result(None)
+        return taken
 
 
 def make_flow(tmp_path: Path, *, mllp_port: int | None = None, fhir_url: str = "", drafter: DrafterPort | None = None,
