@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from consumers import metrics
@@ -86,18 +87,18 @@ class Flow:
     async def _send(self, topic: str, key: str, value: BaseModel | bytes, headers: dict[str, bytes] | None = None
                     ) -> None:
         """Returns once the broker has the record (gateway/publish.py ``send_delivered`` says why)."""
-        async def send(topic: str, key: bytes, value: bytes, headers: dict[str, bytes] | None) -> Awaitable[Any]:
-            return cast(Awaitable[Any], await self._topics[topic].send(key=key, value=value, headers=headers))
-        await send_delivered(send, [(topic, key, value, headers)], on_retry=metrics.SEND_RETRIES.inc)
+        await send_delivered(lambda name, k, v, h: self._topics[name].send(key=k, value=v, headers=h),
+                             [(topic, key, value, headers)], on_retry=metrics.SEND_RETRIES.inc)
 
     async def _dead_letter(self, stage: str, topic: str, original: bytes, error: GatewayError,
                            headers: dict[str, Any] | None = None) -> None:
-        letter = DeadLetter(
-            stage=stage, topic=topic, code=error.code, reason=error.reason, original=original,
-            message_control_id=error.message_control_id, accession=error.accession,
-            headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v)) for k, v in (headers or {}).items()},
-        )
-        await self._send(topics.dead_letter_of(topic), error.accession or error.message_control_id or "unknown", letter)
+        letter = DeadLetter.of(stage, topic, original, error, headers)
+        try:
+            await self._send(topics.dead_letter_of(topic), error.accession or error.message_control_id or "unknown", letter)
+        except KafkaError as exc:  # one the broker can never take (too large, not authorised): said loudly, passed
+            log.error("dead_letter_failed", stage=stage, topic=topic, code=error.code, error=type(exc).__name__,
+                      control_id=error.message_control_id, accession=error.accession)
+            return
         metrics.DEAD_LETTERS.labels(stage, error.code).inc()
         log.warning("dead_lettered", stage=stage, topic=topic, code=error.code,
                     control_id=error.message_control_id, accession=error.accession)
@@ -211,8 +212,7 @@ class Flow:
         await self._guard("infer", self._request_topic(value), value, work)
 
     @property
-    def _redrafts(self) -> bool:
-        """Retrieval drafts stand in for the model's (a fallback deployment) and are replaced when it is back."""
+    def _redrafts(self) -> bool:  # retrieval drafts stand in for the model's (a fallback deployment), replaced later
         return self.consumer_settings.replace_retrieval_drafts and isinstance(self.drafter, FallbackDrafter)
 
     @staticmethod

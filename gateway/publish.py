@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownError
 from pydantic import BaseModel
 
 from gateway.kafka_security import client_options
@@ -147,13 +147,20 @@ Outgoing = tuple[str, str, BaseModel | bytes, dict[str, bytes] | None]  # topic,
 Send = Callable[[str, bytes, bytes, dict[str, bytes] | None], Awaitable[Awaitable[Any]]]  # faust's Topic.send, by name
 
 
+def _retriable(exc: KafkaError) -> bool:
+    """What aiokafka marks retriable, a timeout (a broker down), and UnknownError (Tansu's answer to produces for a
+    while after it came back empty)."""
+    return bool(exc.retriable) or isinstance(exc, UnknownError | KafkaTimeoutError)
+
+
 async def send_delivered(send: Send, records: Sequence[Outgoing], *, on_retry: Callable[[int], None] = lambda n: None
                          ) -> None:
     """Each record onto its topic, enqueued in order and returned once the broker has every one (acks=all). faust's
     ``send`` returns the delivery before it is done and only logs one that failed (faust/topics.py ``_on_published``),
     while the stage's record is acked and committed past all the same: lost. What failed (a broker restarted empty
     answers UnknownError, one that is down times out) is sent again with capped backoff for as long as it fails:
-    nothing is acked meanwhile; stopping cancels it (the record read is redelivered). Other errors are raised."""
+    nothing is acked meanwhile; stopping cancels it (the record read is redelivered). A send that cannot succeed
+    however often it is tried (``_retriable``: too large, not authorised) and any other error are raised."""
     pending, backoff = list(records), SEND_BACKOFF_S
     while True:
         errors: dict[int, str] = {}  # index in pending → what the broker or the client said
@@ -163,13 +170,15 @@ async def send_delivered(send: Send, records: Sequence[Outgoing], *, on_retry: C
             try:
                 taken.append((n, await send(topic, key.encode(), data, headers)))
             except KafkaError as exc:
+                if not _retriable(exc):
+                    raise
                 errors[n] = type(exc).__name__
         outcomes = await asyncio.gather(*(delivery for _, delivery in taken), return_exceptions=True)
         for (n, _), outcome in zip(taken, outcomes, strict=True):
-            if isinstance(outcome, KafkaError):
+            if isinstance(outcome, KafkaError) and _retriable(outcome):
                 errors[n] = type(outcome).__name__
             elif isinstance(outcome, BaseException):
-                raise outcome
+                raise outcome  # too large, not authorised, ...: the stage's error (its record dead-lettered)
         if not errors:
             return
         log.warning("send_failed", topics=sorted({pending[n][0] for n in errors}), records=len(errors),

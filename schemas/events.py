@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.consistency import ConsistencyCheck
+from schemas.errors import GatewayError
 
 # Each model's schema_version is its own (rules: schemas/README.md). 2: DraftImpression gained ``consistency``, and
 # PostResult, which embeds a DraftImpression, with it. ReportEvent 2 (and InferenceRequest, DraftImpression 3,
@@ -290,3 +293,12 @@ class DeadLetter(_Contract):
     rejected_at: datetime = Field(default_factory=utcnow)
 
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    @classmethod
+    def of(cls, stage: str, topic: str, original: bytes, error: GatewayError,
+           headers: Mapping[str, Any] | None = None) -> DeadLetter:
+        """The letter for ``error`` of ``stage`` on the record ``original`` read from ``topic`` (its headers as text)."""
+        return cls(stage=stage, topic=topic, code=error.code, reason=error.reason, original=original,
+                   message_control_id=error.message_control_id, accession=error.accession,
+                   headers={k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
+                            for k, v in (headers or {}).items()})

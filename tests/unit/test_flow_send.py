@@ -10,25 +10,27 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaTimeoutError, UnknownError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError, UnknownError
+from structlog.testing import capture_logs
 
 from consumers import metrics
 from gateway import publish
+from schemas import DeadLetter, topics
 from tests.harness.delivery import make_flow
 
 
 class Refusing:
     """Fails the deliveries of the values named in ``refuse`` (each as many times as it says), then takes them."""
 
-    def __init__(self, refuse: dict[bytes, int], error: type[Exception] = UnknownError):
-        self.refuse, self.error = dict(refuse), error
+    def __init__(self, refuse: dict[bytes, int], error: type[Exception] = UnknownError, *, always: bool = False):
+        self.refuse, self.error, self.always = dict(refuse), error, always
         self.sent: list[bytes] = []
 
     async def send(self, *, key: bytes, value: bytes, headers: dict[str, bytes] | None = None) -> asyncio.Future[None]:
         self.sent.append(value)
         delivery = asyncio.get_running_loop().create_future()
-        if self.refuse.get(value, 0) > 0:
-            self.refuse[value] -= 1
+        if self.always or self.refuse.get(value, 0) > 0:
+            self.refuse[value] = self.refuse.get(value, 1) - 1
             delivery.set_exception(self.error())
         else:
             delivery.set_result(None)
@@ -82,3 +84,32 @@ async def test_an_error_that_is_not_the_brokers_is_raised_not_retried(tmp_path: 
     with pytest.raises(ValueError):
         await flow._send("t", "k", b"v")
     assert topic.sent == [b"v"]
+
+
+async def test_a_send_that_can_never_succeed_is_raised_at_once(tmp_path: Path) -> None:
+    flow = make_flow(tmp_path)
+    topic = Refusing({b"v": 1}, MessageSizeTooLargeError)
+    flow.bind({"t": topic})
+    with pytest.raises(MessageSizeTooLargeError):
+        await flow._send("t", "k", b"v")
+    assert topic.sent == [b"v"]
+
+
+async def test_a_stage_whose_send_can_never_succeed_dead_letters_its_record(tmp_path: Path) -> None:
+    flow = make_flow(tmp_path)
+    out, letters = Refusing({b"big": 1}, MessageSizeTooLargeError), Refusing({})
+    flow.bind({"out": out, topics.dead_letter_of("in"): letters})
+    await flow._guard("stage", "in", b"original", lambda: flow._send("out", "k", b"big"))
+    [letter] = [DeadLetter.model_validate_json(v) for v in letters.sent]
+    assert (letter.original, letter.code, letter.reason) == (b"original", "internal_error", "MessageSizeTooLargeError")
+
+
+async def test_a_dead_letter_the_broker_can_never_take_is_logged_and_the_stage_goes_on(tmp_path: Path) -> None:
+    flow = make_flow(tmp_path)
+    out = Refusing({b"big": 1}, MessageSizeTooLargeError)
+    letters = Refusing({}, TopicAuthorizationFailedError, always=True)
+    flow.bind({"out": out, topics.dead_letter_of("in"): letters})
+    with capture_logs() as logs:
+        await flow._guard("stage", "in", b"original", lambda: flow._send("out", "k", b"big"))
+    assert [e["error"] for e in logs if e["event"] == "dead_letter_failed"] == ["TopicAuthorizationFailedError"]
+
