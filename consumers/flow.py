@@ -144,6 +144,7 @@ class Flow:
     # -- normalise: raw bytes → ReportEvent, then routed at once (one Kafka hop less on the draft path) -------------
     async def normalise(self, value: bytes, headers: dict[str, Any]) -> None:
         events: list[ReportEvent] = []
+        routing: list[asyncio.Future[list[None]]] = []
 
         async def work() -> None:
             kind = (headers.get(topics.HEADER_CONTENT_TYPE) or b"").decode()
@@ -152,15 +153,15 @@ class Flow:
                 events.extend(parse_fhir(value, settings=self.gateway_settings, sender=sender))
             else:
                 events.extend(normalise_oru(value, settings=self.gateway_settings))  # one per OBR group
+            routing.append(asyncio.gather(*(self._guard("route", topics.REPORTS_EVENTS.name, e.model_dump_json().encode(),
+                                                        lambda e=e: self._route(e)) for e in events)))  # type: ignore[misc]
             for event in events:
                 await self._send(topics.REPORTS_EVENTS.name, event.accession, event, ROUTED_HERE)
                 log.info("normalised", event_id=event.event_id, accession=event.accession,
                          status=event.status.value, modality=event.modality.value, source=event.source.value)
 
         await self._guard("normalise", topics.REPORTS_RAW.name, value, work, headers)
-        for event in events:  # each under its own guard, as the route agent would (its store reads retried alone)
-            await self._guard("route", topics.REPORTS_EVENTS.name, event.model_dump_json().encode(),
-                              lambda e=event: self._route(e))  # type: ignore[misc]
+        await asyncio.gather(*routing)  # routed while published, each under its own guard (as the route agent would)
 
     # -- route: preliminary report with findings → InferenceRequest on the route's topic -------------
     async def route(self, value: bytes, headers: dict[str, Any] | None = None) -> None:
@@ -216,8 +217,7 @@ class Flow:
         return self.consumer_settings.replace_retrieval_drafts and isinstance(self.drafter, FallbackDrafter)
 
     @staticmethod
-    def _request_topic(value: bytes) -> str:
-        """Where an infer record came from, for its dead letter: its route's topic (each has a declared twin)."""
+    def _request_topic(value: bytes) -> str:  # where an infer record came from, for its dead letter (its route's)
         try:
             return InferenceRequest.model_validate_json(value).route.topic
         except ValidationError:

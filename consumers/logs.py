@@ -77,5 +77,8 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     # Libraries (aiokafka, faust, uvicorn) log through stdlib logging: keep them quiet and on stderr.
+    # kafka-python (the log watch's topic ids, replay) logs every refused connection as an error while the broker is
+    # down; the caller sees the failure and says what it means.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL)
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
