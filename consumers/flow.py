@@ -210,18 +210,11 @@ class Flow:
                 await self._park(request.model_copy(update={"attempt": 0}),
                                  RetryLater(AWAITING_MODEL, "a retrieval draft", accession=draft.accession))
 
-        await self._guard("infer", self._request_topic(value), value, work)
+        await self._guard("infer", InferenceRequest.topic_of(value, topics.DRAFTS_PARKED.name), value, work)
 
     @property
     def _redrafts(self) -> bool:  # retrieval drafts stand in for the model's (a fallback deployment), replaced later
         return self.consumer_settings.replace_retrieval_drafts and isinstance(self.drafter, FallbackDrafter)
-
-    @staticmethod
-    def _request_topic(value: bytes) -> str:  # where an infer record came from, for its dead letter (its route's)
-        try:
-            return InferenceRequest.model_validate_json(value).route.topic
-        except ValidationError:
-            return topics.DRAFTS_PARKED.name
 
     async def _still_unsigned(self, request: InferenceRequest) -> None:
         event = request.event
@@ -335,18 +328,18 @@ class Flow:
     async def _captured(self, captured: Sequence[Captured], values: dict[str, bytes]) -> int:
         """After the commit: each new record sent and counted, then indexed; the detectors run; a send that fails
         dead-letters its report (stored already: a redelivery sends nothing, as one record at a time). How many failed."""
+        sends = [self._send(topics.EDITS_CAPTURED.name, c.record.accession, c.record) if c.stored else asyncio.sleep(0)
+                 for c in captured]  # all enqueued, awaited together: one produce for the batch, not one per record
         failed = 0
-        for item in captured:
+        for item, sent in zip(captured, await asyncio.gather(*sends, return_exceptions=True), strict=True):
             record = item.record
-            try:
-                if item.stored:
-                    await self._send(topics.EDITS_CAPTURED.name, record.accession, record)
-                    metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
-            except Exception as exc:  # one message never stops the consumer
+            if isinstance(sent, Exception):  # one message never stops the consumer
                 failed += 1
-                log.exception("stage_failed", stage="capture", error=type(exc).__name__)
+                log.error("stage_failed", stage="capture", error=type(sent).__name__)
                 await self._dead_letter("capture", topics.REPORTS_EVENTS.name, values[item.event.event_id],
-                                        Reject("internal_error", type(exc).__name__))
+                                        Reject("internal_error", type(sent).__name__))
+            elif item.stored:
+                metrics.EDITS.labels(record.route, str(record.has_draft), str(record.accepted_unchanged)).inc()
             log.info("captured", event_id=item.event.event_id, accession=record.accession, route=record.route,
                      has_draft=record.has_draft, accepted_unchanged=record.accepted_unchanged,
                      status_only=needs_earlier_text(item.event), text_event_id=record.text_event_id)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.consistency import ConsistencyCheck
 from schemas.errors import GatewayError
@@ -171,6 +171,15 @@ class InferenceRequest(_Contract):
     attempt: int = 0
     not_before: datetime | None = Field(None, description="When parked: do not retry before this")
     last_error: str = ""
+
+    @classmethod
+    def topic_of(cls, value: bytes, otherwise: str) -> str:
+        """Where an infer record came from, for its dead letter: its route's topic, ``otherwise`` if it does not
+        decode (each route topic has a declared dead-letter twin)."""
+        try:
+            return cls.model_validate_json(value).route.topic
+        except ValidationError:
+            return otherwise
 
 
 class DraftImpression(_Contract):
