@@ -1,7 +1,7 @@
 """For the consumers: notice a partition whose log the broker no longer has as it was read; have it read again.
 
 Input: the consumer every ``every_s`` (aiokafka's position and high watermark of each partition it holds, faust's read
-offset: consumers/app.py ``_Consumer``) and the broker's topic ids (KIP-516, by kafka-python: aiokafka's metadata has
+offset: consumers/serve.py ``FaustLogs``) and the broker's topic ids (KIP-516, by kafka-python: aiokafka's metadata has
 none). Output: ``read_again`` with each such partition and why. Failure modes: broker down → nothing known, nothing
 changes; the first look once it is back sees what it lost.
 """
@@ -31,7 +31,7 @@ WENT_BACK = "position_went_back"  # the position went below what faust read (an 
 
 
 class ReadAgain(Protocol):
-    """What the watch needs of the consumer (consumers/app.py ``_Consumer``)."""
+    """What the watch needs of the consumer (consumers/serve.py ``FaustLogs``)."""
 
     def log_positions(self) -> Mapping[TP, tuple[int | None, int | None, int | None]]: ...
 
