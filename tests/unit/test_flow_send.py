@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError, UnknownError
-from structlog.testing import capture_logs
 
 from consumers import metrics
 from gateway import publish
@@ -104,12 +103,13 @@ async def test_a_stage_whose_send_can_never_succeed_dead_letters_its_record(tmp_
     assert (letter.original, letter.code, letter.reason) == (b"original", "internal_error", "MessageSizeTooLargeError")
 
 
-async def test_a_dead_letter_the_broker_can_never_take_is_logged_and_the_stage_goes_on(tmp_path: Path) -> None:
+async def test_a_dead_letter_the_broker_can_never_take_is_not_retried_and_the_stage_goes_on(tmp_path: Path) -> None:
     flow = make_flow(tmp_path)
     out = Refusing({b"big": 1}, MessageSizeTooLargeError)
     letters = Refusing({}, TopicAuthorizationFailedError, always=True)
     flow.bind({"out": out, topics.dead_letter_of("in"): letters})
-    with capture_logs() as logs:
-        await flow._guard("stage", "in", b"original", lambda: flow._send("out", "k", b"big"))
-    assert [e["error"] for e in logs if e["event"] == "dead_letter_failed"] == ["TopicAuthorizationFailedError"]
+    before = metrics.DEAD_LETTERS.labels("stage", "internal_error")._value.get()
+    await flow._guard("stage", "in", b"original", lambda: flow._send("out", "k", b"big"))  # returns: the stage goes on
+    assert len(letters.sent) == 1  # tried once: it can never be taken, so not again
+    assert metrics.DEAD_LETTERS.labels("stage", "internal_error")._value.get() == before  # not counted as sent
 
